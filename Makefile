@@ -1,0 +1,73 @@
+# lamina — every target sets up what it needs on a fresh machine and reuses
+# what an earlier run built.
+
+# Debian's interpreter, not a per-user one: the unprivileged test run must be
+# able to execute it (a pyenv under /root is unreachable for `nobody`).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DEPS   := $(VENV)/.deps-stamp
+SYSDEPS := $(VENV)/.system-deps-stamp
+export CARGO_TERM_QUIET ?= true
+
+.PHONY: all demo test build check lint fmt test-rust test-unit test-unit-unprivileged \
+        test-integration test-docker bench clean
+
+all: build
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(DEPS): $(PY) requirements-dev.txt
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+# Debian packages the tests and benchmarks use as oracles (debootstrap, xfs,
+# attr/acl tools). Installed once; a second run only checks.
+$(SYSDEPS): scripts/system-deps.sh | $(PY)
+	bash scripts/system-deps.sh
+	touch $@
+
+build: $(DEPS)
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
+
+demo: build
+	$(PY) -m lamina demo
+
+test: build $(SYSDEPS) test-rust test-unit test-unit-unprivileged test-integration
+
+test-rust:
+	cargo test --quiet
+
+test-unit: build
+	$(PY) -m pytest -q tests/unit
+
+# The same unit suite as an unprivileged user (no CAP_*, uid nobody).
+test-unit-unprivileged: build
+	bash tests/run_unprivileged.sh
+
+# Mounting tests run in a throwaway "privileged container": own mount + pid
+# namespace, private propagation; a mount left behind fails the run.
+test-integration: build $(SYSDEPS)
+	bash tests/run_integration.sh
+
+# The same integration suite inside a real Docker container (needs dockerd).
+test-docker: build
+	bash tests/run_docker.sh
+
+bench: build $(SYSDEPS)
+	$(PY) bench/run.py
+
+lint: $(DEPS)
+	cargo fmt --check
+	cargo clippy --quiet --all-targets --features python -- -D warnings
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+
+fmt: $(DEPS)
+	cargo fmt
+	$(VENV)/bin/ruff format python tests bench
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,40 @@
+//! Filesystem primitives every writer in lamina goes through.
+//!
+//! - [`root`]: resolve paths *inside* a layer root by the kernel
+//!   (`openat2` with `RESOLVE_IN_ROOT`), never by string checks.
+//! - [`xattr`]: list, read and write extended attributes without following
+//!   symlinks, on a directory fd plus one name.
+//! - [`meta`]: owner, mode and nanosecond times, fd-relative, in the order
+//!   that keeps setuid bits (chown, then chmod).
+
+pub mod meta;
+pub mod root;
+pub mod xattr;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+/// `/proc/self/fd/<dirfd>/<name>`: a path that reaches `name` inside the
+/// directory `dirfd` refers to.
+///
+/// Used for the calls Linux only offers by path with a no-follow variant
+/// (`lsetxattr`, `lgetxattr`, ...). The walk through the magic link lands in
+/// the directory itself and `name` is a single component, so the only lookup
+/// the kernel does is `name` in that directory, without following it.
+pub fn proc_path(dir: impl AsFd, name: &OsStr) -> PathBuf {
+    debug_assert!(is_single_component(name));
+    let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
+    if !name.is_empty() {
+        p.push(name);
+    }
+    p
+}
+
+/// Whether `name` is one plain path component: not empty, not `.` or `..`,
+/// no `/` and no NUL.
+pub fn is_single_component(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
+}

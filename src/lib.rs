@@ -1,0 +1,36 @@
+//! # lamina — a container image layer store
+//!
+//! lamina does what Docker's graph and overlay graph driver do — apply tar
+//! layers, stack them, mount them, diff them, export them byte for byte — as a
+//! library, with no daemon. This crate is the core; the Python package
+//! `lamina` wraps it through the bindings in `src/python/` (cargo feature
+//! `python`).
+//!
+//! ```
+//! # fn main() -> lamina::Result<()> {
+//! let tmp = tempfile::tempdir().unwrap();
+//! let layer = tmp.path().join("init");
+//! std::fs::create_dir(&layer).unwrap();
+//! lamina::setup_init_layer(&layer)?;
+//! assert_eq!(
+//!     std::fs::read_link(layer.join("etc/mtab")).unwrap(),
+//!     std::path::Path::new("/proc/mounts"),
+//! );
+//! # Ok(()) }
+//! ```
+//!
+//! ## Architecture
+//!
+//! Data flows one way: Python → bindings → graph → driver → archive / copy /
+//! fs → kernel. Every write inside a layer goes through [`fs::root`]
+//! (kernel-scoped resolution), never through string checks on joined paths.
+
+pub mod error;
+pub mod fs;
+pub mod init_layer;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};
+pub use init_layer::{default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind};

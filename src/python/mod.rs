@@ -1,0 +1,37 @@
+//! PyO3 bindings: thin wrappers over the core, one file per core module.
+//! Nothing here touches the filesystem itself; every long call runs inside
+//! `Python::detach` so other Python threads keep running.
+
+mod errors;
+mod init_layer;
+
+use pyo3::prelude::*;
+
+/// The native module `lamina._lamina`; the public API is `lamina`.
+#[pymodule]
+mod _lamina {
+    #[pymodule_export]
+    use super::init_layer::setup_init_layer;
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("INIT_LAYER_ENTRIES", super::init_layer::default_entries_py(m.py())?)?;
+        Ok(())
+    }
+}
+
+pub(crate) use errors::to_py_err;
+
+/// Convert a core result into a Python result.
+pub(crate) trait IntoPy<T> {
+    fn py_err(self) -> PyResult<T>;
+}
+
+impl<T> IntoPy<T> for crate::Result<T> {
+    fn py_err(self) -> PyResult<T> {
+        self.map_err(to_py_err)
+    }
+}
