@@ -25,7 +25,10 @@ def main() -> int:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=16g", "tmpfs", tmp], check=True)
     before = mounts()
     env = {**os.environ, "TMPDIR": tmp, "LAMINA_IN_TEST_CONTAINER": "1"}
-    rc = subprocess.run([sys.executable, "-m", "pytest", "-q", *args], env=env).returncode
+    host_fd = os.environ.get("LAMINA_HOST_MOUNTINFO_FD")
+    keep = (int(host_fd),) if host_fd else ()
+    cmd = [sys.executable, "-m", "pytest", "-q", *args]
+    rc = subprocess.run(cmd, env=env, pass_fds=keep).returncode
     leaked = sorted(mounts() - before)
     if leaked:
         print(f"\nFAILED: {len(leaked)} mount(s) leaked by the suite:", file=sys.stderr)

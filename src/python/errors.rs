@@ -33,7 +33,8 @@ pub(crate) fn to_py_err(err: Error) -> PyErr {
                     .rsplit_once(" (os error")
                     .map(|(s, _)| s.to_string())
                     .unwrap_or(strerror);
-                PyOSError::new_err((errno, format!("{op}: {strerror}"), path))
+                // filename is a str (surrogate-escaped where not UTF-8), as Python's own OSErrors.
+                PyOSError::new_err((errno, format!("{op}: {strerror}"), path.into_os_string()))
             }
             None => PyOSError::new_err(format!("{op} {}: {source}", path.display())),
         },

@@ -13,6 +13,11 @@ fn entry_from_py(item: &Bound<'_, PyAny>) -> PyResult<InitEntry> {
     let t = item.cast::<PyTuple>().map_err(|_| {
         PyValueError::new_err("an init-layer entry is a tuple: (kind, path) or ('symlink', path, target)")
     })?;
+    if !(2..=3).contains(&t.len()) {
+        return Err(PyValueError::new_err(format!(
+            "bad init-layer entry {t}: (kind, path) or ('symlink', path, target)"
+        )));
+    }
     let kind: String = t.get_item(0)?.extract()?;
     let path: PathBuf = t.get_item(1)?.extract()?;
     let kind = match (kind.as_str(), t.len()) {
