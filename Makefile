@@ -35,7 +35,7 @@ build: $(DEPS)
 demo: build
 	$(PY) -m lamina demo
 
-test: build $(SYSDEPS) test-rust test-unit test-unit-unprivileged test-integration
+test: build $(SYSDEPS) lint test-rust test-unit test-unit-unprivileged test-integration
 
 test-rust:
 	cargo test --quiet
@@ -64,6 +64,7 @@ lint: $(DEPS)
 	cargo clippy --quiet --all-targets --features python -- -D warnings
 	$(VENV)/bin/ruff check python tests bench
 	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/mypy --strict python/lamina
 
 fmt: $(DEPS)
 	cargo fmt

@@ -2,10 +2,10 @@
 
 from collections.abc import Iterable
 from os import PathLike
-from typing import Union
+from typing import TypeAlias
 
-_Path = Union[str, PathLike[str]]
-InitEntry = Union[tuple[str, str], tuple[str, str, str]]
+_Path: TypeAlias = str | PathLike[str]
+InitEntry: TypeAlias = tuple[str, str] | tuple[str, str, str]
 
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]

@@ -74,13 +74,14 @@ def run(source: str | None = None, keep: bool = False) -> int:
         t = _step("child layer: hard-link copy of the base (the seed's overlay ApplyDiff start)")
         lamina.copy_dir(base, child, hardlink=True)
         shared = _shared_inodes(base, child)
-        print(f"   {shared} of {files} files share the base's inode, in {time.perf_counter() - t:.3f}s")
+        took = time.perf_counter() - t
+        print(f"   {shared} of {files} files share the base's inode, in {took:.3f}s")
 
         init = work / "layers/child-init/root"
         init.mkdir(parents=True)
         t = _step("init layer: setup_init_layer (what `docker create` adds under a container)")
         lamina.setup_init_layer(init)
-        for kind, path, *target in lamina.INIT_LAYER_ENTRIES:
+        for _kind, path, *target in lamina.INIT_LAYER_ENTRIES:
             st = os.lstat(init / path.lstrip("/"))
             extra = f" -> {target[0]}" if target else ""
             print(f"   {stat.filemode(st.st_mode)}  {path}{extra}")

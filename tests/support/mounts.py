@@ -8,9 +8,7 @@ import os
 
 def _parse(text: str) -> list[str]:
     # Field 5 is the mount point, with spaces etc. as octal escapes.
-    return [
-        line.split()[4].encode().decode("unicode_escape") for line in text.splitlines() if line
-    ]
+    return [line.split()[4].encode().decode("unicode_escape") for line in text.splitlines() if line]
 
 
 def mount_points() -> list[str]:

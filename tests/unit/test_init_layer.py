@@ -95,7 +95,11 @@ def test_twice_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_custom_entries(tmp_path: Path) -> None:
-    entries = [("dir", "/run/secrets"), ("file", "/etc/machine-id"), ("symlink", "/var/run", "/run")]
+    entries = [
+        ("dir", "/run/secrets"),
+        ("file", "/etc/machine-id"),
+        ("symlink", "/var/run", "/run"),
+    ]
     lamina.setup_init_layer(tmp_path, entries)
     assert (tmp_path / "run/secrets").is_dir()
     assert (tmp_path / "etc/machine-id").is_file()
