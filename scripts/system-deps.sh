@@ -4,7 +4,7 @@ set -euo pipefail
 declare -A need=(
   [debootstrap]=debootstrap [mkfs.xfs]=xfsprogs [mkfs.ext4]=e2fsprogs
   [getfattr]=attr [setfacl]=acl [unshare]=util-linux [tar]=tar
-  [setpriv]=util-linux [cp]=coreutils
+  [setpriv]=util-linux [cp]=coreutils [dockerd]=docker.io
 )
 missing=()
 for cmd in "${!need[@]}"; do
