@@ -362,6 +362,12 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
 /// the old content or the new, never a mix; a crash leaves at most a
 /// `.<name>.tmp-*` file.
 pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    write_replace(dir, name, data, mode, true)
+}
+
+/// [`write_atomic`], with the fsyncs only if `durable`: for state that is
+/// void after a reboot anyway (mount counts), atomicity is all that matters.
+pub fn write_replace(dir: &Path, name: &str, data: &[u8], mode: u32, durable: bool) -> Result<()> {
     if !crate::fs::is_single_component(name.as_ref()) {
         return Err(Error::InvalidArgument(format!("bad file name {name:?}")));
     }
@@ -376,10 +382,15 @@ pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()
             .at("create", &tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode)).at("chmod", &tmp)?;
         f.write_all(data).at("write", &tmp)?;
-        f.sync_all().at("fsync", &tmp)?;
+        if durable {
+            f.sync_all().at("fsync", &tmp)?;
+        }
         let dest = dir.join(name);
         std::fs::rename(&tmp, &dest).at("rename", &dest)?;
-        fsync_dir(dir)
+        if durable {
+            fsync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

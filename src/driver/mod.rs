@@ -1,0 +1,4 @@
+//! Storage drivers.
+pub mod mount;
+pub mod mounter;
+pub mod mountinfo;
