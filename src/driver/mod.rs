@@ -68,13 +68,23 @@ pub trait Driver: Send + Sync {
     /// through a mount (overlay: `upper/`, `work/`, `merged/`, `lower-id`;
     /// on an overlay parent, a copy of the parent's `upper/`). A read-only
     /// layer is made by [`Driver::apply_diff`] instead.
-    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>, writable: bool) -> Result<()>;
+    fn create(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        writable: bool,
+    ) -> Result<()>;
 
     /// Make `layer.dir` (a fresh staging directory) a read-only layer: the
     /// parent's tree plus the tar diff read from `diff` (uncompressed),
     /// whiteouts applied. Returns the bytes of file content applied (the
     /// layer's size). Never changes an inode of the parent.
-    fn apply_diff(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>, diff: &mut dyn Read) -> Result<u64>;
+    fn apply_diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        diff: &mut dyn Read,
+    ) -> Result<u64>;
 
     /// Free what the driver holds for a layer about to be removed (the
     /// graph then renames the directory away and deletes it). Fails with
@@ -100,7 +110,12 @@ pub trait Driver: Send + Sync {
     /// Write the layer's changes against `parent` as an uncompressed tar
     /// to `out`; returns the bytes written. (A registered layer's exact
     /// bytes come from its tar-split record, which the graph owns.)
-    fn diff(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>, out: &mut dyn Write) -> Result<u64>;
+    fn diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        out: &mut dyn Write,
+    ) -> Result<u64>;
 
     /// The paths the layer changes against `parent`. For a writable overlay
     /// layer this walks `upper/` only: O(changes), not O(image).

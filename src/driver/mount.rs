@@ -115,7 +115,10 @@ impl MountRecord {
     }
 
     fn count_of(&self, owner: &Owner) -> u32 {
-        self.refs.iter().find(|r| r.owner == *owner).map_or(0, |r| r.count)
+        self.refs
+            .iter()
+            .find(|r| r.owner == *owner)
+            .map_or(0, |r| r.count)
     }
 }
 
@@ -153,7 +156,8 @@ impl<M: Mounter> MountRefs<M> {
         match std::fs::create_dir(dir) {
             Ok(()) => {
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(layout::DIR_MODE)).at("chmod", dir)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(layout::DIR_MODE))
+                    .at("chmod", dir)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io("mkdir", dir, e)),
@@ -244,7 +248,13 @@ impl<M: Mounter> MountTxn<'_, M> {
             };
         }
         let data = serde_json::to_vec(rec).map_err(|e| Error::Driver(e.to_string()))?;
-        layout::write_replace(&self.refs.dir, &format!("{id}.json"), &data, layout::FILE_MODE, false)
+        layout::write_replace(
+            &self.refs.dir,
+            &format!("{id}.json"),
+            &data,
+            layout::FILE_MODE,
+            false,
+        )
     }
 
     /// Drop references of other boots and dead processes; returns how many.
@@ -254,7 +264,8 @@ impl<M: Mounter> MountTxn<'_, M> {
             rec.refs.clear();
         }
         let me = self.refs.me;
-        rec.refs.retain(|r| r.count > 0 && (r.owner == me || r.owner.is_alive()));
+        rec.refs
+            .retain(|r| r.count > 0 && (r.owner == me || r.owner.is_alive()));
         before - rec.total()
     }
 
@@ -283,7 +294,10 @@ impl<M: Mounter> MountTxn<'_, M> {
         let me = self.refs.me;
         match rec.refs.iter_mut().find(|r| r.owner == me) {
             Some(r) => r.count += 1,
-            None => rec.refs.push(Reference { owner: me, count: 1 }),
+            None => rec.refs.push(Reference {
+                owner: me,
+                count: 1,
+            }),
         }
         if let Err(e) = self.store(id, &rec) {
             if !mounted {
@@ -303,7 +317,9 @@ impl<M: Mounter> MountTxn<'_, M> {
             // Nothing of ours: already unmounted, or unmounted behind our
             // back. Store the pruned record so stale counts disappear.
             self.store(id, &rec)?;
-            return Err(Error::InvalidArgument(format!("layer {id} is not mounted by this process")));
+            return Err(Error::InvalidArgument(format!(
+                "layer {id} is not mounted by this process"
+            )));
         };
         rec.refs[pos].count -= 1;
         if rec.refs[pos].count == 0 {
@@ -318,7 +334,9 @@ impl<M: Mounter> MountTxn<'_, M> {
 
     /// Live references to layer `id` (all processes).
     pub fn count(&self, id: &str) -> Result<u32> {
-        let Some(mut rec) = self.load(id)? else { return Ok(0) };
+        let Some(mut rec) = self.load(id)? else {
+            return Ok(0);
+        };
         self.prune(&mut rec);
         if !self.refs.mounter.is_mounted(&rec.target)? {
             return Ok(0);
@@ -328,7 +346,9 @@ impl<M: Mounter> MountTxn<'_, M> {
 
     /// This process's references to layer `id`.
     pub fn own_count(&self, id: &str) -> Result<u32> {
-        let Some(rec) = self.load(id)? else { return Ok(0) };
+        let Some(rec) = self.load(id)? else {
+            return Ok(0);
+        };
         if rec.boot_id != self.refs.boot_id || !self.refs.mounter.is_mounted(&rec.target)? {
             return Ok(0);
         }
@@ -405,7 +425,9 @@ mod tests {
     }
 
     fn spec() -> MountSpec {
-        MountSpec::ReadOnlyBind { source: "/src".into() }
+        MountSpec::ReadOnlyBind {
+            source: "/src".into(),
+        }
     }
 
     struct Fixture {
@@ -447,7 +469,10 @@ mod tests {
         assert!(matches!(r.put(&a, &t), Err(Error::InvalidArgument(_))));
         assert_eq!(
             f.m.calls(),
-            vec![MountCall::Mount(spec(), t.clone()), MountCall::Unmount(t.clone())]
+            vec![
+                MountCall::Mount(spec(), t.clone()),
+                MountCall::Unmount(t.clone())
+            ]
         );
         assert!(r.get("../x", &t, &spec()).is_err());
     }
@@ -552,7 +577,11 @@ mod tests {
             }],
         };
         std::fs::create_dir_all(&f.dir).unwrap();
-        std::fs::write(f.dir.join(format!("{a}.json")), serde_json::to_vec(&stale).unwrap()).unwrap();
+        std::fs::write(
+            f.dir.join(format!("{a}.json")),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .unwrap();
         assert_eq!(r.count(&a).unwrap(), 0);
         r.transaction().unwrap().release(&a, &t).unwrap();
 
@@ -585,7 +614,10 @@ mod tests {
         assert_eq!(r.count(&a).unwrap(), 0);
         assert!(!f.m.is_mounted(&t).unwrap());
         let calls = f.m.calls();
-        let mounts = calls.iter().filter(|c| matches!(c, MountCall::Mount(..))).count();
+        let mounts = calls
+            .iter()
+            .filter(|c| matches!(c, MountCall::Mount(..)))
+            .count();
         let unmounts = calls.len() - mounts;
         assert_eq!(mounts, unmounts);
         assert!(mounts >= 1);

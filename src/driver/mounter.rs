@@ -71,10 +71,14 @@ impl MountSpec {
             return Err(Error::InvalidArgument("not an overlay mount".into()));
         };
         if lower.is_empty() {
-            return Err(Error::InvalidArgument("overlay needs a lower directory".into()));
+            return Err(Error::InvalidArgument(
+                "overlay needs a lower directory".into(),
+            ));
         }
         if upper.is_some() != work.is_some() {
-            return Err(Error::InvalidArgument("overlay upperdir and workdir go together".into()));
+            return Err(Error::InvalidArgument(
+                "overlay upperdir and workdir go together".into(),
+            ));
         }
         let mut parts = Vec::new();
         for l in lower {
@@ -82,7 +86,11 @@ impl MountSpec {
         }
         parts.push(format!(
             "lowerdir={}",
-            lower.iter().map(|l| l.to_string_lossy()).collect::<Vec<_>>().join(":")
+            lower
+                .iter()
+                .map(|l| l.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(":")
         ));
         if let (Some(u), Some(w)) = (upper, work) {
             check_option_path("upperdir", u)?;
@@ -152,8 +160,14 @@ impl Mounter for LinuxMounter {
             MountSpec::Overlay { .. } => {
                 let data = CString::new(spec.overlay_data()?)
                     .map_err(|_| Error::InvalidArgument("NUL in overlay options".into()))?;
-                rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), data.as_c_str())
-                    .map_err(|e| failed(e, "mount overlay"))
+                rustix::mount::mount(
+                    "overlay",
+                    target,
+                    "overlay",
+                    MountFlags::empty(),
+                    data.as_c_str(),
+                )
+                .map_err(|e| failed(e, "mount overlay"))
             }
             MountSpec::ReadOnlyBind { source } => {
                 rustix::mount::mount_bind(source, target).map_err(|e| failed(e, "bind mount"))?;
@@ -164,7 +178,11 @@ impl Mounter for LinuxMounter {
                 let keep = rustix::fs::statvfs(target)
                     .map(|s| locked_flags(s.f_flag))
                     .at("statvfs", target)?;
-                if let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY | keep, "") {
+                if let Err(e) = rustix::mount::mount_remount(
+                    target,
+                    MountFlags::BIND | MountFlags::RDONLY | keep,
+                    "",
+                ) {
                     let _ = rustix::mount::unmount(target, UnmountFlags::DETACH);
                     return Err(failed(e, "remount read-only"));
                 }
@@ -189,7 +207,10 @@ impl Mounter for LinuxMounter {
     }
 
     fn mount_points(&self) -> Result<HashSet<PathBuf>> {
-        Ok(mountinfo::read()?.into_iter().map(|m| m.mount_point).collect())
+        Ok(mountinfo::read()?
+            .into_iter()
+            .map(|m| m.mount_point)
+            .collect())
     }
 }
 
@@ -249,7 +270,11 @@ impl RecordingMounter {
 
     /// How many mount calls there were.
     pub fn mount_calls(&self) -> usize {
-        self.state().calls.iter().filter(|c| matches!(c, MountCall::Mount(..))).count()
+        self.state()
+            .calls
+            .iter()
+            .filter(|c| matches!(c, MountCall::Mount(..)))
+            .count()
     }
 
     /// Pretend `target` is mounted (a mount left by some other process).
@@ -274,7 +299,8 @@ impl Mounter for RecordingMounter {
             spec.overlay_data()?;
         }
         let mut st = self.state();
-        st.calls.push(MountCall::Mount(spec.clone(), target.to_owned()));
+        st.calls
+            .push(MountCall::Mount(spec.clone(), target.to_owned()));
         if let Some(e) = st.fail_next.take() {
             return Err(Error::Driver(format!("mount {}: {e}", target.display())));
         }
@@ -343,13 +369,19 @@ mod tests {
             options: vec![],
         };
         assert!(half.overlay_data().is_err());
-        assert!(MountSpec::ReadOnlyBind { source: "/a".into() }.overlay_data().is_err());
+        assert!(MountSpec::ReadOnlyBind {
+            source: "/a".into()
+        }
+        .overlay_data()
+        .is_err());
     }
 
     #[test]
     fn recording_mounter_refuses_double_mounts() {
         let m = RecordingMounter::new();
-        let spec = MountSpec::ReadOnlyBind { source: "/a".into() };
+        let spec = MountSpec::ReadOnlyBind {
+            source: "/a".into(),
+        };
         m.mount(&spec, Path::new("/t")).unwrap();
         assert!(m.is_mounted(Path::new("/t")).unwrap());
         assert!(m.mount(&spec, Path::new("/t")).is_err());

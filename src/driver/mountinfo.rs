@@ -57,8 +57,13 @@ pub fn unescape(field: impl AsRef<[u8]>) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = b[i + 1..i + 4].iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |n, c| n * 8 + u32::from(c - b'0'));
             if v <= 0xff {
                 out.push(v as u8);
                 i += 4;
@@ -85,7 +90,10 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<MountInfo> {
         ))
     };
     let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
-    let sep = fields.iter().position(|f| *f == b"-").ok_or_else(|| bad("no separator"))?;
+    let sep = fields
+        .iter()
+        .position(|f| *f == b"-")
+        .ok_or_else(|| bad("no separator"))?;
     if sep < 6 || fields.len() < sep + 4 {
         return Err(bad("too few fields"));
     }
@@ -96,7 +104,10 @@ pub fn parse_line(line: impl AsRef<[u8]>) -> Result<MountInfo> {
             .and_then(|s| s.parse::<u32>().ok())
             .ok_or_else(|| bad("bad number"))
     };
-    let colon = fields[2].iter().position(|b| *b == b':').ok_or_else(|| bad("bad device"))?;
+    let colon = fields[2]
+        .iter()
+        .position(|b| *b == b':')
+        .ok_or_else(|| bad("bad device"))?;
     Ok(MountInfo {
         mount_id: num(fields[0])?,
         parent_id: num(fields[1])?,
@@ -154,12 +165,18 @@ mod tests {
 
     #[test]
     fn parses_kernel_examples() {
-        let m = parse_line("36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue").unwrap();
+        let m = parse_line(
+            "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue",
+        )
+        .unwrap();
         assert_eq!((m.mount_id, m.parent_id, m.major, m.minor), (36, 35, 98, 0));
         assert_eq!(m.root, Path::new("/mnt1"));
         assert_eq!(m.mount_point, Path::new("/mnt2"));
         assert_eq!(m.optional, vec!["master:1"]);
-        assert_eq!((m.fs_type.as_str(), m.source.as_str()), ("ext3", "/dev/root"));
+        assert_eq!(
+            (m.fs_type.as_str(), m.source.as_str()),
+            ("ext3", "/dev/root")
+        );
         assert_eq!(m.super_options, "rw,errors=continue");
         assert!(!m.is_read_only());
 
@@ -168,7 +185,10 @@ mod tests {
              rw,lowerdir=/x/root,upperdir=/x/upper,workdir=/x/work",
         )
         .unwrap();
-        assert_eq!(m.mount_point, Path::new("/var/lib/my store/layers/a\\b/merged"));
+        assert_eq!(
+            m.mount_point,
+            Path::new("/var/lib/my store/layers/a\\b/merged")
+        );
         assert!(m.optional.is_empty());
         assert!(m.is_read_only());
         assert!(m.super_options.contains("upperdir=/x/upper"));

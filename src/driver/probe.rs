@@ -25,7 +25,10 @@ const CAP_SYS_ADMIN: u32 = 21;
 /// loaded `overlay` module, which registers it).
 pub fn kernel_has_overlay() -> bool {
     let listed = std::fs::read_to_string("/proc/filesystems")
-        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some("overlay")))
+        .map(|t| {
+            t.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
         .unwrap_or(false);
     listed || Path::new("/sys/module/overlay").is_dir()
 }
@@ -37,8 +40,12 @@ pub fn supports_d_type(dir: &Path) -> Result<bool> {
     let probe = dir.join(&name);
     std::fs::File::create(&probe).at("create", &probe)?;
     let result = (|| {
-        let fd = rustix::fs::open(dir, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-            .at("open", dir)?;
+        let fd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .at("open", dir)?;
         let mut entries = rustix::fs::Dir::read_from(&fd).at("readdir", dir)?;
         while let Some(entry) = entries.read() {
             let entry = entry.at("readdir", dir)?;
@@ -46,7 +53,10 @@ pub fn supports_d_type(dir: &Path) -> Result<bool> {
                 return Ok(entry.file_type() != FileType::Unknown);
             }
         }
-        Err(Error::Driver(format!("{}: probe file not listed", dir.display())))
+        Err(Error::Driver(format!(
+            "{}: probe file not listed",
+            dir.display()
+        )))
     })();
     let _ = std::fs::remove_file(&probe);
     result
@@ -153,10 +163,20 @@ pub fn fs_name(magic: u64) -> String {
 /// take it down again: the test containers/storage and moby run before
 /// choosing overlay.
 pub fn overlay_mounts(scratch: &Path) -> Result<()> {
-    let base = scratch.join(format!(".lamina-overlay-probe-{}-{:x}", std::process::id(), probe_nonce()));
-    std::fs::DirBuilder::new().mode(0o700).create(&base).at("mkdir", &base)?;
+    let base = scratch.join(format!(
+        ".lamina-overlay-probe-{}-{:x}",
+        std::process::id(),
+        probe_nonce()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&base)
+        .at("mkdir", &base)?;
     let result = (|| {
-        let sub: Vec<PathBuf> = ["lower", "upper", "work", "merged"].iter().map(|d| base.join(d)).collect();
+        let sub: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
         for d in &sub {
             std::fs::create_dir(d).at("mkdir", d)?;
         }
@@ -236,7 +256,10 @@ impl HostProbe {
         if !self.overlay {
             Some("the kernel has no overlayfs".into())
         } else if !self.d_type {
-            Some(format!("the backing filesystem ({}) does not support d_type", self.backing_fs))
+            Some(format!(
+                "the backing filesystem ({}) does not support d_type",
+                self.backing_fs
+            ))
         } else if !self.can_mount {
             Some("this process may not mount (no CAP_SYS_ADMIN)".into())
         } else {
@@ -279,7 +302,11 @@ mod tests {
         let p = HostProbe::run_with(tmp.path(), false).unwrap();
         assert!(!p.kernel.is_empty());
         assert!(parse_kernel_version(&p.kernel).is_some());
-        assert!(!p.backing_fs.starts_with("0x"), "unknown fs {}", p.backing_fs);
+        assert!(
+            !p.backing_fs.starts_with("0x"),
+            "unknown fs {}",
+            p.backing_fs
+        );
         // The probe leaves nothing behind.
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
         let pairs = p.to_pairs();

@@ -20,7 +20,9 @@ pub const SHA256_PREFIX: &str = "sha256:";
 
 /// Whether `s` is exactly 64 lowercase hex digits.
 pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `id` is a valid layer id: `[0-9a-f]{64}` or `[0-9a-f]{64}-init`.
@@ -228,7 +230,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         for missing in ["", "b", "../", "A3"] {
-            assert!(matches!(resolve_prefix(ids, missing), Err(Error::LayerNotFound(_))));
+            assert!(matches!(
+                resolve_prefix(ids, missing),
+                Err(Error::LayerNotFound(_))
+            ));
         }
     }
 }

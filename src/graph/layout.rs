@@ -87,7 +87,12 @@ impl Layout {
 
     /// Make the root and its directories (mode 0700) where missing.
     pub fn create_dirs(&self) -> Result<()> {
-        for d in [self.root.clone(), self.layers_dir(), self.tmp_dir(), self.mounts_dir()] {
+        for d in [
+            self.root.clone(),
+            self.layers_dir(),
+            self.tmp_dir(),
+            self.mounts_dir(),
+        ] {
             make_dir(&d)?;
         }
         Ok(())
@@ -121,7 +126,9 @@ impl Layout {
         let path = self.layer_dir(id)?.join(LAYER_JSON);
         match std::fs::read(&path) {
             Ok(data) => LayerRecord::from_json(id, &data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::LayerNotFound(id.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::LayerNotFound(id.to_owned()))
+            }
             Err(e) => Err(Error::io("read", &path, e)),
         }
     }
@@ -143,8 +150,13 @@ impl Layout {
     /// and [`Layout::clean_tmp`] runs only under the exclusive lock, so it
     /// never sees a live staging directory unlocked.
     pub fn stage(&self, _held: &LockGuard<'_>, purpose: &str) -> Result<Staging> {
-        if !purpose.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(Error::InvalidArgument(format!("bad staging name {purpose:?}")));
+        if !purpose
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(Error::InvalidArgument(format!(
+                "bad staging name {purpose:?}"
+            )));
         }
         let tmp = self.tmp_dir();
         loop {
@@ -274,7 +286,8 @@ fn unique_name(purpose: &str) -> String {
 
 fn make_dir(path: &Path) -> Result<()> {
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
-        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE)).at("chmod", path),
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
+            .at("chmod", path),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
         Err(e) => Err(Error::io("mkdir", path, e)),
     }
@@ -318,7 +331,9 @@ fn remove_tree(path: &Path) -> Result<()> {
 }
 
 fn open_up(path: &Path) {
-    let Ok(meta) = path.symlink_metadata() else { return };
+    let Ok(meta) = path.symlink_metadata() else {
+        return;
+    };
     if !meta.is_dir() {
         return;
     }
@@ -349,7 +364,11 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
             // Without the flag a directory would replace an empty one; the
             // store lock keeps the check and the rename together.
             if to.symlink_metadata().is_ok() {
-                return Err(Error::io("rename", to, std::io::Error::from_raw_os_error(libc::EEXIST)));
+                return Err(Error::io(
+                    "rename",
+                    to,
+                    std::io::Error::from_raw_os_error(libc::EEXIST),
+                ));
             }
             std::fs::rename(from, to).at("rename", to)
         }
@@ -380,7 +399,8 @@ pub fn write_replace(dir: &Path, name: &str, data: &[u8], mode: u32, durable: bo
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&tmp)
             .at("create", &tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).at("chmod", &tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .at("chmod", &tmp)?;
         f.write_all(data).at("write", &tmp)?;
         if durable {
             f.sync_all().at("fsync", &tmp)?;
@@ -424,7 +444,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let layout = Layout::new(tmp.path().join("store"));
         layout.create_dirs().unwrap();
-        for d in [layout.root().to_owned(), layout.layers_dir(), layout.tmp_dir()] {
+        for d in [
+            layout.root().to_owned(),
+            layout.layers_dir(),
+            layout.tmp_dir(),
+        ] {
             assert_eq!(mode(&d), 0o700);
         }
         let lock = StoreLock::open(&layout.lock_path()).unwrap();
@@ -433,7 +457,8 @@ mod tests {
 
         let st = layout.stage(&g, "layer").unwrap();
         std::fs::create_dir(st.path().join("root")).unwrap();
-        st.write_record(&LayerRecord::new(&id, None, false)).unwrap();
+        st.write_record(&LayerRecord::new(&id, None, false))
+            .unwrap();
         assert_eq!(mode(&st.path().join(LAYER_JSON)), 0o600);
         assert!(layout.layer_ids().unwrap().is_empty());
         let dir = st.commit(&layout, &id).unwrap();
@@ -443,8 +468,12 @@ mod tests {
 
         // The same id again is LayerExists, and the loser's staging goes.
         let st = layout.stage(&g, "layer").unwrap();
-        st.write_record(&LayerRecord::new(&id, None, false)).unwrap();
-        assert!(matches!(st.commit(&layout, &id), Err(Error::LayerExists(_))));
+        st.write_record(&LayerRecord::new(&id, None, false))
+            .unwrap();
+        assert!(matches!(
+            st.commit(&layout, &id),
+            Err(Error::LayerExists(_))
+        ));
         assert_eq!(std::fs::read_dir(layout.tmp_dir()).unwrap().count(), 0);
 
         let mut rec = layout.read_layer(&id).unwrap();
@@ -455,11 +484,18 @@ mod tests {
         // A 0500 dir inside (like a read-only layer dir) does not stop removal.
         std::fs::create_dir(dir.join("root/ro")).unwrap();
         std::fs::write(dir.join("root/ro/f"), "").unwrap();
-        std::fs::set_permissions(dir.join("root/ro"), std::fs::Permissions::from_mode(0o500)).unwrap();
+        std::fs::set_permissions(dir.join("root/ro"), std::fs::Permissions::from_mode(0o500))
+            .unwrap();
         layout.remove_layer(&g, &id).unwrap();
         assert!(layout.layer_ids().unwrap().is_empty());
-        assert!(matches!(layout.read_layer(&id), Err(Error::LayerNotFound(_))));
-        assert!(matches!(layout.remove_layer(&g, &id), Err(Error::LayerNotFound(_))));
+        assert!(matches!(
+            layout.read_layer(&id),
+            Err(Error::LayerNotFound(_))
+        ));
+        assert!(matches!(
+            layout.remove_layer(&g, &id),
+            Err(Error::LayerNotFound(_))
+        ));
         assert_eq!(std::fs::read_dir(layout.tmp_dir()).unwrap().count(), 0);
         assert!(layout.layer_dir("../x").is_err());
     }

@@ -84,12 +84,14 @@ impl StoreLock {
 
     /// Wait for the lock shared.
     pub fn read(&self) -> Result<LockGuard<'_>> {
-        self.acquire(LockMode::Shared, true).map(|g| g.expect("blocking acquire"))
+        self.acquire(LockMode::Shared, true)
+            .map(|g| g.expect("blocking acquire"))
     }
 
     /// Wait for the lock exclusive.
     pub fn write(&self) -> Result<LockGuard<'_>> {
-        self.acquire(LockMode::Exclusive, true).map(|g| g.expect("blocking acquire"))
+        self.acquire(LockMode::Exclusive, true)
+            .map(|g| g.expect("blocking acquire"))
     }
 
     /// Take the lock shared if no one holds it exclusive right now.
@@ -295,14 +297,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "graph::lock::tests::processes_exclude_each_other", "--test-threads=1"])
+            .args([
+                "--exact",
+                "graph::lock::tests::processes_exclude_each_other",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let started = Instant::now();
         while !dir.join("child-locked").exists() {
-            assert!(started.elapsed() < Duration::from_secs(30), "child never locked");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "child never locked"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         let lock = StoreLock::open(&dir.join("lock")).unwrap();

@@ -68,7 +68,10 @@ impl LayerRecord {
         if let Some(p) = &self.parent {
             ids::validate_id(p)?;
             if p == &self.id {
-                return Err(Error::InvalidArgument(format!("layer {} is its own parent", self.id)));
+                return Err(Error::InvalidArgument(format!(
+                    "layer {} is its own parent",
+                    self.id
+                )));
             }
         }
         for d in [&self.diff_id, &self.chain_id].into_iter().flatten() {
@@ -79,8 +82,9 @@ impl LayerRecord {
 
     /// The record as the bytes of `layer.json`.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let mut v = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::InvalidArgument(format!("layer {}: cannot encode metadata: {e}", self.id)))?;
+        let mut v = serde_json::to_vec_pretty(self).map_err(|e| {
+            Error::InvalidArgument(format!("layer {}: cannot encode metadata: {e}", self.id))
+        })?;
         v.push(b'\n');
         Ok(v)
     }
@@ -91,7 +95,10 @@ impl LayerRecord {
             .map_err(|e| Error::Driver(format!("layer {id}: corrupt layer.json: {e}")))?;
         rec.validate()?;
         if rec.id != id {
-            return Err(Error::Driver(format!("layer {id}: layer.json names layer {}", rec.id)));
+            return Err(Error::Driver(format!(
+                "layer {id}: layer.json names layer {}",
+                rec.id
+            )));
         }
         Ok(rec)
     }
@@ -107,7 +114,8 @@ mod tests {
         let mut r = LayerRecord::new(&id, Some(&"2".repeat(64)), false);
         r.diff_id = Some(format!("sha256:{}", "3".repeat(64)));
         r.chain_id = Some(format!("sha256:{}", "4".repeat(64)));
-        r.metadata.insert("k".into(), serde_json::json!({"nested": [1, 2]}));
+        r.metadata
+            .insert("k".into(), serde_json::json!({"nested": [1, 2]}));
         r.driver.insert("lower-id".into(), "2".repeat(64));
         let back = LayerRecord::from_json(&id, &r.to_json().unwrap()).unwrap();
         assert_eq!(back, r);

@@ -42,7 +42,11 @@ impl Store {
     ///
     /// Under the exclusive lock, leftovers of crashed writers in `tmp/` are
     /// removed.
-    pub fn open(root: &Path, driver: &str, probe: impl FnOnce() -> Result<String>) -> Result<Store> {
+    pub fn open(
+        root: &Path,
+        driver: &str,
+        probe: impl FnOnce() -> Result<String>,
+    ) -> Result<Store> {
         if driver.is_empty() {
             return Err(Error::InvalidArgument("empty driver name".into()));
         }
@@ -65,7 +69,11 @@ impl Store {
                     c
                 }
                 None => {
-                    let name = if driver == "auto" { probe()? } else { driver.to_owned() };
+                    let name = if driver == "auto" {
+                        probe()?
+                    } else {
+                        driver.to_owned()
+                    };
                     let c = StoreConfig {
                         format: FORMAT_VERSION,
                         driver: name,
@@ -77,7 +85,11 @@ impl Store {
             layout.clean_tmp(&g)?;
             config
         };
-        Ok(Store { layout, lock, config })
+        Ok(Store {
+            layout,
+            lock,
+            config,
+        })
     }
 
     /// The store's paths.
@@ -108,8 +120,12 @@ fn read_config(layout: &Layout) -> Result<Option<StoreConfig>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", &path, e)),
     };
-    let c: StoreConfig = serde_json::from_slice(&data)
-        .map_err(|e| Error::Driver(format!("{}: corrupt store configuration: {e}", path.display())))?;
+    let c: StoreConfig = serde_json::from_slice(&data).map_err(|e| {
+        Error::Driver(format!(
+            "{}: corrupt store configuration: {e}",
+            path.display()
+        ))
+    })?;
     if c.format > FORMAT_VERSION {
         return Err(Error::Driver(format!(
             "{}: store format {} is newer than this lamina reads ({FORMAT_VERSION})",
@@ -139,14 +155,33 @@ mod tests {
         assert_eq!(s.config().format, FORMAT_VERSION);
         drop(s);
         let probe_unused = || -> Result<String> { panic!("an existing store is not probed") };
-        assert_eq!(Store::open(&root, "auto", probe_unused).unwrap().config().driver, "vfs");
-        assert_eq!(Store::open(&root, "vfs", probe_unused).unwrap().config().driver, "vfs");
+        assert_eq!(
+            Store::open(&root, "auto", probe_unused)
+                .unwrap()
+                .config()
+                .driver,
+            "vfs"
+        );
+        assert_eq!(
+            Store::open(&root, "vfs", probe_unused)
+                .unwrap()
+                .config()
+                .driver,
+            "vfs"
+        );
         match Store::open(&root, "overlay", probe_unused) {
             Err(Error::InvalidArgument(m)) => assert!(m.contains("\"vfs\" driver"), "{m}"),
             other => panic!("{other:?}"),
         }
-        std::fs::write(root.join("lamina.json"), r#"{"format": 99, "driver": "vfs"}"#).unwrap();
-        assert!(matches!(Store::open(&root, "vfs", probe_unused), Err(Error::Driver(_))));
+        std::fs::write(
+            root.join("lamina.json"),
+            r#"{"format": 99, "driver": "vfs"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(&root, "vfs", probe_unused),
+            Err(Error::Driver(_))
+        ));
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl From<SystemTime> for Timestamp {
                 let d = e.duration();
                 let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
                 if nanos == 0 {
-                    Timestamp { secs: -secs, nanos: 0 }
+                    Timestamp {
+                        secs: -secs,
+                        nanos: 0,
+                    }
                 } else {
                     Timestamp {
                         secs: -secs - 1,
@@ -57,7 +60,8 @@ impl From<Timestamp> for SystemTime {
         if t.secs >= 0 {
             UNIX_EPOCH + Duration::new(t.secs as u64, t.nanos)
         } else {
-            UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + Duration::from_nanos(t.nanos.into())
+            UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs())
+                + Duration::from_nanos(t.nanos.into())
         }
     }
 }
@@ -81,7 +85,15 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let mp = (5 * doy + 2) / 153;
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
 }
 
 fn days_in_month(y: i64, m: u32) -> u32 {
@@ -131,7 +143,13 @@ impl FromStr for Timestamp {
         }
         let (y, mo, d) = (num(0..4)? as i64, num(5..7)?, num(8..10)?);
         let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        if !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59 {
+        if !(1..=12).contains(&mo)
+            || d == 0
+            || d > days_in_month(y, mo)
+            || h > 23
+            || mi > 59
+            || sec > 59
+        {
             return Err(bad());
         }
         let mut i = 19;
@@ -191,19 +209,42 @@ mod tests {
         let t = Timestamp { secs: 0, nanos: 5 };
         assert_eq!(t.to_string(), "1970-01-01T00:00:00.000000005Z");
         // `date -u -d @1795427689` → Mon Nov 23 09:54:49 UTC 2026.
-        let t = Timestamp { secs: 1_795_427_689, nanos: 123_456_789 };
+        let t = Timestamp {
+            secs: 1_795_427_689,
+            nanos: 123_456_789,
+        };
         assert_eq!(t.to_string(), "2026-11-23T09:54:49.123456789Z");
         assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
-        assert_eq!("2026-11-23T11:54:49.123456789+02:00".parse::<Timestamp>().unwrap(), t);
+        assert_eq!(
+            "2026-11-23T11:54:49.123456789+02:00"
+                .parse::<Timestamp>()
+                .unwrap(),
+            t
+        );
         assert_eq!(
             "2000-02-29T00:00:00Z".parse::<Timestamp>().unwrap(),
-            Timestamp { secs: 951_782_400, nanos: 0 }
+            Timestamp {
+                secs: 951_782_400,
+                nanos: 0
+            }
         );
-        assert_eq!("2000-02-29T00:00:00.5Z".parse::<Timestamp>().unwrap().nanos, 500_000_000);
+        assert_eq!(
+            "2000-02-29T00:00:00.5Z".parse::<Timestamp>().unwrap().nanos,
+            500_000_000
+        );
         let before = Timestamp::from(UNIX_EPOCH - Duration::from_millis(1500));
-        assert_eq!(before, Timestamp { secs: -2, nanos: 500_000_000 });
+        assert_eq!(
+            before,
+            Timestamp {
+                secs: -2,
+                nanos: 500_000_000
+            }
+        );
         assert_eq!(before.to_string(), "1969-12-31T23:59:58.500000000Z");
-        assert_eq!(SystemTime::from(before), UNIX_EPOCH - Duration::from_millis(1500));
+        assert_eq!(
+            SystemTime::from(before),
+            UNIX_EPOCH - Duration::from_millis(1500)
+        );
         for bad in [
             "",
             "2001-02-29T00:00:00Z",
@@ -221,7 +262,10 @@ mod tests {
     #[test]
     fn round_trips_every_day_of_four_centuries() {
         for day in (-146_097i64..146_097).step_by(7) {
-            let t = Timestamp { secs: day * 86400 + 86399, nanos: 999_999_999 };
+            let t = Timestamp {
+                secs: day * 86400 + 86399,
+                nanos: 999_999_999,
+            };
             assert_eq!(t.to_string().parse::<Timestamp>().unwrap(), t);
         }
     }
