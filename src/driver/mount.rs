@@ -20,8 +20,10 @@
 //! ```
 //!
 //! The file exists only while someone holds a reference. A record from
-//! another boot is void (every mount of that boot is gone). Mount state is
-//! per mount namespace: processes sharing a store must share one.
+//! another boot is void (every mount of that boot is gone). Mount tables
+//! are per mount namespace and pids per pid namespace: processes sharing a
+//! store must share both (a reference written from another pid namespace
+//! looks dead and is dropped).
 //!
 //! Lock order: the store lock (if any) before the mounts lock, never the
 //! other way round.
@@ -499,6 +501,20 @@ mod tests {
         assert!(matches!(me.put(&a, &t), Err(Error::InvalidArgument(_))));
         assert_eq!(other.put(&a, &t).unwrap(), 0);
         assert!(!f.m.is_mounted(&t).unwrap());
+    }
+
+    #[test]
+    fn owners_of_exited_processes_are_dead() {
+        let me = Owner::current().unwrap();
+        assert!(me.is_alive());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let running = Owner::of(pid).unwrap();
+        child.wait().unwrap();
+        assert_eq!(Owner::of(pid).unwrap(), None);
+        if let Some(o) = running {
+            assert!(!o.is_alive());
+        }
     }
 
     #[test]

@@ -186,15 +186,28 @@ impl Layout {
         let mut removed = 0;
         for entry in std::fs::read_dir(&tmp).at("readdir", &tmp)? {
             let path = entry.at("readdir", &tmp)?.path();
-            let is_dir = path.symlink_metadata().at("lstat", &path)?.is_dir();
+            // Owners remove their own staging dirs without the store lock,
+            // so any entry may vanish under us: that is not an error.
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let is_dir = match path.symlink_metadata() {
+                Ok(m) => m.is_dir(),
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(Error::io("lstat", &path, e)),
+            };
             if is_dir {
                 // A staging dir is flocked by its owner from birth to death.
-                match lock_dir(&path, false)? {
-                    Some(_lock) => remove_tree(&path)?,
-                    None => continue,
+                match lock_dir(&path, false) {
+                    Ok(Some(_lock)) => remove_tree(&path)?,
+                    Ok(None) => continue,
+                    Err(Error::Io { source, .. }) if gone(&source) => continue,
+                    Err(e) => return Err(e),
                 }
             } else {
-                std::fs::remove_file(&path).at("unlink", &path)?;
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(Error::io("unlink", &path, e)),
+                }
             }
             removed += 1;
         }
@@ -243,7 +256,11 @@ impl Staging {
     ///
     /// One `syncfs` flushes the whole staged tree; an fsync per file would
     /// cost a journal commit per file on a layer of 100,000 files.
-    pub fn commit(mut self, layout: &Layout, id: &str) -> Result<PathBuf> {
+    ///
+    /// The guard is proof that the store lock is held (either mode), so
+    /// that a parent checked under it cannot be deleted (which needs the
+    /// lock exclusive) before its child lands.
+    pub fn commit(mut self, _held: &LockGuard<'_>, layout: &Layout, id: &str) -> Result<PathBuf> {
         let dest = layout.layer_dir(id)?;
         let dir = File::open(&self.path).at("open", &self.path)?;
         rustix::fs::syncfs(&dir).at("syncfs", &self.path)?;
@@ -461,7 +478,7 @@ mod tests {
             .unwrap();
         assert_eq!(mode(&st.path().join(LAYER_JSON)), 0o600);
         assert!(layout.layer_ids().unwrap().is_empty());
-        let dir = st.commit(&layout, &id).unwrap();
+        let dir = st.commit(&g, &layout, &id).unwrap();
         assert!(dir.join("root").is_dir());
         assert_eq!(layout.layer_ids().unwrap(), vec![id.clone()]);
         assert_eq!(layout.read_layer(&id).unwrap().id, id);
@@ -471,7 +488,7 @@ mod tests {
         st.write_record(&LayerRecord::new(&id, None, false))
             .unwrap();
         assert!(matches!(
-            st.commit(&layout, &id),
+            st.commit(&g, &layout, &id),
             Err(Error::LayerExists(_))
         ));
         assert_eq!(std::fs::read_dir(layout.tmp_dir()).unwrap().count(), 0);

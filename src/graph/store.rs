@@ -198,4 +198,126 @@ mod tests {
         Store::open(tmp.path(), "vfs", || unreachable!()).unwrap();
         assert!(st.path().is_dir());
     }
+
+    const CRASH_ENV: &str = "LAMINA_TEST_CRASH_STORE";
+
+    /// A writer killed mid-staging (SIGKILL, no unwinding, no Drop) leaves
+    /// a store that opens cleanly, with the half layer swept from `tmp/`
+    /// and nothing under `layers/`.
+    #[test]
+    fn killed_writer_leaves_an_openable_store() {
+        if let Ok(root) = std::env::var(CRASH_ENV) {
+            let s = Store::open(Path::new(&root), "vfs", || unreachable!()).unwrap();
+            let g = s.write_lock().unwrap();
+            let st = s.layout().stage(&g, "layer").unwrap();
+            std::fs::create_dir_all(st.path().join("root/etc")).unwrap();
+            std::fs::write(st.path().join("root/etc/passwd"), "root:x:0:0").unwrap();
+            std::fs::write(Path::new(&root).join("staged"), "").unwrap();
+            // Hold everything (store lock, staging flock) until killed.
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            unreachable!("should have been killed");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let id = "cd".repeat(32);
+        let s = Store::open(root, "vfs", || unreachable!()).unwrap();
+        {
+            let g = s.write_lock().unwrap();
+            let st = s.layout().stage(&g, "layer").unwrap();
+            st.write_record(&crate::graph::LayerRecord::new(&id, None, false))
+                .unwrap();
+            st.commit(&g, s.layout(), &id).unwrap();
+        }
+        drop(s);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "graph::store::tests::killed_writer_leaves_an_openable_store",
+                "--test-threads=1",
+            ])
+            .env(CRASH_ENV, root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !root.join("staged").exists() {
+            assert!(start.elapsed().as_secs() < 30, "child never staged");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 1);
+        let s = Store::open(root, "auto", || unreachable!()).unwrap();
+        assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+        assert_eq!(s.layout().layer_ids().unwrap(), vec![id.clone()]);
+        assert_eq!(s.layout().read_layer(&id).unwrap().id, id);
+    }
+
+    const HAMMER_ENV: &str = "LAMINA_TEST_HAMMER_STORE";
+
+    /// 4 threads: stage without the store lock, commit under it shared,
+    /// delete every third layer under it exclusive, and reopen the store
+    /// (sweeping `tmp/`) every tenth step, while other writers stage.
+    fn hammer(root: &Path, tag: u8) {
+        let s = std::sync::Arc::new(Store::open(root, "vfs", || unreachable!()).unwrap());
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (s, root) = (s.clone(), root.to_owned());
+                std::thread::spawn(move || {
+                    for i in 0..30u16 {
+                        let id = format!("{tag:02x}{t:02x}{i:04x}{}", "0".repeat(56));
+                        let st = s.layout().stage(&s.read_lock().unwrap(), "layer").unwrap();
+                        std::fs::create_dir(st.path().join("root")).unwrap();
+                        std::fs::write(st.path().join("root/f"), &id).unwrap();
+                        st.write_record(&crate::graph::LayerRecord::new(&id, None, false))
+                            .unwrap();
+                        st.commit(&s.read_lock().unwrap(), s.layout(), &id).unwrap();
+                        if i % 3 == 0 {
+                            s.layout()
+                                .remove_layer(&s.write_lock().unwrap(), &id)
+                                .unwrap();
+                        }
+                        if i % 10 == 5 {
+                            Store::open(&root, "auto", || unreachable!()).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn threads_and_processes_share_a_store() {
+        if let Ok(root) = std::env::var(HAMMER_ENV) {
+            hammer(Path::new(&root), 1);
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        Store::open(root, "vfs", || unreachable!()).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "graph::store::tests::threads_and_processes_share_a_store",
+                "--test-threads=1",
+            ])
+            .env(HAMMER_ENV, root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        hammer(root, 0);
+        assert!(child.wait().unwrap().success());
+        let s = Store::open(root, "vfs", || unreachable!()).unwrap();
+        let ids = s.layout().layer_ids().unwrap();
+        assert_eq!(ids.len(), 2 * 4 * 20);
+        for id in &ids {
+            assert_eq!(s.layout().read_layer(id).unwrap().id, *id);
+            let dir = s.layout().layer_dir(id).unwrap();
+            assert_eq!(std::fs::read_to_string(dir.join("root/f")).unwrap(), *id);
+        }
+        assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+    }
 }
