@@ -165,8 +165,8 @@ fn overlay_and_readonly_bind_refcounted() {
     // A process that dies holding a reference: its count does not block
     // release, and its mount is reused rather than stacked.
     let ghost = Owner {
-        pid: refs.owner().pid,
-        start_time: refs.owner().start_time + 1,
+        pid: refs.owner().unwrap().pid,
+        start_time: refs.owner().unwrap().start_time + 1,
     };
     let crashed = MountRefs::open(&dir.join("mounts"), LinuxMounter)
         .unwrap()

@@ -141,7 +141,9 @@ pub struct MountRefs<M: Mounter> {
     dir: PathBuf,
     lock: StoreLock,
     mounter: M,
-    me: Owner,
+    /// Set by [`MountRefs::with_owner`]; otherwise the caller, looked up
+    /// per transaction, so a child forked after open counts as itself.
+    fixed_owner: Option<Owner>,
     boot_id: String,
 }
 
@@ -168,7 +170,7 @@ impl<M: Mounter> MountRefs<M> {
             lock: StoreLock::open(&dir.join("lock"))?,
             dir: dir.to_owned(),
             mounter,
-            me: Owner::current()?,
+            fixed_owner: None,
             boot_id: read_boot_id(),
         })
     }
@@ -176,13 +178,16 @@ impl<M: Mounter> MountRefs<M> {
     /// Act as `owner` instead of the calling process (tests simulate other
     /// processes this way).
     pub fn with_owner(mut self, owner: Owner) -> Self {
-        self.me = owner;
+        self.fixed_owner = Some(owner);
         self
     }
 
     /// The process references are taken for.
-    pub fn owner(&self) -> Owner {
-        self.me
+    pub fn owner(&self) -> Result<Owner> {
+        match self.fixed_owner {
+            Some(o) => Ok(o),
+            None => Owner::current(),
+        }
     }
 
     /// The mounter underneath.
@@ -192,9 +197,11 @@ impl<M: Mounter> MountRefs<M> {
 
     /// Take the mounts lock for a sequence of operations.
     pub fn transaction(&self) -> Result<MountTxn<'_, M>> {
+        let guard = self.lock.write()?;
         Ok(MountTxn {
             refs: self,
-            _guard: self.lock.write()?,
+            me: self.owner()?,
+            _guard: guard,
         })
     }
 
@@ -218,6 +225,7 @@ impl<M: Mounter> MountRefs<M> {
 #[derive(Debug)]
 pub struct MountTxn<'a, M: Mounter> {
     refs: &'a MountRefs<M>,
+    me: Owner,
     _guard: LockGuard<'a>,
 }
 
@@ -265,7 +273,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         if rec.boot_id != self.refs.boot_id {
             rec.refs.clear();
         }
-        let me = self.refs.me;
+        let me = self.me;
         rec.refs
             .retain(|r| r.count > 0 && (r.owner == me || r.owner.is_alive()));
         before - rec.total()
@@ -293,7 +301,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         if !mounted {
             self.refs.mounter.mount(spec, target)?;
         }
-        let me = self.refs.me;
+        let me = self.me;
         match rec.refs.iter_mut().find(|r| r.owner == me) {
             Some(r) => r.count += 1,
             None => rec.refs.push(Reference {
@@ -314,7 +322,7 @@ impl<M: Mounter> MountTxn<'_, M> {
     /// reference unmounts `target`. Returns the live references left.
     pub fn put(&self, id: &str, target: &Path) -> Result<u32> {
         let (mut rec, mounted) = self.live(id, target)?;
-        let me = self.refs.me;
+        let me = self.me;
         let Some(pos) = rec.refs.iter().position(|r| r.owner == me) else {
             // Nothing of ours: already unmounted, or unmounted behind our
             // back. Store the pruned record so stale counts disappear.
@@ -354,7 +362,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         if rec.boot_id != self.refs.boot_id || !self.refs.mounter.is_mounted(&rec.target)? {
             return Ok(0);
         }
-        Ok(rec.count_of(&self.refs.me))
+        Ok(rec.count_of(&self.me))
     }
 
     /// Before deleting layer `id`: fail with [`Error::LayerInUse`] while a
@@ -522,8 +530,8 @@ mod tests {
         let f = Fixture::new();
         let me = f.refs();
         let ghost = Owner {
-            pid: me.owner().pid,
-            start_time: me.owner().start_time + 1,
+            pid: me.owner().unwrap().pid,
+            start_time: me.owner().unwrap().start_time + 1,
         };
         assert!(!ghost.is_alive());
         let crashed = f.refs().with_owner(ghost);
@@ -554,7 +562,7 @@ mod tests {
         let f = Fixture::new();
         let r = f.refs();
         let ghost = f.refs().with_owner(Owner {
-            pid: r.owner().pid,
+            pid: r.owner().unwrap().pid,
             start_time: 0,
         });
         let (a, ta) = (id(5), PathBuf::from("/t/e"));
@@ -588,7 +596,7 @@ mod tests {
             boot_id: "another-boot".into(),
             target: t.clone(),
             refs: vec![Reference {
-                owner: r.owner(),
+                owner: r.owner().unwrap(),
                 count: 5,
             }],
         };

@@ -13,6 +13,10 @@
 //! containers/storage pairs its file lock with a `sync.RWMutex`: the first
 //! shared holder takes the file lock shared and the last one releases it;
 //! an exclusive holder has it alone.
+//!
+//! A child made by `fork` shares its parent's open file descriptions, and
+//! so any flock they hold: it must open its own [`StoreLock`] rather than
+//! use one inherited from the parent.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
