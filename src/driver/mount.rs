@@ -242,9 +242,10 @@ impl<M: Mounter> MountTxn<'_, M> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", &path, e)),
         };
-        // A torn or foreign file must not wedge the layer: counts it held
-        // are unknowable, and treating it as empty only risks unmounting
-        // under a live user, which the mount-table check below bounds.
+        // Records are replaced by rename, so a running system never sees a
+        // torn one; after a power loss one may be empty (no fsync), but it
+        // is then from another boot and void anyway. Whatever does not
+        // parse counts as no record rather than wedging the layer.
         Ok(serde_json::from_slice(&data).ok())
     }
 

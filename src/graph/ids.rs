@@ -56,6 +56,26 @@ pub fn init_id(id: &str) -> Result<String> {
     Ok(format!("{id}{INIT_SUFFIX}"))
 }
 
+/// A fresh random layer id (for writable layers, which have no chain id).
+///
+/// As moby's `stringid.GenerateRandomID`, an id whose 12-character short
+/// form is all digits is drawn again, so a short id never reads as a
+/// number.
+pub fn random_id() -> Result<String> {
+    use std::io::Read;
+    let path = std::path::Path::new("/dev/urandom");
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    loop {
+        let mut bytes = [0u8; 32];
+        f.read_exact(&mut bytes)
+            .map_err(|e| Error::io("read", path, e))?;
+        let id = hex(&bytes);
+        if !id[..12].bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(id);
+        }
+    }
+}
+
 /// Check a `sha256:<64 hex>` digest (a diff id or chain id).
 pub fn validate_digest(digest: &str) -> Result<()> {
     match digest.strip_prefix(SHA256_PREFIX) {
@@ -195,6 +215,14 @@ mod tests {
         }
         assert_eq!(init_id(A).unwrap(), format!("{A}-init"));
         assert!(init_id(&format!("{A}-init")).is_err());
+    }
+
+    #[test]
+    fn random_ids_are_valid_and_distinct() {
+        let a = random_id().unwrap();
+        let b = random_id().unwrap();
+        assert!(is_hex64(&a) && is_hex64(&b));
+        assert_ne!(a, b);
     }
 
     #[test]

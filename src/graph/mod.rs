@@ -11,7 +11,7 @@ pub mod record;
 pub mod store;
 pub mod time;
 
-pub use ids::{chain_id, chain_ids, resolve_prefix, validate_id};
+pub use ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
 pub use layout::{Layout, Staging};
 pub use lock::{LockGuard, LockMode, StoreLock};
 pub use record::LayerRecord;
