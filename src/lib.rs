@@ -25,8 +25,10 @@
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
 
+pub mod driver;
 pub mod error;
 pub mod fs;
+pub mod graph;
 pub mod init_layer;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,136 @@
+//! A layer's metadata record, `layers/<id>/layer.json`.
+//!
+//! What Docker 1.8 kept in an image's `json` plus `layersize`, and what
+//! containers/storage keeps per layer in `layers.json`: the graph owns this
+//! file; drivers never parse it (their own state lives in the opaque
+//! `driver` map or in their own files).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::ids;
+use crate::graph::time::Timestamp;
+
+/// One layer's metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// The layer id (also its directory's name).
+    pub id: String,
+    /// The parent layer's id; `None` for a base layer.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// When the layer was made, RFC 3339 UTC with nanoseconds.
+    pub created: Timestamp,
+    /// `sha256:<hex>` of the uncompressed tar; `None` for a writable layer.
+    #[serde(default)]
+    pub diff_id: Option<String>,
+    /// The OCI chain id; `None` for a writable layer.
+    #[serde(default)]
+    pub chain_id: Option<String>,
+    /// Bytes of file content this layer adds (the seed's `layersize`).
+    #[serde(default)]
+    pub size: u64,
+    /// Whether the layer is a container's writable layer.
+    #[serde(default)]
+    pub writable: bool,
+    /// The user's metadata, any JSON object.
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The driver's own facts about the layer, opaque to the graph.
+    #[serde(default)]
+    pub driver: BTreeMap<String, String>,
+}
+
+impl LayerRecord {
+    /// A record for layer `id` on `parent`, created now, with everything
+    /// else empty.
+    pub fn new(id: &str, parent: Option<&str>, writable: bool) -> LayerRecord {
+        LayerRecord {
+            id: id.to_owned(),
+            parent: parent.map(str::to_owned),
+            created: Timestamp::now(),
+            diff_id: None,
+            chain_id: None,
+            size: 0,
+            writable,
+            metadata: serde_json::Map::new(),
+            driver: BTreeMap::new(),
+        }
+    }
+
+    /// Check the ids and digests in the record, so a hand-edited or
+    /// corrupted `layer.json` cannot make the graph build a path from a
+    /// bad parent id.
+    pub fn validate(&self) -> Result<()> {
+        ids::validate_id(&self.id)?;
+        if let Some(p) = &self.parent {
+            ids::validate_id(p)?;
+            if p == &self.id {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {} is its own parent",
+                    self.id
+                )));
+            }
+        }
+        for d in [&self.diff_id, &self.chain_id].into_iter().flatten() {
+            ids::validate_digest(d)?;
+        }
+        Ok(())
+    }
+
+    /// The record as the bytes of `layer.json`.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut v = serde_json::to_vec_pretty(self).map_err(|e| {
+            Error::InvalidArgument(format!("layer {}: cannot encode metadata: {e}", self.id))
+        })?;
+        v.push(b'\n');
+        Ok(v)
+    }
+
+    /// Parse and validate `layer.json` of the layer `id`.
+    pub fn from_json(id: &str, data: &[u8]) -> Result<LayerRecord> {
+        let rec: LayerRecord = serde_json::from_slice(data)
+            .map_err(|e| Error::Driver(format!("layer {id}: corrupt layer.json: {e}")))?;
+        rec.validate()?;
+        if rec.id != id {
+            return Err(Error::Driver(format!(
+                "layer {id}: layer.json names layer {}",
+                rec.id
+            )));
+        }
+        Ok(rec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_validates() {
+        let id = "1".repeat(64);
+        let mut r = LayerRecord::new(&id, Some(&"2".repeat(64)), false);
+        r.diff_id = Some(format!("sha256:{}", "3".repeat(64)));
+        r.chain_id = Some(format!("sha256:{}", "4".repeat(64)));
+        r.metadata
+            .insert("k".into(), serde_json::json!({"nested": [1, 2]}));
+        r.driver.insert("lower-id".into(), "2".repeat(64));
+        let back = LayerRecord::from_json(&id, &r.to_json().unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert!(LayerRecord::from_json(&"5".repeat(64), &r.to_json().unwrap()).is_err());
+
+        let minimal = format!(r#"{{"id":"{id}","created":"2026-01-01T00:00:00Z","future":1}}"#);
+        let m = LayerRecord::from_json(&id, minimal.as_bytes()).unwrap();
+        assert_eq!(m.parent, None);
+        assert!(!m.writable);
+
+        let mut bad = r.clone();
+        bad.parent = Some("../../etc".into());
+        assert!(bad.validate().is_err());
+        let mut bad = r;
+        bad.diff_id = Some("md5:00".into());
+        assert!(bad.validate().is_err());
+    }
+}

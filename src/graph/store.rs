@@ -1,0 +1,323 @@
+//! Opening a store: its directories, its lock, `lamina.json`, and the
+//! sweep of what a crashed writer left behind.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::graph::layout::{self, Layout};
+use crate::graph::lock::{LockGuard, StoreLock};
+
+/// The on-disk format this code reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What `lamina.json` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    /// The store's on-disk format version.
+    pub format: u32,
+    /// The storage driver the store was made with.
+    pub driver: String,
+}
+
+/// An open store: its layout, its lock and its configuration. The graph
+/// sits on top of it; drivers are handed directories, never the store.
+#[derive(Debug)]
+pub struct Store {
+    layout: Layout,
+    lock: StoreLock,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Open the store at `root`, making it if there is none.
+    ///
+    /// `driver` is a driver name or `"auto"`. A new store is made with
+    /// `driver`, or with what `probe` answers for `"auto"`. An existing
+    /// store keeps its driver: `"auto"` means it, any other name must equal
+    /// it (a store's layer directories only make sense to the driver that
+    /// wrote them; moby refuses to switch drivers over existing state the
+    /// same way).
+    ///
+    /// Under the exclusive lock, leftovers of crashed writers in `tmp/` are
+    /// removed.
+    pub fn open(
+        root: &Path,
+        driver: &str,
+        probe: impl FnOnce() -> Result<String>,
+    ) -> Result<Store> {
+        if driver.is_empty() {
+            return Err(Error::InvalidArgument("empty driver name".into()));
+        }
+        let layout = Layout::new(root);
+        layout.create_dirs()?;
+        let lock = StoreLock::open(&layout.lock_path())?;
+        let config = {
+            let g = lock.write()?;
+            let config = match read_config(&layout)? {
+                Some(c) => {
+                    if driver != "auto" && driver != c.driver {
+                        return Err(Error::InvalidArgument(format!(
+                            "the store at {} uses the {:?} driver; it cannot be opened with {driver:?} \
+                             (use \"auto\" or {:?})",
+                            root.display(),
+                            c.driver,
+                            c.driver
+                        )));
+                    }
+                    c
+                }
+                None => {
+                    let name = if driver == "auto" {
+                        probe()?
+                    } else {
+                        driver.to_owned()
+                    };
+                    let c = StoreConfig {
+                        format: FORMAT_VERSION,
+                        driver: name,
+                    };
+                    write_config(&layout, &c)?;
+                    c
+                }
+            };
+            layout.clean_tmp(&g)?;
+            config
+        };
+        Ok(Store {
+            layout,
+            lock,
+            config,
+        })
+    }
+
+    /// The store's paths.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// What `lamina.json` says.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The store lock, shared: for work that must not see a layer vanish.
+    pub fn read_lock(&self) -> Result<LockGuard<'_>> {
+        self.lock.read()
+    }
+
+    /// The store lock, exclusive: for adding, changing and removing layers.
+    pub fn write_lock(&self) -> Result<LockGuard<'_>> {
+        self.lock.write()
+    }
+}
+
+fn read_config(layout: &Layout) -> Result<Option<StoreConfig>> {
+    let path = layout.config_path();
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let c: StoreConfig = serde_json::from_slice(&data).map_err(|e| {
+        Error::Driver(format!(
+            "{}: corrupt store configuration: {e}",
+            path.display()
+        ))
+    })?;
+    if c.format > FORMAT_VERSION {
+        return Err(Error::Driver(format!(
+            "{}: store format {} is newer than this lamina reads ({FORMAT_VERSION})",
+            path.display(),
+            c.format
+        )));
+    }
+    Ok(Some(c))
+}
+
+fn write_config(layout: &Layout, c: &StoreConfig) -> Result<()> {
+    let mut data = serde_json::to_vec_pretty(c).map_err(|e| Error::Driver(e.to_string()))?;
+    data.push(b'\n');
+    layout::write_atomic(layout.root(), "lamina.json", &data, layout::FILE_MODE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_its_driver() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("s");
+        let s = Store::open(&root, "auto", || Ok("vfs".into())).unwrap();
+        assert_eq!(s.config().driver, "vfs");
+        assert_eq!(s.config().format, FORMAT_VERSION);
+        drop(s);
+        let probe_unused = || -> Result<String> { panic!("an existing store is not probed") };
+        assert_eq!(
+            Store::open(&root, "auto", probe_unused)
+                .unwrap()
+                .config()
+                .driver,
+            "vfs"
+        );
+        assert_eq!(
+            Store::open(&root, "vfs", probe_unused)
+                .unwrap()
+                .config()
+                .driver,
+            "vfs"
+        );
+        match Store::open(&root, "overlay", probe_unused) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("\"vfs\" driver"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(
+            root.join("lamina.json"),
+            r#"{"format": 99, "driver": "vfs"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            Store::open(&root, "vfs", probe_unused),
+            Err(Error::Driver(_))
+        ));
+    }
+
+    #[test]
+    fn open_sweeps_tmp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(tmp.path(), "vfs", || unreachable!()).unwrap();
+        std::fs::create_dir_all(s.layout().tmp_dir().join("layer-1-2-3/root")).unwrap();
+        let s2 = Store::open(tmp.path(), "vfs", || unreachable!()).unwrap();
+        assert_eq!(std::fs::read_dir(s2.layout().tmp_dir()).unwrap().count(), 0);
+        let g = s.read_lock().unwrap();
+        let st = s.layout().stage(&g, "x").unwrap();
+        drop(g);
+        // Another open (as by a second process) leaves a live staging dir.
+        Store::open(tmp.path(), "vfs", || unreachable!()).unwrap();
+        assert!(st.path().is_dir());
+    }
+
+    const CRASH_ENV: &str = "LAMINA_TEST_CRASH_STORE";
+
+    /// A writer killed mid-staging (SIGKILL, no unwinding, no Drop) leaves
+    /// a store that opens cleanly, with the half layer swept from `tmp/`
+    /// and nothing under `layers/`.
+    #[test]
+    fn killed_writer_leaves_an_openable_store() {
+        if let Ok(root) = std::env::var(CRASH_ENV) {
+            let s = Store::open(Path::new(&root), "vfs", || unreachable!()).unwrap();
+            let g = s.write_lock().unwrap();
+            let st = s.layout().stage(&g, "layer").unwrap();
+            std::fs::create_dir_all(st.path().join("root/etc")).unwrap();
+            std::fs::write(st.path().join("root/etc/passwd"), "root:x:0:0").unwrap();
+            std::fs::write(Path::new(&root).join("staged"), "").unwrap();
+            // Hold everything (store lock, staging flock) until killed.
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            unreachable!("should have been killed");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let id = "cd".repeat(32);
+        let s = Store::open(root, "vfs", || unreachable!()).unwrap();
+        {
+            let g = s.write_lock().unwrap();
+            let st = s.layout().stage(&g, "layer").unwrap();
+            st.write_record(&crate::graph::LayerRecord::new(&id, None, false))
+                .unwrap();
+            st.commit(&g, s.layout(), &id).unwrap();
+        }
+        drop(s);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "graph::store::tests::killed_writer_leaves_an_openable_store",
+                "--test-threads=1",
+            ])
+            .env(CRASH_ENV, root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while !root.join("staged").exists() {
+            assert!(start.elapsed().as_secs() < 30, "child never staged");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(std::fs::read_dir(root.join("tmp")).unwrap().count(), 1);
+        let s = Store::open(root, "auto", || unreachable!()).unwrap();
+        assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+        assert_eq!(s.layout().layer_ids().unwrap(), vec![id.clone()]);
+        assert_eq!(s.layout().read_layer(&id).unwrap().id, id);
+    }
+
+    const HAMMER_ENV: &str = "LAMINA_TEST_HAMMER_STORE";
+
+    /// 4 threads: stage without the store lock, commit under it shared,
+    /// delete every third layer under it exclusive, and reopen the store
+    /// (sweeping `tmp/`) every tenth step, while other writers stage.
+    fn hammer(root: &Path, tag: u8) {
+        let s = std::sync::Arc::new(Store::open(root, "vfs", || unreachable!()).unwrap());
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (s, root) = (s.clone(), root.to_owned());
+                std::thread::spawn(move || {
+                    for i in 0..30u16 {
+                        let id = format!("{tag:02x}{t:02x}{i:04x}{}", "0".repeat(56));
+                        let st = s.layout().stage(&s.read_lock().unwrap(), "layer").unwrap();
+                        std::fs::create_dir(st.path().join("root")).unwrap();
+                        std::fs::write(st.path().join("root/f"), &id).unwrap();
+                        st.write_record(&crate::graph::LayerRecord::new(&id, None, false))
+                            .unwrap();
+                        st.commit(&s.read_lock().unwrap(), s.layout(), &id).unwrap();
+                        if i % 3 == 0 {
+                            s.layout()
+                                .remove_layer(&s.write_lock().unwrap(), &id)
+                                .unwrap();
+                        }
+                        if i % 10 == 5 {
+                            Store::open(&root, "auto", || unreachable!()).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn threads_and_processes_share_a_store() {
+        if let Ok(root) = std::env::var(HAMMER_ENV) {
+            hammer(Path::new(&root), 1);
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        Store::open(root, "vfs", || unreachable!()).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "graph::store::tests::threads_and_processes_share_a_store",
+                "--test-threads=1",
+            ])
+            .env(HAMMER_ENV, root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        hammer(root, 0);
+        assert!(child.wait().unwrap().success());
+        let s = Store::open(root, "vfs", || unreachable!()).unwrap();
+        let ids = s.layout().layer_ids().unwrap();
+        assert_eq!(ids.len(), 2 * 4 * 20);
+        for id in &ids {
+            assert_eq!(s.layout().read_layer(id).unwrap().id, *id);
+            let dir = s.layout().layer_dir(id).unwrap();
+            assert_eq!(std::fs::read_to_string(dir.join("root/f")).unwrap(), *id);
+        }
+        assert_eq!(std::fs::read_dir(s.layout().tmp_dir()).unwrap().count(), 0);
+    }
+}
