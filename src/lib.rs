@@ -26,6 +26,7 @@
 //! (kernel-scoped resolution), never through string checks on joined paths.
 
 pub mod archive;
+pub mod copy;
 pub mod driver;
 pub mod error;
 pub mod fs;
@@ -36,7 +37,9 @@ pub mod init_layer;
 mod python;
 
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
+pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
+pub use graph::{Graph, Layer};
 pub use init_layer::{
     default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
 };

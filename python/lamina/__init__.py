@@ -6,9 +6,14 @@ them byte for byte, as a library, with no daemon.
 
 from __future__ import annotations
 
+import atexit as _atexit
+
 from lamina._lamina import (
+    Graph,
+    Layer,
     INIT_LAYER_ENTRIES,
     __version__,
+    _close_all,
     apply_layer,
     setup_init_layer,
 )
@@ -23,6 +28,8 @@ from lamina.errors import (
 )
 
 __all__ = [
+    "Graph",
+    "Layer",
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
     "DriverError",
@@ -35,3 +42,6 @@ __all__ = [
     "apply_layer",
     "setup_init_layer",
 ]
+
+# Unmount what open graphs mounted, even if they are never collected.
+_atexit.register(_close_all)

@@ -13,15 +13,20 @@
 //! - [`mounter`]: mount calls behind a trait (real and recording).
 //! - [`mount`]: persisted per-process mount reference counts.
 //! - [`probe`]: what the host offers; the `auto` choice.
+//! - [`overlay`]: the seed's overlay driver (full `root/` trees + one-lower overlays).
+//! - [`vfs`]: plain full copies, no mounts.
 
 pub mod mount;
 pub mod mounter;
 pub mod mountinfo;
+pub mod overlay;
 pub mod probe;
+pub mod vfs;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::archive::ApplyReport;
 use crate::error::Result;
 
 /// A layer as a driver sees it: its id (for messages and mount records)
@@ -63,72 +68,63 @@ pub trait Driver: Send + Sync {
     /// The driver's name as stored in `lamina.json` (`"overlay"`, `"vfs"`).
     fn name(&self) -> &'static str;
 
-    /// Make an empty layer in `layer.dir` (a fresh staging directory) on
-    /// `parent`. A writable layer gets what the driver needs to be written
+    /// Make an empty writable layer in `layer.dir` (a fresh staging
+    /// directory) on `parent`, with what the driver needs to be written
     /// through a mount (overlay: `upper/`, `work/`, `merged/`, `lower-id`;
-    /// on an overlay parent, a copy of the parent's `upper/`). A read-only
-    /// layer is made by [`Driver::apply_diff`] instead.
-    fn create(
-        &self,
-        layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
-        writable: bool,
-    ) -> Result<()>;
+    /// on an overlay parent, a copy of the parent's `upper/`).
+    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()>;
+
+    /// Make `layer.dir` (a fresh staging directory) a container's `-init`
+    /// layer on `parent`: [`crate::setup_init_layer`] over the parent's
+    /// tree, stored the way the driver's writable layers are, so that the
+    /// container made on it by [`Driver::create`] starts from it.
+    fn create_init(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()>;
 
     /// Make `layer.dir` (a fresh staging directory) a read-only layer: the
-    /// parent's tree plus the tar diff read from `diff` (uncompressed),
-    /// whiteouts applied. Returns the bytes of file content applied (the
-    /// layer's size). Never changes an inode of the parent.
+    /// parent's tree plus the tar diff read from `diff` (plain, gzip or
+    /// zstd), whiteouts applied, its tar-split record written to `record`.
+    /// Never changes an inode of the parent.
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
         parent: Option<LayerDir<'_>>,
-        diff: &mut dyn Read,
-    ) -> Result<u64>;
+        diff: &mut (dyn Read + Send),
+        record: &mut dyn Write,
+    ) -> Result<ApplyReport>;
 
-    /// Free what the driver holds for a layer about to be removed (the
-    /// graph then renames the directory away and deletes it). Fails with
-    /// [`crate::Error::LayerInUse`] while a live process has it mounted.
-    fn remove(&self, layer: LayerDir<'_>) -> Result<()>;
+    /// The directory holding the layer's full tree, where it has one
+    /// (read-only layers): the tree a tar-split record is reassembled from.
+    fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;
+
+    /// Remove the layer: fails with [`crate::Error::LayerInUse`] while a
+    /// live process has it mounted; otherwise unmounts what is left mounted
+    /// and calls `remove_dir` (which takes the directory out of the store)
+    /// with the mount bookkeeping locked, so no mount slips in between.
+    fn remove(
+        &self,
+        layer: LayerDir<'_>,
+        remove_dir: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()>;
 
     /// Whether the driver's own files for the layer are all there.
     fn exists(&self, layer: LayerDir<'_>) -> bool;
 
     /// Mount the layer (refcounted across threads and processes) and
-    /// return the directory that shows its merged view. A read-only layer
-    /// is mounted read-only; where mounting is impossible (vfs without
-    /// mount rights) the layer's own directory is returned.
-    fn get(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<PathBuf>;
+    /// return the directory that shows its merged view, writable only if
+    /// `writable`. Where the driver does not mount (vfs) the layer's own
+    /// tree is returned.
+    fn get(&self, layer: LayerDir<'_>, writable: bool) -> Result<PathBuf>;
 
-    /// Give back one reference taken by [`Driver::get`]; the last one
-    /// unmounts. Returns the references left.
+    /// Give back one reference taken by [`Driver::get`] in this process;
+    /// the last one unmounts. With no reference of this process, a mount
+    /// left by a process that is gone is taken down. Returns the
+    /// references left.
     fn put(&self, layer: LayerDir<'_>) -> Result<u32>;
 
     /// Live mount references to the layer, from every process.
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32>;
 
-    /// Write the layer's changes against `parent` as an uncompressed tar
-    /// to `out`; returns the bytes written. (A registered layer's exact
-    /// bytes come from its tar-split record, which the graph owns.)
-    fn diff(
-        &self,
-        layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
-        out: &mut dyn Write,
-    ) -> Result<u64>;
-
-    /// The paths the layer changes against `parent`. For a writable overlay
-    /// layer this walks `upper/` only: O(changes), not O(image).
-    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>>;
-
-    /// Bytes of file content the layer adds or changes against `parent`.
-    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64>;
-
     /// Facts for `Graph.status()`: backing filesystem, d_type, kernel
     /// features, ... (see [`probe::HostProbe::to_pairs`]).
     fn status(&self) -> Vec<(String, String)>;
-
-    /// Unmount what this driver mounted and release its resources (store
-    /// close and interpreter exit).
-    fn cleanup(&self) -> Result<()>;
 }

@@ -18,7 +18,7 @@ use crate::archive::{ApplyOptions, WhiteoutMode};
 
 /// A Python binary file object as a [`Read`]. A Python exception raised by
 /// `.read()` is kept aside and re-raised as itself once the apply unwinds.
-struct PyReader {
+pub(crate) struct PyReader {
     obj: Py<PyAny>,
     err: Arc<Mutex<Option<PyErr>>>,
 }
@@ -60,13 +60,13 @@ impl Read for PyReader {
     }
 }
 
-enum Source {
+pub(crate) enum Source {
     Path(PathBuf),
     Bytes(PyBackedBytes),
     File(PyReader),
 }
 
-fn source_from_py(obj: &Bound<'_, PyAny>, err: &Arc<Mutex<Option<PyErr>>>) -> PyResult<Source> {
+pub(crate) fn source_from_py(obj: &Bound<'_, PyAny>, err: &Arc<Mutex<Option<PyErr>>>) -> PyResult<Source> {
     if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
         return Ok(Source::Bytes(obj.extract()?));
     }

@@ -4,6 +4,8 @@
 
 mod archive;
 mod errors;
+mod graph;
+mod layer;
 mod init_layer;
 
 use pyo3::prelude::*;
@@ -16,6 +18,12 @@ mod _lamina {
 
     #[pymodule_export]
     use super::archive::{_apply_layer_report, _reassemble, apply_layer};
+
+    #[pymodule_export]
+    use super::graph::{PyGraph, _close_all};
+
+    #[pymodule_export]
+    use super::layer::{Mounted, PyLayer};
 
     use pyo3::prelude::*;
 

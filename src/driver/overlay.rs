@@ -1,0 +1,327 @@
+//! The `overlay` driver: the seed's design (Docker's 2014 overlayfs driver,
+//! `daemon/graphdriver/overlayfs`), with its flaws fixed.
+//!
+//! ```text
+//! read-only layer   root/            the full tree: the parent's root/
+//!                   merged/          hard-link-copied, the diff applied
+//!                                    (mount point of a read-only bind)
+//! writable layer    upper/ work/ merged/ lower-id
+//!                   (lower-id names the read-only layer whose root/ is
+//!                   the one lowerdir; without it, empty/ is the lower)
+//! ```
+//!
+//! A read-only layer shares file data with its parent through hard links,
+//! so nothing may ever write through them: the apply code never writes
+//! into an existing inode ([`crate::archive::apply`]), and a read-only
+//! layer is only ever mounted read-only (a bind mount), since a write
+//! through it would change every layer linked to the inode.
+//!
+//! A writable layer on a `root/` parent starts with an empty `upper/`
+//! (owner and mode of the parent's root, so the merged `/` keeps them); on
+//! an overlay parent (a container on its `-init` layer) it inherits the
+//! parent's `lower-id` and starts as a full copy of the parent's `upper/`,
+//! exactly as the seed's `Create` does.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
+use crate::copy::{copy_dir, CopyOptions};
+use crate::driver::mount::MountRefs;
+use crate::driver::mounter::{MountSpec, Mounter};
+use crate::driver::probe::HostProbe;
+use crate::driver::vfs::make_root;
+use crate::driver::{Driver, LayerDir};
+use crate::error::{Error, IoContext, Result};
+use crate::graph::ids;
+use crate::graph::layout::Layout;
+
+/// A read-only layer's full tree.
+pub const ROOT: &str = "root";
+/// A writable layer's upper directory.
+pub const UPPER: &str = "upper";
+/// overlayfs's work directory.
+pub const WORK: &str = "work";
+/// Where a layer is mounted.
+pub const MERGED: &str = "merged";
+/// The id of the read-only layer whose `root/` is a writable layer's lower.
+pub const LOWER_ID: &str = "lower-id";
+/// The lower of a writable layer with no read-only layer under it.
+pub const EMPTY: &str = "empty";
+
+/// The `overlay` driver; see the module docs.
+pub struct Overlay {
+    layout: Layout,
+    refs: MountRefs<Arc<dyn Mounter>>,
+    options: Vec<String>,
+    probe: Option<HostProbe>,
+}
+
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("root", &self.layout.root())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Overlay {
+    /// The overlay driver of the store at `layout`, mounting through
+    /// `mounter`, with mount options chosen from `probe` (`userxattr` in a
+    /// user namespace; `index=off` where the kernel has the index feature,
+    /// as moby's overlay2 does since 8422d85087, because a copied `upper/`
+    /// carries origin xattrs that an index would reject).
+    pub fn new(
+        layout: Layout,
+        mounter: Arc<dyn Mounter>,
+        probe: Option<HostProbe>,
+    ) -> Result<Overlay> {
+        let refs = MountRefs::open(&layout.mounts_dir(), mounter)?;
+        let mut options = Vec::new();
+        if let Some(p) = &probe {
+            if p.userxattr {
+                options.push("userxattr".to_owned());
+            }
+            if p.overlay_parameters.contains_key("index") {
+                options.push("index=off".to_owned());
+            }
+        }
+        Ok(Overlay {
+            layout,
+            refs,
+            options,
+            probe,
+        })
+    }
+
+    /// The mount reference counts (a store reconciles them when opened).
+    pub fn refs(&self) -> &MountRefs<Arc<dyn Mounter>> {
+        &self.refs
+    }
+
+    /// The lowerdir of a writable layer: `layers/<lower-id>/root`, or its
+    /// own `empty/`.
+    fn lower_of(&self, dir: &Path) -> Result<PathBuf> {
+        let file = dir.join(LOWER_ID);
+        match std::fs::read_to_string(&file) {
+            Ok(id) => {
+                // Read from disk, so checked before it becomes a path.
+                let id = id.trim();
+                ids::validate_id(id)?;
+                Ok(self.layout.layer_dir(id)?.join(ROOT))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir.join(EMPTY)),
+            Err(e) => Err(Error::io("read", &file, e)),
+        }
+    }
+
+    /// The mount of a writable-form layer: read-write with `upper/`, or
+    /// read-only with `upper/` as a second lower.
+    fn overlay_spec(&self, dir: &Path, writable: bool) -> Result<MountSpec> {
+        let lower = self.lower_of(dir)?;
+        let upper = dir.join(UPPER);
+        Ok(if writable {
+            MountSpec::Overlay {
+                lower: vec![lower],
+                upper: Some(upper),
+                work: Some(dir.join(WORK)),
+                options: self.options.clone(),
+            }
+        } else {
+            MountSpec::Overlay {
+                lower: vec![upper, lower],
+                upper: None,
+                work: None,
+                options: self.options.clone(),
+            }
+        })
+    }
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .at("mkdir", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at("chmod", path)
+}
+
+/// `upper/` with the owner and mode of `like` (the lower's root), so the
+/// merged view's `/` is the image's.
+fn make_upper(upper: &Path, like: &Path) -> Result<()> {
+    let m = like.symlink_metadata().at("lstat", like)?;
+    mkdir(upper, m.mode() & 0o7777)?;
+    if m.uid() != rustix::process::getuid().as_raw() || m.gid() != rustix::process::getgid().as_raw()
+    {
+        std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())).at("lchown", upper)?;
+        // chown clears setuid/setgid bits on some filesystems.
+        std::fs::set_permissions(upper, std::fs::Permissions::from_mode(m.mode() & 0o7777))
+            .at("chmod", upper)?;
+    }
+    Ok(())
+}
+
+impl Driver for Overlay {
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
+        let dir = layer.dir;
+        let upper = dir.join(UPPER);
+        match parent {
+            Some(p) if p.dir.join(ROOT).is_dir() => {
+                make_upper(&upper, &p.dir.join(ROOT))?;
+                crate::graph::layout::write_atomic(
+                    dir,
+                    LOWER_ID,
+                    p.id.as_bytes(),
+                    crate::graph::layout::FILE_MODE,
+                )?;
+            }
+            Some(p) if p.dir.join(UPPER).is_dir() => {
+                // The seed: inherit the parent's lower, copy its upper. A
+                // full copy: this upper is written in place by overlayfs.
+                match std::fs::read(p.dir.join(LOWER_ID)) {
+                    Ok(lower) => crate::graph::layout::write_atomic(
+                        dir,
+                        LOWER_ID,
+                        &lower,
+                        crate::graph::layout::FILE_MODE,
+                    )?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        make_root(&dir.join(EMPTY))?
+                    }
+                    Err(e) => return Err(Error::io("read", p.dir.join(LOWER_ID), e)),
+                }
+                copy_dir(&p.dir.join(UPPER), &upper, &CopyOptions::new())?;
+            }
+            Some(p) => {
+                return Err(Error::Driver(format!(
+                    "layer {} has neither root/ nor upper/",
+                    p.id
+                )))
+            }
+            None => {
+                make_root(&dir.join(EMPTY))?;
+                make_upper(&upper, &dir.join(EMPTY))?;
+            }
+        }
+        mkdir(&dir.join(WORK), 0o700)?;
+        mkdir(&dir.join(MERGED), 0o700)
+    }
+
+    fn create_init(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
+        self.create(layer, parent)?;
+        // Written through a mount, as Docker does, so that overlayfs copies
+        // up each parent directory with the lower's owner and mode.
+        let merged = layer.dir.join(MERGED);
+        let spec = self.overlay_spec(layer.dir, true)?;
+        let m = self.refs.mounter();
+        m.mount(&spec, &merged)?;
+        let r = crate::init_layer::setup_init_layer(&merged);
+        let u = m.unmount(&merged);
+        r?;
+        u?;
+        // overlayfs leaves its scratch dir in work/; drop it so that a copy
+        // of this layer starts clean.
+        let _ = std::fs::remove_dir_all(layer.dir.join(WORK).join("work"));
+        Ok(())
+    }
+
+    fn apply_diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        diff: &mut (dyn Read + Send),
+        record: &mut dyn Write,
+    ) -> Result<ApplyReport> {
+        let root = layer.dir.join(ROOT);
+        match parent {
+            Some(p) => {
+                let proot = p.dir.join(ROOT);
+                if !proot.is_dir() {
+                    return Err(Error::InvalidArgument(format!(
+                        "layer {} is not a read-only layer with a full tree; \
+                         a layer can be registered only on one",
+                        p.id
+                    )));
+                }
+                // The seed's ApplyDiff: hard-link-copy, then apply on top.
+                copy_dir(&proot, &root, &CopyOptions::new().hardlink(true))?;
+            }
+            None => make_root(&root)?,
+        }
+        let report = apply_layer_with_record(&root, diff, &ApplyOptions::default(), record)?;
+        mkdir(&layer.dir.join(MERGED), 0o700)?;
+        Ok(report)
+    }
+
+    fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf> {
+        let root = layer.dir.join(ROOT);
+        root.is_dir().then_some(root)
+    }
+
+    fn remove(
+        &self,
+        layer: LayerDir<'_>,
+        remove_dir: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let txn = self.refs.transaction()?;
+        txn.release(layer.id, &layer.dir.join(MERGED))?;
+        remove_dir()
+    }
+
+    fn exists(&self, layer: LayerDir<'_>) -> bool {
+        let d = layer.dir;
+        d.join(ROOT).is_dir()
+            || (d.join(UPPER).is_dir() && d.join(WORK).is_dir() && d.join(MERGED).is_dir())
+    }
+
+    fn get(&self, layer: LayerDir<'_>, writable: bool) -> Result<PathBuf> {
+        let merged = layer.dir.join(MERGED);
+        let root = layer.dir.join(ROOT);
+        let spec = if root.is_dir() {
+            if writable {
+                return Err(Error::InvalidArgument(format!(
+                    "layer {} is read-only: its files are shared with other layers",
+                    layer.id
+                )));
+            }
+            MountSpec::ReadOnlyBind { source: root }
+        } else {
+            self.overlay_spec(layer.dir, writable)?
+        };
+        self.refs.get(layer.id, &merged, &spec)?;
+        Ok(merged)
+    }
+
+    fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
+        let merged = layer.dir.join(MERGED);
+        let txn = self.refs.transaction()?;
+        if txn.own_count(layer.id)? == 0 {
+            // A mount left by a process that is gone (`lamina mount`):
+            // released if no live process holds it.
+            txn.release(layer.id, &merged)?;
+            return Ok(0);
+        }
+        txn.put(layer.id, &merged)
+    }
+
+    fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
+        self.refs.count(layer.id)
+    }
+
+    fn status(&self) -> Vec<(String, String)> {
+        let mut out = self
+            .probe
+            .as_ref()
+            .map(HostProbe::to_pairs)
+            .unwrap_or_default();
+        out.push(("mount_options".to_owned(), self.options.join(",")));
+        out
+    }
+}

@@ -1,0 +1,225 @@
+//! Bindings for [`crate::graph::Graph`]: the `lamina.Graph` class.
+//!
+//! The wrapper holds the core `Graph` (an `Arc` inside), so one Python
+//! object may be used from many threads; every call that touches the disk
+//! or mounts runs inside `Python::detach`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use super::archive::{source_from_py, Source};
+use super::layer::PyLayer;
+use super::IntoPy;
+use crate::graph::graph::Inner;
+use crate::graph::{Graph, Metadata};
+
+/// Graphs still open, closed at interpreter exit (`atexit`), so what they
+/// mounted is unmounted even when Python never collects them.
+static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// A layer store (DESIGN.md §4).
+#[pyclass(frozen, name = "Graph", module = "lamina")]
+pub(crate) struct PyGraph {
+    g: Graph,
+}
+
+/// The id named by a `Layer` or a str (id or prefix).
+pub(crate) fn layer_ref(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(l) = obj.cast::<PyLayer>() {
+        return Ok(l.get().layer().id().to_owned());
+    }
+    obj.extract::<String>()
+        .map_err(|_| PyTypeError::new_err("a layer reference is a Layer or an id (str)"))
+}
+
+pub(crate) fn metadata_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Metadata> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Metadata::new());
+    };
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err("metadata is a dict"));
+    }
+    let text: String = obj
+        .py()
+        .import("json")?
+        .call_method1("dumps", (obj,))?
+        .extract()?;
+    serde_json::from_str(&text)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("metadata: {e}")))
+}
+
+impl PyGraph {
+    fn wrap(&self, l: crate::graph::Layer) -> PyLayer {
+        PyLayer::new(l)
+    }
+}
+
+#[pymethods]
+impl PyGraph {
+    #[new]
+    #[pyo3(signature = (root, driver = "auto"))]
+    fn new(py: Python<'_>, root: PathBuf, driver: &str) -> PyResult<Self> {
+        let g = py.detach(|| Graph::open(&root, driver)).py_err()?;
+        let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|w| w.strong_count() > 0);
+        open.push(Arc::downgrade(&g.inner));
+        Ok(PyGraph { g })
+    }
+
+    /// The store's root directory.
+    #[getter]
+    fn root(&self) -> String {
+        self.g.root().display().to_string()
+    }
+
+    /// The store's driver.
+    #[getter]
+    fn driver(&self) -> String {
+        self.g.driver_name().to_owned()
+    }
+
+    #[pyo3(signature = (source, *, parent = None, id = None, metadata = None))]
+    fn register(
+        &self,
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        parent: Option<&Bound<'_, PyAny>>,
+        id: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyLayer> {
+        let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
+        let metadata = metadata_from_py(metadata)?;
+        let err = Arc::new(Mutex::new(None));
+        let src = source_from_py(source, &err)?;
+        let g = &self.g;
+        let r = py.detach(|| {
+            let (p, i) = (parent.as_deref(), id.as_deref());
+            match src {
+                Source::Path(path) => {
+                    let mut f = std::fs::File::open(&path)
+                        .map_err(|e| crate::Error::io("open", &path, e))?;
+                    g.register(&mut f, p, i, metadata)
+                }
+                Source::Bytes(b) => g.register(&mut &b[..], p, i, metadata),
+                Source::File(mut r) => g.register(&mut r, p, i, metadata),
+            }
+        });
+        if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Err(e);
+        }
+        Ok(self.wrap(r.py_err()?))
+    }
+
+    #[pyo3(signature = (parent = None, *, id = None, init = false, metadata = None))]
+    fn create(
+        &self,
+        py: Python<'_>,
+        parent: Option<&Bound<'_, PyAny>>,
+        id: Option<String>,
+        init: bool,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyLayer> {
+        let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
+        let metadata = metadata_from_py(metadata)?;
+        let l = py
+            .detach(|| self.g.create(parent.as_deref(), id.as_deref(), init, metadata))
+            .py_err()?;
+        Ok(self.wrap(l))
+    }
+
+    fn get(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
+        let r = layer_ref(reference)?;
+        Ok(self.wrap(py.detach(|| self.g.get(&r)).py_err()?))
+    }
+
+    fn layers(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
+        let ls = py.detach(|| self.g.layers()).py_err()?;
+        Ok(ls.into_iter().map(|l| self.wrap(l)).collect())
+    }
+
+    fn heads(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
+        let ls = py.detach(|| self.g.heads()).py_err()?;
+        Ok(ls.into_iter().map(|l| self.wrap(l)).collect())
+    }
+
+    fn delete(&self, py: Python<'_>, layer: &Bound<'_, PyAny>) -> PyResult<()> {
+        let r = layer_ref(layer)?;
+        py.detach(|| self.g.delete(&r)).py_err()
+    }
+
+    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let pairs = py.detach(|| self.g.status()).py_err()?;
+        let d = PyDict::new(py);
+        for (k, v) in pairs {
+            let value: Bound<'py, PyAny> = match v.as_str() {
+                "true" => true.into_pyobject(py)?.to_owned().into_any(),
+                "false" => false.into_pyobject(py)?.to_owned().into_any(),
+                s => match s.parse::<i64>() {
+                    Ok(n) if k.ends_with("layers") => n.into_pyobject(py)?.into_any(),
+                    _ => s.into_pyobject(py)?.into_any(),
+                },
+            };
+            d.set_item(k, value)?;
+        }
+        Ok(d)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.g.close()).py_err()
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.close(py)?;
+        Ok(false)
+    }
+
+    fn __getitem__(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
+        self.get(py, reference)
+    }
+
+    fn __contains__(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(r) = layer_ref(reference) else {
+            return Ok(false);
+        };
+        py.detach(|| self.g.contains(&r)).py_err()
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        py.detach(|| self.g.len()).py_err()
+    }
+
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ls = self.layers(py)?;
+        PyList::new(py, ls)?.try_iter().map(Bound::into_any)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Graph({:?}, driver={:?})",
+            self.g.root().display().to_string(),
+            self.g.driver_name()
+        )
+    }
+}
+
+/// Close every graph still open: what `atexit` runs.
+#[pyfunction]
+pub(crate) fn _close_all(py: Python<'_>) {
+    let open: Vec<Weak<Inner>> = std::mem::take(&mut *OPEN.lock().unwrap_or_else(|p| p.into_inner()));
+    py.detach(|| {
+        for w in open {
+            if let Some(inner) = w.upgrade() {
+                let _ = (Graph { inner }).close();
+            }
+        }
+    });
+}

@@ -1,0 +1,239 @@
+//! Bindings for [`crate::graph::Layer`]: the `lamina.Layer` class.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::IntoPy;
+use crate::graph::Layer;
+
+/// A layer of a `Graph`.
+#[pyclass(frozen, name = "Layer", module = "lamina")]
+pub(crate) struct PyLayer {
+    l: Layer,
+}
+
+impl PyLayer {
+    pub(crate) fn new(l: Layer) -> PyLayer {
+        PyLayer { l }
+    }
+
+    pub(crate) fn layer(&self) -> &Layer {
+        &self.l
+    }
+}
+
+/// A Python binary file object as a [`Write`]; a Python exception raised
+/// by `.write()` is kept aside and re-raised once the export unwinds.
+struct PyWriter {
+    obj: Py<PyAny>,
+    err: Option<PyErr>,
+}
+
+impl Write for PyWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Python::attach(|py| {
+            let r = self
+                .obj
+                .bind(py)
+                .call_method1("write", (PyBytes::new(py, buf),))
+                .and_then(|n| {
+                    if n.is_none() {
+                        Ok(buf.len())
+                    } else {
+                        n.extract::<usize>()
+                    }
+                });
+            r.map_err(|e| {
+                self.err = Some(e);
+                io::Error::other("the file object's write() raised")
+            })
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyLayer {
+    #[getter]
+    fn id(&self) -> &str {
+        self.l.id()
+    }
+
+    #[getter]
+    fn parent(&self, py: Python<'_>) -> PyResult<Option<PyLayer>> {
+        Ok(py.detach(|| self.l.parent()).py_err()?.map(PyLayer::new))
+    }
+
+    #[getter]
+    fn chain(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
+        Ok(py
+            .detach(|| self.l.chain())
+            .py_err()?
+            .into_iter()
+            .map(PyLayer::new)
+            .collect())
+    }
+
+    #[getter]
+    fn writable(&self) -> bool {
+        self.l.writable()
+    }
+
+    #[getter]
+    fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.l.created();
+        let dt = py.import("datetime")?;
+        let utc = dt.getattr("timezone")?.getattr("utc")?;
+        dt.getattr("datetime")?
+            .call_method1("fromtimestamp", (t.secs, utc))?
+            .call_method(
+                "replace",
+                (),
+                Some(&[("microsecond", t.nanos / 1000)].into_py_dict(py)?),
+            )
+    }
+
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let text = serde_json::to_string(self.l.metadata())
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        py.import("json")?.call_method1("loads", (text,))
+    }
+
+    #[getter]
+    fn size(&self) -> u64 {
+        self.l.size()
+    }
+
+    #[getter]
+    fn diff_id(&self) -> Option<&str> {
+        self.l.diff_id()
+    }
+
+    #[getter]
+    fn chain_id(&self) -> Option<&str> {
+        self.l.chain_id()
+    }
+
+    #[getter]
+    fn mount_count(&self, py: Python<'_>) -> PyResult<u32> {
+        py.detach(|| self.l.mount_count()).py_err()
+    }
+
+    /// Mount the layer; returns the path of its merged view.
+    #[pyo3(signature = (*, persist = false))]
+    fn mount(&self, py: Python<'_>, persist: bool) -> PyResult<String> {
+        let p = py.detach(|| self.l.mount(persist)).py_err()?;
+        Ok(p.display().to_string())
+    }
+
+    fn unmount(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.l.unmount()).py_err().map(|_| ())
+    }
+
+    /// A context manager: mounted inside the block, its path bound by `as`.
+    fn mounted(slf: Py<Self>) -> Mounted {
+        Mounted { layer: slf }
+    }
+
+    /// The layer's tar: bytes, or written to `dst` (a path or a binary
+    /// file object), returning the bytes written.
+    #[pyo3(signature = (dst = None))]
+    fn diff<'py>(
+        &self,
+        py: Python<'py>,
+        dst: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(dst) = dst.filter(|d| !d.is_none()) else {
+            let mut buf = Vec::new();
+            py.detach(|| self.l.diff(&mut buf)).py_err()?;
+            return Ok(PyBytes::new(py, &buf).into_any());
+        };
+        if dst.hasattr("write")? {
+            let mut w = PyWriter {
+                obj: dst.clone().unbind(),
+                err: None,
+            };
+            let r = py.detach(|| {
+                let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
+                let n = self.l.diff(&mut b)?;
+                b.flush()
+                    .map_err(|e| crate::Error::io("write", "<file object>", e))?;
+                Ok(n)
+            });
+            if let Some(e) = w.err.take() {
+                return Err(e);
+            }
+            return Ok(r.py_err()?.into_pyobject(py)?.into_any());
+        }
+        let path: PathBuf = dst.extract().map_err(|_| {
+            PyTypeError::new_err("dst is None, a path, or a binary file object")
+        })?;
+        let n = py
+            .detach(|| {
+                let f = std::fs::File::create(&path)
+                    .map_err(|e| crate::Error::io("create", &path, e))?;
+                let mut b = io::BufWriter::with_capacity(1 << 20, f);
+                let n = self.l.diff(&mut b)?;
+                b.flush().map_err(|e| crate::Error::io("write", &path, e))?;
+                Ok(n)
+            })
+            .py_err()?;
+        Ok(n.into_pyobject(py)?.into_any())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyLayer>()
+            .map(|o| {
+                let o = o.get();
+                o.l.id() == self.l.id() && o.l.graph().root() == self.l.graph().root()
+            })
+            .unwrap_or(false)
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.l.id().hash(&mut h);
+        h.finish()
+    }
+
+    fn __repr__(&self) -> String {
+        let kind = if self.l.writable() { "rw" } else { "ro" };
+        let parent = self
+            .l
+            .parent_id()
+            .map(|p| format!(" parent={}", &p[..12]))
+            .unwrap_or_default();
+        format!("<Layer {} {kind}{parent} size={}>", &self.l.id()[..12], self.l.size())
+    }
+}
+
+use pyo3::types::IntoPyDict;
+
+/// What `Layer.mounted()` returns.
+#[pyclass(frozen, name = "_Mounted", module = "lamina")]
+pub(crate) struct Mounted {
+    layer: Py<PyLayer>,
+}
+
+#[pymethods]
+impl Mounted {
+    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
+        self.layer.get().mount(py, false)
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+        self.layer.get().unmount(py)?;
+        Ok(false)
+    }
+}
