@@ -25,6 +25,7 @@
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
 
+pub mod copy;
 pub mod error;
 pub mod fs;
 pub mod init_layer;
@@ -32,5 +33,8 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
-pub use init_layer::{default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind};
+pub use init_layer::{
+    default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
+};

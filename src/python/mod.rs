@@ -2,6 +2,7 @@
 //! Nothing here touches the filesystem itself; every long call runs inside
 //! `Python::detach` so other Python threads keep running.
 
+mod copy;
 mod errors;
 mod init_layer;
 
@@ -11,6 +12,8 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _lamina {
     #[pymodule_export]
+    use super::copy::copy_dir;
+    #[pymodule_export]
     use super::init_layer::setup_init_layer;
 
     use pyo3::prelude::*;
@@ -18,7 +21,10 @@ mod _lamina {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("INIT_LAYER_ENTRIES", super::init_layer::default_entries_py(m.py())?)?;
+        m.add(
+            "INIT_LAYER_ENTRIES",
+            super::init_layer::default_entries_py(m.py())?,
+        )?;
         Ok(())
     }
 }
