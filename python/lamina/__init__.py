@@ -15,6 +15,7 @@ from lamina._lamina import (
     __version__,
     _close_all,
     apply_layer,
+    copy_dir,
     setup_init_layer,
 )
 from lamina.errors import (
@@ -40,6 +41,7 @@ __all__ = [
     "UnsafeArchive",
     "__version__",
     "apply_layer",
+    "copy_dir",
     "setup_init_layer",
 ]
 

@@ -1,0 +1,569 @@
+//! The parallel tree walk behind [`super::copy_dir`].
+//!
+//! Work items are directories to open and batches of a directory's
+//! non-directory entries, taken last-in first-out by a few workers (depth
+//! first, so the fds held open stay proportional to depth, not width). Each
+//! directory node counts its unfinished work: its own listing, each batch
+//! and each subdirectory. The worker that finishes the last of it gives the
+//! copy its owner, xattrs, mode and times, so a directory's times are set
+//! after every child is written, then tells the parent.
+//!
+//! Everything is fd-relative: each source and destination directory is
+//! opened from its parent's fd with `O_NOFOLLOW`, and entries are named by
+//! (directory fd, one component). Paths are joined only for messages.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
+
+use super::attrs::{self, Obj, Policy, XattrBufs};
+use super::data::DataCopier;
+use super::CopyStats;
+use crate::error::{Error, IoContext, Result};
+use crate::fs::proc_path;
+
+/// Non-directory entries handed to a worker at once: big enough that the
+/// queue lock is rare, small enough that one wide directory still spreads
+/// over every worker.
+const BATCH: usize = 64;
+
+/// A directory being copied. Its two fds stay open until it is finished.
+pub(super) struct Node {
+    parent: Option<Arc<Node>>,
+    src: OwnedFd,
+    dst: OwnedFd,
+    /// Path below both roots, for messages only.
+    rel: PathBuf,
+    stat: Stat,
+    /// Unfinished work in this directory (see the module docs).
+    pending: AtomicUsize,
+}
+
+impl Node {
+    pub(super) fn root(src: OwnedFd, dst: OwnedFd, stat: Stat) -> Arc<Node> {
+        Arc::new(Node {
+            parent: None,
+            src,
+            dst,
+            rel: PathBuf::new(),
+            stat,
+            pending: AtomicUsize::new(1),
+        })
+    }
+}
+
+/// One work item.
+pub(super) enum Task {
+    /// List a directory whose fds are open (the root).
+    List(Arc<Node>),
+    /// Create, open and list the subdirectory `name` of `parent`.
+    Subdir(Arc<Node>, CString, Stat),
+    /// Copy these non-directory entries of a directory (stat'ed if known).
+    Entries(Arc<Node>, Vec<(CString, Option<Stat>)>),
+}
+
+/// The first copy of an inode with several links, for the later links to
+/// link to. `fd` is `None` while the first copy is being made and after it
+/// failed.
+struct LinkSlot {
+    state: Mutex<(bool, Option<OwnedFd>)>,
+    ready: Condvar,
+    seen: AtomicU32,
+}
+
+struct Queue {
+    tasks: Vec<Task>,
+    active: usize,
+}
+
+/// What every worker shares.
+pub(super) struct Walk<'a> {
+    src: &'a Path,
+    dst: &'a Path,
+    hardlink: bool,
+    policy: Policy,
+    euid: u32,
+    data: DataCopier,
+    /// (dev, ino) of the destination root: met inside the source, it means
+    /// the destination is inside the source and the walk would never end.
+    dst_root: (u64, u64),
+    links: Mutex<HashMap<(u64, u64), Arc<LinkSlot>>>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    abort: AtomicBool,
+    error: Mutex<Option<Error>>,
+}
+
+/// Per-worker state.
+pub(super) struct Local {
+    bufs: XattrBufs,
+    pub(super) stats: CopyStats,
+    link_buf: Vec<u8>,
+}
+
+impl Local {
+    pub(super) fn new() -> Self {
+        Local {
+            bufs: XattrBufs::new(),
+            stats: CopyStats::default(),
+            link_buf: Vec::new(),
+        }
+    }
+}
+
+// The field types of `Stat` differ between architectures.
+#[allow(clippy::unnecessary_cast)]
+fn id(st: &Stat) -> (u64, u64) {
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode as _)
+}
+
+impl<'a> Walk<'a> {
+    pub(super) fn new(
+        src: &'a Path,
+        dst: &'a Path,
+        hardlink: bool,
+        privileged: bool,
+        dst_root: (u64, u64),
+    ) -> Self {
+        Walk {
+            src,
+            dst,
+            hardlink,
+            policy: Policy { privileged },
+            euid: rustix::process::geteuid().as_raw(),
+            data: DataCopier::new(),
+            dst_root,
+            links: Mutex::new(HashMap::new()),
+            queue: Mutex::new(Queue {
+                tasks: Vec::new(),
+                active: 0,
+            }),
+            wake: Condvar::new(),
+            abort: AtomicBool::new(false),
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The first error any worker met, if one did.
+    pub(super) fn take_error(&self) -> Option<Error> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub(super) fn push(&self, task: Task) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tasks
+            .push(task);
+        self.wake.notify_one();
+    }
+
+    fn fail(&self, err: Error) {
+        let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(err);
+        }
+        drop(slot);
+        self.abort.store(true, Ordering::Relaxed);
+        let _q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake.notify_all();
+    }
+
+    /// Take tasks until there are none left and no worker can make more.
+    pub(super) fn work(&self, local: &mut Local) {
+        // A panicking worker would leave the others waiting for its task
+        // forever: make them stop, and let the scope carry the panic.
+        struct Unwind<'w, 'a>(&'w Walk<'a>);
+        impl Drop for Unwind<'_, '_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.abort.store(true, Ordering::Relaxed);
+                    let _q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    self.0.wake.notify_all();
+                }
+            }
+        }
+        let _unwind = Unwind(self);
+        loop {
+            let task = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                loop {
+                    if self.abort.load(Ordering::Relaxed) {
+                        q.tasks.clear();
+                        self.wake.notify_all();
+                        return;
+                    }
+                    if let Some(t) = q.tasks.pop() {
+                        q.active += 1;
+                        break t;
+                    }
+                    if q.active == 0 {
+                        self.wake.notify_all();
+                        return;
+                    }
+                    q = self.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            if let Err(e) = self.run(task, local) {
+                self.fail(e);
+            }
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.active -= 1;
+            if q.active == 0 && q.tasks.is_empty() {
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    fn run(&self, task: Task, local: &mut Local) -> Result<()> {
+        match task {
+            Task::List(node) => self.list(node, local),
+            Task::Subdir(parent, name, st) => {
+                let node = self.open_subdir(parent, &name, st)?;
+                local.stats.dirs += 1;
+                self.list(node, local)
+            }
+            Task::Entries(node, entries) => {
+                for (name, st) in &entries {
+                    if self.abort.load(Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    self.entry(&node, name, st.as_ref(), local)?;
+                }
+                self.done(node, local)
+            }
+        }
+    }
+
+    fn src_path(&self, node: &Node, name: Option<&CStr>) -> PathBuf {
+        attrs::shown(self.src, &node.rel, name)
+    }
+
+    fn dst_path(&self, node: &Node, name: Option<&CStr>) -> PathBuf {
+        attrs::shown(self.dst, &node.rel, name)
+    }
+
+    fn open_subdir(&self, parent: Arc<Node>, name: &CStr, st: Stat) -> Result<Arc<Node>> {
+        if id(&st) == self.dst_root {
+            return Err(Error::InvalidArgument(format!(
+                "cannot copy {} into itself ({} is inside it)",
+                self.src.display(),
+                self.dst.display()
+            )));
+        }
+        let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // The source first: a directory we may not read leaves nothing behind.
+        let src = rustix::fs::openat(&parent.src, name, dir_flags, Mode::empty())
+            .at("open", &self.src_path(&parent, Some(name)))?;
+        // 0700 until finished: writable for the children whatever its final
+        // mode, and private while it is incomplete.
+        rustix::fs::mkdirat(&parent.dst, name, Mode::RWXU)
+            .at("mkdir", &self.dst_path(&parent, Some(name)))?;
+        let dst = rustix::fs::openat(&parent.dst, name, dir_flags, Mode::empty())
+            .at("open", &self.dst_path(&parent, Some(name)))?;
+        let rel = parent.rel.join(OsStr::from_bytes(name.to_bytes()));
+        Ok(Arc::new(Node {
+            parent: Some(parent),
+            src,
+            dst,
+            rel,
+            stat: st,
+            pending: AtomicUsize::new(1),
+        }))
+    }
+
+    /// Read `node`'s entries: subdirectories become tasks at once, other
+    /// entries go out in batches.
+    fn list(&self, node: Arc<Node>, local: &mut Local) -> Result<()> {
+        let mut dir = Dir::read_from(&node.src).at("opendir", &self.src_path(&node, None))?;
+        let mut batch = Vec::new();
+        while let Some(entry) = dir.read() {
+            if self.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let entry = entry.at("readdir", &self.src_path(&node, None))?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let known = entry.file_type();
+            let st = if known == FileType::Directory || known == FileType::Unknown {
+                let st = rustix::fs::statat(&node.src, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .at("stat", &self.src_path(&node, Some(name)))?;
+                if file_type(&st) == FileType::Directory {
+                    node.pending.fetch_add(1, Ordering::Relaxed);
+                    self.push(Task::Subdir(node.clone(), name.to_owned(), st));
+                    continue;
+                }
+                Some(st)
+            } else {
+                None
+            };
+            batch.push((name.to_owned(), st));
+            if batch.len() == BATCH {
+                node.pending.fetch_add(1, Ordering::Relaxed);
+                self.push(Task::Entries(node.clone(), std::mem::take(&mut batch)));
+            }
+        }
+        drop(dir);
+        // The last batch is ours to copy: no queue round trip.
+        for (name, st) in &batch {
+            if self.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            self.entry(&node, name, st.as_ref(), local)?;
+        }
+        self.done(node, local)
+    }
+
+    /// One unit of `node`'s work is finished; finish the directory (and
+    /// then its parents) when it was the last.
+    fn done(&self, node: Arc<Node>, local: &mut Local) -> Result<()> {
+        let mut cur = node;
+        loop {
+            if cur.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return Ok(());
+            }
+            attrs::apply(
+                &self.policy,
+                &cur.stat,
+                Obj::Fd(cur.src.as_fd()),
+                Obj::Fd(cur.dst.as_fd()),
+                &mut local.bufs,
+                &|| self.src_path(&cur, None),
+                &|| self.dst_path(&cur, None),
+            )?;
+            match cur.parent.clone() {
+                Some(parent) => cur = parent,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Copy one non-directory entry.
+    fn entry(&self, node: &Node, name: &CStr, st: Option<&Stat>, local: &mut Local) -> Result<()> {
+        let st = match st {
+            Some(st) => *st,
+            None => rustix::fs::statat(&node.src, name, AtFlags::SYMLINK_NOFOLLOW)
+                .at("stat", &self.src_path(node, Some(name)))?,
+        };
+        let kind = file_type(&st);
+        if kind == FileType::RegularFile && self.hardlink {
+            rustix::fs::linkat(&node.src, name, &node.dst, name, AtFlags::empty())
+                .at("link", &self.dst_path(node, Some(name)))?;
+            local.stats.links += 1;
+            return Ok(());
+        }
+        if st.st_nlink > 1 {
+            return self.linked(node, name, &st, kind, local);
+        }
+        self.create(node, name, &st, kind, local).map(drop)
+    }
+
+    /// An inode with several links: the first one met is copied, the others
+    /// become hard links to that copy, as they were in the source.
+    fn linked(
+        &self,
+        node: &Node,
+        name: &CStr,
+        st: &Stat,
+        kind: FileType,
+        local: &mut Local,
+    ) -> Result<()> {
+        let key = id(st);
+        let (slot, first) = {
+            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+            match links.get(&key) {
+                Some(slot) => (slot.clone(), false),
+                None => {
+                    let slot = Arc::new(LinkSlot {
+                        state: Mutex::new((false, None)),
+                        ready: Condvar::new(),
+                        seen: AtomicU32::new(0),
+                    });
+                    links.insert(key, slot.clone());
+                    (slot, true)
+                }
+            }
+        };
+        if first {
+            let made = self.create(node, name, st, kind, local);
+            let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            let result = match made {
+                Ok(fd) => {
+                    *state = (true, fd);
+                    Ok(())
+                }
+                Err(e) => {
+                    *state = (true, None);
+                    Err(e)
+                }
+            };
+            slot.ready.notify_all();
+            drop(state);
+            result?;
+        } else {
+            let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
+            while !state.0 {
+                state = slot.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            // The first copy failed and its worker reports why.
+            let Some(fd) = &state.1 else { return Ok(()) };
+            // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the
+            // /proc magic link with AT_SYMLINK_FOLLOW is the unprivileged
+            // form of the same call (linkat(2)).
+            rustix::fs::linkat(
+                CWD,
+                proc_path(fd, "".as_ref()),
+                &node.dst,
+                name,
+                AtFlags::SYMLINK_FOLLOW,
+            )
+            .at("link", &self.dst_path(node, Some(name)))?;
+            local.stats.links += 1;
+        }
+        // Every link seen: the slot's fd is not needed any more.
+        if slot.seen.fetch_add(1, Ordering::AcqRel) + 1 >= st.st_nlink as u32 {
+            self.links
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Make a new inode for a non-directory entry, with all its attributes.
+    /// Returns an fd on the copy where the copy may gain more links.
+    fn create(
+        &self,
+        node: &Node,
+        name: &CStr,
+        st: &Stat,
+        kind: FileType,
+        local: &mut Local,
+    ) -> Result<Option<OwnedFd>> {
+        let dst_shown = || self.dst_path(node, Some(name));
+        if kind == FileType::RegularFile {
+            let fd = self.copy_file(node, name, st, local)?;
+            local.stats.files += 1;
+            return Ok(if st.st_nlink > 1 { Some(fd) } else { None });
+        }
+        match kind {
+            FileType::Symlink => {
+                let target =
+                    rustix::fs::readlinkat(&node.src, name, std::mem::take(&mut local.link_buf))
+                        .at("readlink", &self.src_path(node, Some(name)))?;
+                let made = rustix::fs::symlinkat(&target, &node.dst, name);
+                local.link_buf = target.into_bytes();
+                made.at("symlink", &dst_shown())?;
+                local.stats.symlinks += 1;
+            }
+            FileType::Fifo
+            | FileType::Socket
+            | FileType::CharacterDevice
+            | FileType::BlockDevice => {
+                // A socket is made as a socket (the seed made a FIFO).
+                // Devices need CAP_MKNOD: without it this fails rather than
+                // dropping the node silently.
+                rustix::fs::mknodat(
+                    &node.dst,
+                    name,
+                    kind,
+                    Mode::RUSR | Mode::WUSR,
+                    st.st_rdev as _,
+                )
+                .at("mknod", &dst_shown())?;
+                local.stats.specials += 1;
+            }
+            _ => {
+                return Err(Error::io(
+                    "copy",
+                    self.src_path(node, Some(name)),
+                    std::io::Error::from_raw_os_error(Errno::INVAL.raw_os_error()),
+                ))
+            }
+        }
+        let applied = attrs::apply(
+            &self.policy,
+            st,
+            Obj::At(node.src.as_fd(), name),
+            Obj::At(node.dst.as_fd(), name),
+            &mut local.bufs,
+            &|| self.src_path(node, Some(name)),
+            &dst_shown,
+        );
+        if let Err(e) = applied {
+            let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
+            return Err(e);
+        }
+        if st.st_nlink > 1 {
+            let fd = rustix::fs::openat(
+                &node.dst,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .at("open", &dst_shown())?;
+            return Ok(Some(fd));
+        }
+        Ok(None)
+    }
+
+    /// A full copy of one regular file. On any failure the new file is
+    /// removed, so no half-written file is left under its final name.
+    fn copy_file(&self, node: &Node, name: &CStr, st: &Stat, local: &mut Local) -> Result<OwnedFd> {
+        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Reading the source should not move its atime; O_NOATIME is only
+        // allowed to the owner or CAP_FOWNER.
+        if self.policy.privileged || st.st_uid == self.euid {
+            flags |= OFlags::NOATIME;
+        }
+        let src = match rustix::fs::openat(&node.src, name, flags, Mode::empty()) {
+            Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
+                rustix::fs::openat(&node.src, name, flags - OFlags::NOATIME, Mode::empty())
+            }
+            r => r,
+        }
+        .at("open", &self.src_path(node, Some(name)))?;
+        let dst = rustix::fs::openat(
+            &node.dst,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )
+        .at("open", &self.dst_path(node, Some(name)))?;
+        let written = (|| {
+            let moved = self
+                .data
+                .copy(src.as_fd(), dst.as_fd(), st)
+                .at("copy", &self.dst_path(node, Some(name)))?;
+            local.stats.bytes += moved;
+            attrs::apply(
+                &self.policy,
+                st,
+                Obj::Fd(src.as_fd()),
+                Obj::Fd(dst.as_fd()),
+                &mut local.bufs,
+                &|| self.src_path(node, Some(name)),
+                &|| self.dst_path(node, Some(name)),
+            )
+        })();
+        if let Err(e) = written {
+            drop(dst);
+            let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
+            return Err(e);
+        }
+        Ok(dst)
+    }
+}
