@@ -25,6 +25,7 @@
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
 
+pub mod archive;
 pub mod error;
 pub mod fs;
 pub mod init_layer;
@@ -32,5 +33,10 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+pub use archive::changes::{changes, Change, ChangeKind, ChangesOptions};
+pub use archive::export::{export_diff, ExportOptions, ExportReport};
+pub use archive::upper::{upper_changes, write_upper_diff};
 pub use error::{Error, Result};
-pub use init_layer::{default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind};
+pub use init_layer::{
+    default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
+};
