@@ -36,6 +36,9 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+pub use archive::changes::{changes, Change, ChangeKind, ChangesOptions};
+pub use archive::export::{export_diff, ExportOptions, ExportReport};
+pub use archive::upper::{upper_changes, write_upper_diff};
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
