@@ -41,8 +41,31 @@ use crate::fs::xattr;
 /// tree), in the order and with the rules of [`super::changes::changes`].
 pub fn upper_changes(upper: &Path, lower: &Path) -> Result<Vec<Change>> {
     let mut sink = ListSink::default();
-    walk_upper(upper, lower, &mut sink)?;
+    walk_upper(upper, lower, &mut sink, false)?;
     Ok(sink.changes)
+}
+
+/// [`upper_changes`] of an upper dir that started as a copy of another
+/// layer's upper dir (the seed's container on its `-init` layer), against
+/// `view`, that layer's merged view: an entry equal to the view's (type,
+/// mode, owner, times, size, xattrs and bytes) is a copied one, not a
+/// change. Still O(changes + copied entries), never O(image).
+pub fn upper_changes_over(upper: &Path, view: &Path) -> Result<Vec<Change>> {
+    let mut sink = ListSink::default();
+    walk_upper(upper, view, &mut sink, true)?;
+    Ok(sink.changes)
+}
+
+/// [`write_upper_diff`] with the rule of [`upper_changes_over`].
+pub fn write_upper_diff_over<W: Write>(
+    upper: &Path,
+    view: &Path,
+    out: W,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    let mut sink = TarSink::new(out, opts, upper);
+    walk_upper(upper, view, &mut sink, true)?;
+    sink.finish()
 }
 
 /// Write the tar of the changes an overlay upper dir makes over `lower`.
@@ -53,16 +76,18 @@ pub fn write_upper_diff<W: Write>(
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
     let mut sink = TarSink::new(out, opts, upper);
-    walk_upper(upper, lower, &mut sink)?;
+    walk_upper(upper, lower, &mut sink, false)?;
     sink.finish()
 }
 
-fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink) -> Result<()> {
+/// With `copied`, non-directory entries equal to the lower's are skipped
+/// (see [`upper_changes_over`]).
+fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink, copied: bool) -> Result<()> {
     let ufd = open_root(upper)?;
     let lfd = open_root(lower)?;
     let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
     let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
-    let mut w = Walker::new(sink, false, lower, upper);
+    let mut w = Walker::new(sink, copied, lower, upper);
     let e = OsStr::new("");
     check_xattrs(&ufd, e, upper, &us)?;
     if w.differs((lfd.as_fd(), e, &ls), (ufd.as_fd(), e, &us), b"/")? {
@@ -179,6 +204,11 @@ fn upper_entry<S: Sink>(
         stat: &us,
     };
     if !is_dir(&us) {
+        if let (true, Some(l), Some(s)) = (w.content, lower, &ls) {
+            if !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)? {
+                return Ok(());
+            }
+        }
         return w.emit(&node, kind);
     }
     let uchild = open_dir(upper, name).at("open", &ushown)?;

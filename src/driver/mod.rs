@@ -40,25 +40,7 @@ pub struct LayerDir<'a> {
     pub dir: &'a Path,
 }
 
-/// What kind of change a path underwent between a layer and its parent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChangeKind {
-    /// The path is new (`"A"`).
-    Added,
-    /// The path exists in both and differs (`"C"`).
-    Modified,
-    /// The path is gone (`"D"`).
-    Deleted,
-}
-
-/// One changed path, as `docker diff` and moby's `archive.Change` report it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Change {
-    /// Absolute path inside the layer, e.g. `/etc/passwd`.
-    pub path: PathBuf,
-    /// What happened to it.
-    pub kind: ChangeKind,
-}
+pub use crate::archive::changes::{Change, ChangeKind};
 
 /// A storage driver; see the module docs for who owns what.
 ///
@@ -100,11 +82,8 @@ pub trait Driver: Send + Sync {
     /// live process has it mounted; otherwise unmounts what is left mounted
     /// and calls `remove_dir` (which takes the directory out of the store)
     /// with the mount bookkeeping locked, so no mount slips in between.
-    fn remove(
-        &self,
-        layer: LayerDir<'_>,
-        remove_dir: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<()>;
+    fn remove(&self, layer: LayerDir<'_>, remove_dir: &mut dyn FnMut() -> Result<()>)
+        -> Result<()>;
 
     /// Whether the driver's own files for the layer are all there.
     fn exists(&self, layer: LayerDir<'_>) -> bool;
@@ -124,7 +103,56 @@ pub trait Driver: Send + Sync {
     /// Live mount references to the layer, from every process.
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32>;
 
+    /// Write the tar of the layer's changes against `parent` to `out`
+    /// (PAX, whiteouts, reproducible); returns the bytes written. For a
+    /// writable overlay layer only `upper/` is walked. (A registered
+    /// layer's exact bytes come from its tar-split record, which the graph
+    /// owns.)
+    fn diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        out: &mut dyn Write,
+    ) -> Result<u64>;
+
+    /// The paths the layer changes against `parent`, parents first. For a
+    /// writable overlay layer this walks `upper/` only: O(changes), not
+    /// O(image).
+    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>>;
+
+    /// Bytes of regular-file content the layer adds or changes against
+    /// `parent` (moby's `DiffSize`).
+    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64>;
+
     /// Facts for `Graph.status()`: backing filesystem, d_type, kernel
     /// features, ... (see [`probe::HostProbe::to_pairs`]).
     fn status(&self) -> Vec<(String, String)>;
+}
+
+/// Bytes of the regular files among `changes` (added or modified), as found
+/// in `tree`: what [`Driver::diff_size`] reports.
+pub(crate) fn content_size(changes: &[Change], tree: &Path) -> Result<u64> {
+    use crate::error::IoContext;
+    let mut total = 0;
+    for c in changes.iter().filter(|c| c.kind != ChangeKind::Deleted) {
+        let p = tree.join(c.path.strip_prefix("/").unwrap_or(&c.path));
+        let m = p.symlink_metadata().at("lstat", &p)?;
+        if m.is_file() {
+            total += m.len();
+        }
+    }
+    Ok(total)
+}
+
+/// `<dir>/empty`, an empty directory to compare a base layer with (made on
+/// first use).
+pub(crate) fn empty_dir(dir: &Path) -> Result<PathBuf> {
+    use crate::error::IoContext;
+    let p = dir.join("empty");
+    match std::fs::create_dir(&p) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).at("mkdir", &p),
+    }
+    Ok(p)
 }

@@ -27,13 +27,18 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::archive::changes::{changes, ChangesOptions};
+use crate::archive::export::{export_diff, ExportOptions};
+use crate::archive::upper::{
+    upper_changes, upper_changes_over, write_upper_diff, write_upper_diff_over,
+};
 use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
 use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, Mounter};
 use crate::driver::probe::HostProbe;
 use crate::driver::vfs::make_root;
-use crate::driver::{Driver, LayerDir};
+use crate::driver::{content_size, empty_dir, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
 use crate::graph::ids;
 use crate::graph::layout::Layout;
@@ -141,6 +146,34 @@ impl Overlay {
     }
 }
 
+impl Overlay {
+    /// Run `f` with the tree a writable-form layer's `upper/` is compared
+    /// with: its parent's view. That is the lower itself when the parent is
+    /// a read-only layer; a container on its `-init` layer, whose `upper/`
+    /// started as a copy of the init layer's, is compared with the init
+    /// layer's merged view, mounted read-only for the time of `f`, so the
+    /// init layer's files are not the container's changes and only the
+    /// paths of the container's `upper/` are looked at.
+    fn with_lower_view<T>(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        f: impl FnOnce(&Path, bool) -> Result<T>,
+    ) -> Result<T> {
+        match parent {
+            Some(p) if p.dir.join(UPPER).is_dir() => {
+                let view = self.get(p, false)?;
+                let r = f(&view, true);
+                let put = self.put(p);
+                let v = r?;
+                put?;
+                Ok(v)
+            }
+            _ => f(&self.lower_of(layer.dir)?, false),
+        }
+    }
+}
+
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
     std::fs::DirBuilder::new()
         .mode(mode)
@@ -154,7 +187,8 @@ fn mkdir(path: &Path, mode: u32) -> Result<()> {
 fn make_upper(upper: &Path, like: &Path) -> Result<()> {
     let m = like.symlink_metadata().at("lstat", like)?;
     mkdir(upper, m.mode() & 0o7777)?;
-    if m.uid() != rustix::process::getuid().as_raw() || m.gid() != rustix::process::getgid().as_raw()
+    if m.uid() != rustix::process::getuid().as_raw()
+        || m.gid() != rustix::process::getgid().as_raw()
     {
         std::os::unix::fs::lchown(upper, Some(m.uid()), Some(m.gid())).at("lchown", upper)?;
         // chown clears setuid/setgid bits on some filesystems.
@@ -313,6 +347,59 @@ impl Driver for Overlay {
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
         self.refs.count(layer.id)
+    }
+
+    fn diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        let root = layer.dir.join(ROOT);
+        if root.is_dir() {
+            let old = parent.map(|p| p.dir.join(ROOT));
+            let r = export_diff(old.as_deref(), &root, out, &ExportOptions::default())?;
+            return Ok(r.bytes);
+        }
+        self.with_lower_view(layer, parent, |lower, copied| {
+            let (upper, opts) = (layer.dir.join(UPPER), ExportOptions::default());
+            let r = if copied {
+                write_upper_diff_over(&upper, lower, &mut *out, &opts)?
+            } else {
+                write_upper_diff(&upper, lower, &mut *out, &opts)?
+            };
+            Ok(r.bytes)
+        })
+    }
+
+    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>> {
+        let root = layer.dir.join(ROOT);
+        if root.is_dir() {
+            let old = match parent {
+                Some(p) => p.dir.join(ROOT),
+                None => empty_dir(layer.dir)?,
+            };
+            return changes(&old, &root, &ChangesOptions::default());
+        }
+        self.with_lower_view(layer, parent, |lower, copied| {
+            let upper = layer.dir.join(UPPER);
+            if copied {
+                upper_changes_over(&upper, lower)
+            } else {
+                upper_changes(&upper, lower)
+            }
+        })
+    }
+
+    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64> {
+        let c = self.changes(layer, parent)?;
+        let root = layer.dir.join(ROOT);
+        let tree = if root.is_dir() {
+            root
+        } else {
+            layer.dir.join(UPPER)
+        };
+        content_size(&c, &tree)
     }
 
     fn status(&self) -> Vec<(String, String)> {

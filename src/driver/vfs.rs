@@ -16,9 +16,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::archive::changes::{changes, ChangesOptions};
+use crate::archive::export::{export_diff, ExportOptions};
 use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
-use crate::driver::{probe::HostProbe, Driver, LayerDir};
+use crate::driver::{content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
 
 /// The directory of a layer's tree.
@@ -106,7 +108,10 @@ impl Driver for Vfs {
     ) -> Result<()> {
         let refs = self.refs();
         if let Some(n) = refs.get(layer.id).filter(|n| **n > 0) {
-            return Err(Error::LayerInUse(format!("{} is mounted {n} time(s)", layer.id)));
+            return Err(Error::LayerInUse(format!(
+                "{} is mounted {n} time(s)",
+                layer.id
+            )));
         }
         remove_dir()
     }
@@ -144,6 +149,34 @@ impl Driver for Vfs {
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
         Ok(self.refs().get(layer.id).copied().unwrap_or(0))
+    }
+
+    fn diff(
+        &self,
+        layer: LayerDir<'_>,
+        parent: Option<LayerDir<'_>>,
+        out: &mut dyn Write,
+    ) -> Result<u64> {
+        let old = parent.map(|p| p.dir.join(ROOT));
+        let r = export_diff(
+            old.as_deref(),
+            &layer.dir.join(ROOT),
+            out,
+            &ExportOptions::default(),
+        )?;
+        Ok(r.bytes)
+    }
+
+    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>> {
+        let old = match parent {
+            Some(p) => p.dir.join(ROOT),
+            None => empty_dir(layer.dir)?,
+        };
+        changes(&old, &layer.dir.join(ROOT), &ChangesOptions::default())
+    }
+
+    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64> {
+        content_size(&self.changes(layer, parent)?, &layer.dir.join(ROOT))
     }
 
     fn status(&self) -> Vec<(String, String)> {

@@ -17,7 +17,7 @@ use crate::driver::mounter::{LinuxMounter, Mounter};
 use crate::driver::overlay::Overlay;
 use crate::driver::probe::HostProbe;
 use crate::driver::vfs::Vfs;
-use crate::driver::{Driver, LayerDir};
+use crate::driver::{Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
 use crate::graph::ids;
 use crate::graph::layer::Layer;
@@ -172,9 +172,14 @@ impl Graph {
     /// The layers no other layer has as parent.
     pub fn heads(&self) -> Result<Vec<Layer>> {
         let all = self.layers()?;
-        let parents: std::collections::HashSet<String> =
-            all.iter().filter_map(|l| l.parent_id().map(str::to_owned)).collect();
-        Ok(all.into_iter().filter(|l| !parents.contains(l.id())).collect())
+        let parents: std::collections::HashSet<String> = all
+            .iter()
+            .filter_map(|l| l.parent_id().map(str::to_owned))
+            .collect();
+        Ok(all
+            .into_iter()
+            .filter(|l| !parents.contains(l.id()))
+            .collect())
     }
 
     /// Number of layers.
@@ -231,7 +236,10 @@ impl Graph {
         }
         let layout = self.inner.store.layout();
         let st = layout.stage(&self.inner.store.read_lock()?, "register")?;
-        let pdir = parent.as_ref().map(|p| self.layer_dir(p.id())).transpose()?;
+        let pdir = parent
+            .as_ref()
+            .map(|p| self.layer_dir(p.id()))
+            .transpose()?;
         let split = st.path().join(TAR_SPLIT);
         let report = {
             let f = create_private(&split)?;
@@ -404,9 +412,11 @@ impl Graph {
             }
         }
         let dir = layout.layer_dir(id)?;
-        self.inner.driver.remove(LayerDir { id, dir: &dir }, &mut || {
-            layout.remove_layer(&g, id)
-        })?;
+        self.inner
+            .driver
+            .remove(LayerDir { id, dir: &dir }, &mut || {
+                layout.remove_layer(&g, id)
+            })?;
         self.mine().remove(id);
         Ok(())
     }
@@ -437,7 +447,10 @@ impl Graph {
     pub(crate) fn mount(&self, id: &str, writable: bool, persist: bool) -> Result<PathBuf> {
         self.check_open()?;
         let dir = self.layer_dir(id)?;
-        let path = self.inner.driver.get(LayerDir { id, dir: &dir }, writable)?;
+        let path = self
+            .inner
+            .driver
+            .get(LayerDir { id, dir: &dir }, writable)?;
         if !persist {
             *self.mine().entry(id.to_owned()).or_insert(0) += 1;
         }
@@ -470,23 +483,93 @@ impl Graph {
         self.inner.release_mine()
     }
 
-    /// Write layer `id`'s tar: exact reassembly from its tar-split record.
-    pub(crate) fn diff(&self, id: &str, out: &mut dyn Write) -> Result<u64> {
-        let dir = self.layer_dir(id)?;
+    /// Layer `id` and its parent as the driver sees them.
+    fn with_dirs<T>(
+        &self,
+        layer: &Layer,
+        f: impl FnOnce(LayerDir<'_>, Option<LayerDir<'_>>) -> Result<T>,
+    ) -> Result<T> {
+        let dir = self.layer_dir(layer.id())?;
+        let pdir = layer.parent_id().map(|p| self.layer_dir(p)).transpose()?;
+        f(
+            LayerDir {
+                id: layer.id(),
+                dir: &dir,
+            },
+            layer
+                .parent_id()
+                .zip(pdir.as_deref())
+                .map(|(id, dir)| LayerDir { id, dir }),
+        )
+    }
+
+    /// Write the layer's tar to `out`: for a registered layer the exact
+    /// bytes it was registered from (reassembled from its tar-split record,
+    /// as Docker's `TarLayer`); otherwise the driver's diff.
+    pub(crate) fn diff(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64> {
+        let dir = self.layer_dir(layer.id())?;
         let split = dir.join(TAR_SPLIT);
-        let layer = LayerDir { id, dir: &dir };
         match std::fs::File::open(&split) {
             Ok(f) => {
-                let tree = self.inner.driver.tree(layer).ok_or_else(|| {
-                    Error::Driver(format!("layer {id} has a tar-split record but no tree"))
+                let l = LayerDir {
+                    id: layer.id(),
+                    dir: &dir,
+                };
+                let tree = self.inner.driver.tree(l).ok_or_else(|| {
+                    Error::Driver(format!(
+                        "layer {} has a tar-split record but no tree",
+                        layer.id()
+                    ))
                 })?;
                 crate::archive::reassemble(std::io::BufReader::new(f), &tree, out)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Driver(format!(
-                "layer {id} was not registered from a tar: its diff is not available"
-            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.with_dirs(layer, |l, p| self.inner.driver.diff(l, p, out))
+            }
             Err(e) => Err(Error::io("open", &split, e)),
         }
+    }
+
+    /// The paths the layer changes against its parent.
+    pub(crate) fn changes(&self, layer: &Layer) -> Result<Vec<Change>> {
+        self.with_dirs(layer, |l, p| self.inner.driver.changes(l, p))
+    }
+
+    /// Bytes of file content the layer adds or changes.
+    pub(crate) fn diff_size(&self, layer: &Layer) -> Result<u64> {
+        self.with_dirs(layer, |l, p| self.inner.driver.diff_size(l, p))
+    }
+
+    /// Make the changes of the writable `layer` a new read-only layer on
+    /// the same image layer (what `docker commit` does: a container's
+    /// `-init` layer is not part of the image), with its own diff id.
+    pub fn commit(&self, layer: &Layer, metadata: Metadata) -> Result<Layer> {
+        self.check_open()?;
+        if !layer.writable() {
+            return Err(Error::InvalidArgument(format!(
+                "layer {} is read-only; only a writable layer can be committed",
+                layer.id()
+            )));
+        }
+        let mut target = layer.parent_id().map(str::to_owned);
+        if let Some(p) = &target {
+            if ids::init_id(layer.id()).ok().as_deref() == Some(p.as_str()) {
+                target = self.layer(p)?.parent_id().map(str::to_owned);
+            }
+        }
+        let layout = self.inner.store.layout();
+        let st = layout.stage(&self.inner.store.read_lock()?, "commit")?;
+        let path = st.path().join("diff.tar");
+        {
+            let f = create_private(&path)?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            self.diff(layer, &mut w)?;
+            w.flush().at("write", &path)?;
+        }
+        let mut f = std::fs::File::open(&path).at("open", &path)?;
+        let made = self.register(&mut f, target.as_deref(), None, metadata)?;
+        st.remove()?;
+        Ok(made)
     }
 }
 
@@ -500,7 +583,9 @@ impl Inner {
             .collect();
         let mut first = None;
         for (id, n) in taken {
-            let Ok(dir) = self.store.layout().layer_dir(&id) else { continue };
+            let Ok(dir) = self.store.layout().layer_dir(&id) else {
+                continue;
+            };
             for _ in 0..n {
                 if let Err(e) = self.driver.put(LayerDir { id: &id, dir: &dir }) {
                     first.get_or_insert(e);

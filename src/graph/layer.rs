@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use crate::driver::Change;
 use crate::error::Result;
 use crate::graph::graph::{Graph, Metadata};
 use crate::graph::record::LayerRecord;
@@ -118,8 +119,20 @@ impl Layer {
     }
 
     /// Write the layer's tar to `out`: for a registered layer, the exact
-    /// bytes it was registered from. Returns the bytes written.
+    /// bytes it was registered from; for others, computed by the driver
+    /// (a writable overlay layer's from its `upper/` alone). Returns the
+    /// bytes written.
     pub fn diff(&self, out: &mut dyn Write) -> Result<u64> {
-        self.graph.diff(self.id(), out)
+        self.graph.diff(self, out)
+    }
+
+    /// The paths the layer changes against its parent, parents first.
+    pub fn changes(&self) -> Result<Vec<Change>> {
+        self.graph.changes(self)
+    }
+
+    /// Bytes of file content the layer adds or changes against its parent.
+    pub fn diff_size(&self) -> Result<u64> {
+        self.graph.diff_size(self)
     }
 }

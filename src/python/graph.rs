@@ -126,9 +126,30 @@ impl PyGraph {
         let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
         let metadata = metadata_from_py(metadata)?;
         let l = py
-            .detach(|| self.g.create(parent.as_deref(), id.as_deref(), init, metadata))
+            .detach(|| {
+                self.g
+                    .create(parent.as_deref(), id.as_deref(), init, metadata)
+            })
             .py_err()?;
         Ok(self.wrap(l))
+    }
+
+    #[pyo3(signature = (layer, *, metadata = None))]
+    fn commit(
+        &self,
+        py: Python<'_>,
+        layer: &Bound<'_, PyAny>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyLayer> {
+        let metadata = metadata_from_py(metadata)?;
+        let l = match layer.cast::<PyLayer>() {
+            Ok(l) => l.get().layer().clone(),
+            Err(_) => {
+                let r = layer_ref(layer)?;
+                py.detach(|| self.g.get(&r)).py_err()?
+            }
+        };
+        Ok(self.wrap(py.detach(|| self.g.commit(&l, metadata)).py_err()?))
     }
 
     fn get(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
@@ -214,7 +235,8 @@ impl PyGraph {
 /// Close every graph still open: what `atexit` runs.
 #[pyfunction]
 pub(crate) fn _close_all(py: Python<'_>) {
-    let open: Vec<Weak<Inner>> = std::mem::take(&mut *OPEN.lock().unwrap_or_else(|p| p.into_inner()));
+    let open: Vec<Weak<Inner>> =
+        std::mem::take(&mut *OPEN.lock().unwrap_or_else(|p| p.into_inner()));
     py.detach(|| {
         for w in open {
             if let Some(inner) = w.upgrade() {

@@ -7,6 +7,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::changes::PyChange;
 use super::IntoPy;
 use crate::graph::Layer;
 
@@ -173,9 +174,9 @@ impl PyLayer {
             }
             return Ok(r.py_err()?.into_pyobject(py)?.into_any());
         }
-        let path: PathBuf = dst.extract().map_err(|_| {
-            PyTypeError::new_err("dst is None, a path, or a binary file object")
-        })?;
+        let path: PathBuf = dst
+            .extract()
+            .map_err(|_| PyTypeError::new_err("dst is None, a path, or a binary file object"))?;
         let n = py
             .detach(|| {
                 let f = std::fs::File::create(&path)
@@ -187,6 +188,17 @@ impl PyLayer {
             })
             .py_err()?;
         Ok(n.into_pyobject(py)?.into_any())
+    }
+
+    /// The paths the layer changes against its parent, parents first.
+    fn changes(&self, py: Python<'_>) -> PyResult<Vec<PyChange>> {
+        let c = py.detach(|| self.l.changes()).py_err()?;
+        Ok(c.iter().map(PyChange::from_core).collect())
+    }
+
+    /// Bytes of file content the layer adds or changes against its parent.
+    fn diff_size(&self, py: Python<'_>) -> PyResult<u64> {
+        py.detach(|| self.l.diff_size()).py_err()
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -211,9 +223,13 @@ impl PyLayer {
         let parent = self
             .l
             .parent_id()
-            .map(|p| format!(" parent={}", &p[..12]))
+            .map(|p| format!(" parent={}", short(p)))
             .unwrap_or_default();
-        format!("<Layer {} {kind}{parent} size={}>", &self.l.id()[..12], self.l.size())
+        format!(
+            "<Layer {} {kind}{parent} size={}>",
+            short(self.l.id()),
+            self.l.size()
+        )
     }
 }
 
@@ -235,5 +251,17 @@ impl Mounted {
     fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.layer.get().unmount(py)?;
         Ok(false)
+    }
+}
+
+/// The 12-character short form of an id (`-init` kept).
+fn short(id: &str) -> String {
+    match id.strip_suffix(crate::graph::ids::INIT_SUFFIX) {
+        Some(base) => format!(
+            "{}{}",
+            &base[..12.min(base.len())],
+            crate::graph::ids::INIT_SUFFIX
+        ),
+        None => id[..12.min(id.len())].to_owned(),
     }
 }

@@ -3,6 +3,7 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod archive;
+mod changes;
 mod copy;
 mod errors;
 mod graph;
@@ -21,6 +22,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::archive::{_apply_layer_report, _reassemble, apply_layer};
+
+    #[pymodule_export]
+    use super::changes::{changes, PyChange};
 
     #[pymodule_export]
     use super::graph::{PyGraph, _close_all};
