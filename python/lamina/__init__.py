@@ -9,12 +9,14 @@ from __future__ import annotations
 import atexit as _atexit
 
 from lamina._lamina import (
+    INIT_LAYER_ENTRIES,
+    Change,
     Graph,
     Layer,
-    INIT_LAYER_ENTRIES,
     __version__,
     _close_all,
     apply_layer,
+    changes,
     copy_dir,
     setup_init_layer,
 )
@@ -29,18 +31,20 @@ from lamina.errors import (
 )
 
 __all__ = [
-    "Graph",
-    "Layer",
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
+    "Change",
     "DriverError",
+    "Graph",
     "LaminaError",
+    "Layer",
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
     "UnsafeArchive",
     "__version__",
     "apply_layer",
+    "changes",
     "copy_dir",
     "setup_init_layer",
 ]

@@ -1,12 +1,14 @@
 """Type stubs for the native module ``lamina._lamina``."""
 
-from collections.abc import Iterable
+import datetime
+from collections.abc import Iterable, Iterator
 from os import PathLike
-from typing import IO, Literal, Union
+from types import TracebackType
+from typing import IO, Any, Literal, TypeAlias
 
-_Path = Union[str, PathLike[str]]
-LayerSource = Union[str, PathLike[str], bytes, bytearray, IO[bytes]]
-InitEntry = Union[tuple[str, str], tuple[str, str, str]]
+_Path: TypeAlias = str | PathLike[str]
+LayerSource: TypeAlias = str | PathLike[str] | bytes | bytearray | IO[bytes]
+InitEntry: TypeAlias = tuple[str, str] | tuple[str, str, str]
 
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]
@@ -81,3 +83,135 @@ def _reassemble(record: _Path, root: _Path, out: _Path) -> int:
     """Write the exact original tar of the layer applied at ``root`` to
     ``out`` from its tar-split ``record``; returns the bytes written. A file
     changed since the apply raises :class:`lamina.ArchiveError` naming it."""
+
+class Change:
+    """One changed path: ``path`` (``"/etc/passwd"``) and ``kind``
+    (``"A"`` added, ``"C"`` changed, ``"D"`` deleted)."""
+
+    path: str
+    kind: Literal["A", "C", "D"]
+    def __init__(self, path: str, kind: Literal["A", "C", "D"]) -> None: ...
+
+def changes(old_dir: _Path, new_dir: _Path) -> list[Change]:
+    """The changes that turn the tree ``old_dir`` into ``new_dir``, parents
+    before children (moby's naive diff, fd-relative, never following links)."""
+
+def _close_all() -> None:
+    """Close every open ``Graph`` (run at interpreter exit)."""
+
+class _Mounted:
+    def __enter__(self) -> str: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+
+class Layer:
+    """A layer of a :class:`Graph`. Safe to share between threads."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def parent(self) -> Layer | None: ...
+    @property
+    def chain(self) -> list[Layer]:
+        """The layers from the base to this one."""
+    @property
+    def writable(self) -> bool: ...
+    @property
+    def created(self) -> datetime.datetime:
+        """When the layer was made (aware, UTC)."""
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+    @property
+    def size(self) -> int:
+        """Bytes of uncompressed tar the layer was registered from."""
+    @property
+    def diff_id(self) -> str | None:
+        """``"sha256:<hex>"`` of the layer's uncompressed tar; ``None`` for
+        writable and init layers."""
+    @property
+    def chain_id(self) -> str | None: ...
+    @property
+    def mount_count(self) -> int:
+        """Live mount references, from every process."""
+    def mount(self, *, persist: bool = False) -> str:
+        """Mount the layer (writable layers read-write, others read-only) and
+        return the path of its merged view. Without ``persist`` the reference
+        is given back by :meth:`unmount` or when the graph closes; with it,
+        the mount outlives the process until an ``unmount``."""
+    def unmount(self) -> None: ...
+    def mounted(self) -> _Mounted:
+        """``with layer.mounted() as path: ...``"""
+    def diff(self, dst: _Path | IO[bytes] | None = None) -> Any:
+        """The layer's tar against its parent: ``bytes`` with no ``dst``, else
+        written to the path or binary file object and the byte count returned.
+        A registered layer's tar is byte-identical to what was registered."""
+    def changes(self) -> list[Change]:
+        """The paths the layer changes against its parent (O(changes) for a
+        writable overlay layer)."""
+    def diff_size(self) -> int:
+        """Bytes of file content the layer adds or changes."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+_Ref: TypeAlias = str | Layer
+
+class Graph:
+    """A layer store at ``root`` (DESIGN.md §3-§4). Safe to share between
+    threads; every I/O call releases the GIL."""
+
+    def __init__(
+        self, root: _Path, driver: Literal["auto", "overlay", "vfs"] | str = "auto"
+    ) -> None: ...
+    @property
+    def root(self) -> str: ...
+    @property
+    def driver(self) -> str: ...
+    def register(
+        self,
+        source: LayerSource,
+        *,
+        parent: _Ref | None = None,
+        id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Layer:
+        """Apply a tar (plain, gzip or zstd) as a read-only layer on
+        ``parent``. The default id is the hex of the layer's chain id, so the
+        same diff on the same parent is stored once."""
+    def create(
+        self,
+        parent: _Ref | None = None,
+        *,
+        id: str | None = None,
+        init: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> Layer:
+        """A writable layer on ``parent``; ``init=True`` puts an ``<id>-init``
+        layer made by :func:`setup_init_layer` between them."""
+    def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
+        """A writable layer's changes as a new read-only layer on the same
+        image layer."""
+    def get(self, ref: _Ref) -> Layer:
+        """By full id or unique prefix (:class:`LayerNotFound`, or
+        ``ValueError`` for an ambiguous prefix)."""
+    def layers(self) -> list[Layer]: ...
+    def heads(self) -> list[Layer]: ...
+    def delete(self, layer: _Ref) -> None:
+        """Refused with :class:`LayerInUse` while mounted or with children."""
+    def status(self) -> dict[str, Any]: ...
+    def close(self) -> None:
+        """Unmount what this graph mounted."""
+    def __enter__(self) -> Graph: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+    def __getitem__(self, ref: _Ref) -> Layer: ...
+    def __contains__(self, ref: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Layer]: ...

@@ -1,12 +1,20 @@
-"""The ``lamina`` command line (DESIGN.md §5)."""
+"""The ``lamina`` command line (DESIGN.md §5).
+
+``lamina [--root DIR] [--driver NAME] VERB ...``; the default root is
+``$LAMINA_ROOT``, else ``/var/lib/lamina`` for root and
+``$XDG_DATA_HOME/lamina`` otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
 
 from lamina.errors import LaminaError
 
@@ -21,25 +29,218 @@ def default_root() -> str:
     return os.path.join(data, "lamina")
 
 
+class _Progress:
+    """A byte-count progress bar on stderr, drawn only on a terminal."""
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label, self.total, self.done = label, total, 0
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if not self.enabled:
+            return
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(frac * 30)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac:>4.0%}")
+        else:
+            sys.stderr.write(f"\r{self.label} {self.done / 1e6:.1f} MB")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+class _CountingReader:
+    """A binary reader that reports what passes through it."""
+
+    def __init__(self, raw: IO[bytes], progress: _Progress) -> None:
+        self.raw, self.progress = raw, progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.progress.update(len(data))
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _source(path: str) -> Iterator[Any]:
+    """The tar to register: a path (fastest), or a counting reader on a tty."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    if not sys.stderr.isatty():
+        yield path
+        return
+    progress = _Progress(f"register {os.path.basename(path)}", os.path.getsize(path))
+    with open(path, "rb") as f:
+        try:
+            yield _CountingReader(f, progress)
+        finally:
+            progress.close()
+
+
+def _short(layer_id: str) -> str:
+    init = "-init" if layer_id.endswith("-init") else ""
+    return layer_id[:12] + init
+
+
+def _layer_row(layer: Any) -> list[str]:
+    return [
+        _short(layer.id),
+        _short(layer.parent.id) if layer.parent else "-",
+        "rw" if layer.writable else "ro",
+        _human(layer.size),
+        layer.created.strftime("%Y-%m-%d %H:%M:%S"),
+        (layer.diff_id or "-")[:19],
+    ]
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _tree(graph: Any) -> str:
+    children: dict[str | None, list[Any]] = {}
+    for layer in graph.layers():
+        children.setdefault(layer.parent.id if layer.parent else None, []).append(layer)
+    out: list[str] = []
+
+    def walk(parent: str | None, prefix: str) -> None:
+        kids = sorted(children.get(parent, []), key=lambda lay: (lay.created, lay.id))
+        for i, layer in enumerate(kids):
+            last = i == len(kids) - 1
+            mark = "rw" if layer.writable else "ro"
+            out.append(
+                f"{prefix}{'└── ' if last else '├── '}{_short(layer.id)} "
+                f"({mark}, {_human(layer.size)})"
+            )
+            walk(layer.id, prefix + ("    " if last else "│   "))
+
+    walk(None, "")
+    return "\n".join(out) if out else "(empty store)"
+
+
+def _inspect(layer: Any) -> dict[str, Any]:
+    return {
+        "id": layer.id,
+        "parent": layer.parent.id if layer.parent else None,
+        "chain": [lay.id for lay in layer.chain],
+        "writable": layer.writable,
+        "created": layer.created.isoformat(),
+        "size": layer.size,
+        "diff_id": layer.diff_id,
+        "chain_id": layer.chain_id,
+        "mount_count": layer.mount_count,
+        "metadata": layer.metadata,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina", description="A container image layer store.")
-    p.add_argument("--root", default=None, help="store directory (default: %(default)s)")
+    p.add_argument("--root", default=None, help="store directory ($LAMINA_ROOT, else per user)")
     p.add_argument("--driver", default="auto", help="overlay | overlay2 | vfs | auto")
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    demo = verbs.add_parser("demo", help="build a small layered tree and show each step")
-    demo.add_argument("--keep", action="store_true", help="keep the demo's work directory")
-    demo.add_argument("--source", default="/etc", help="real directory to hard-link-copy")
+
+    v = verbs.add_parser("register", help="apply a tar layer (plain, gzip, zstd) as a layer")
+    v.add_argument("tar", help="path of the tar, or - for standard input")
+    v.add_argument("--parent", help="parent layer id or prefix")
+    v.add_argument("--id", help="layer id (default: its chain id)")
+    v = verbs.add_parser("create", help="create a writable layer")
+    v.add_argument("parent", nargs="?", help="parent layer id or prefix")
+    v.add_argument("--init", action="store_true", help="put an -init layer under it")
+    v.add_argument("--id", help="layer id (default: random)")
+    v = verbs.add_parser("commit", help="turn a writable layer's diff into a read-only layer")
+    v.add_argument("id")
+    verbs.add_parser("ls", help="list layers")
+    verbs.add_parser("tree", help="show the layers as a tree")
+    for name, helptext in (
+        ("inspect", "a layer as JSON"),
+        ("mount", "mount a layer, print its path"),
+        ("umount", "unmount a layer"),
+        ("changes", "list a layer's changes against its parent"),
+        ("rm", "delete a layer"),
+    ):
+        verbs.add_parser(name, help=helptext).add_argument("id")
+    v = verbs.add_parser("diff", help="write a layer's tar (to stdout or -o FILE)")
+    v.add_argument("id")
+    v.add_argument("-o", "--output", help="file to write (default: stdout)")
+    v = verbs.add_parser("demo", help="build a layered image and show each step")
+    v.add_argument("--keep", action="store_true", help="keep the demo's work directory")
+    v.add_argument("--source", default=None, help="real directory to copy into the base layer")
     return p
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.verb == "demo":
+        from lamina.demo import run
+
+        return run(source=args.source, keep=args.keep)
+
+    from lamina import Graph  # type: ignore[attr-defined,unused-ignore]
+
+    root = args.root or default_root()
+    with Graph(root, driver=args.driver) as g:
+        if args.verb == "register":
+            with _source(args.tar) as src:
+                layer = g.register(src, parent=args.parent, id=args.id)
+            print(layer.id)
+        elif args.verb == "create":
+            print(g.create(args.parent, id=args.id, init=args.init).id)
+        elif args.verb == "commit":
+            print(g.commit(g.get(args.id)).id)
+        elif args.verb == "ls":
+            rows = [_layer_row(lay) for lay in g.layers()]
+            print(_table(rows, ["ID", "PARENT", "MODE", "SIZE", "CREATED", "DIFF ID"]))
+        elif args.verb == "tree":
+            print(_tree(g))
+        elif args.verb == "inspect":
+            print(json.dumps(_inspect(g.get(args.id)), indent=2))
+        elif args.verb == "mount":
+            # The mount outlives this process: the store's persisted refcount
+            # keeps it until `lamina umount`.
+            print(g.get(args.id).mount(persist=True))
+        elif args.verb == "umount":
+            g.get(args.id).unmount()
+        elif args.verb == "changes":
+            for c in g.get(args.id).changes():
+                print(f"{c.kind} {c.path}")
+        elif args.verb == "diff":
+            layer = g.get(args.id)
+            if args.output:
+                layer.diff(args.output)
+            else:
+                layer.diff(sys.stdout.buffer)
+        elif args.verb == "rm":
+            g.delete(args.id)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lamina`` console script and ``python -m lamina``."""
     args = build_parser().parse_args(argv)
     try:
-        if args.verb == "demo":
-            from lamina.demo import run
-
-            return run(source=args.source, keep=args.keep)
-    except (LaminaError, OSError) as e:
+        return _run(args)
+    except (LaminaError, OSError, ValueError) as e:
         print(f"lamina: {e}", file=sys.stderr)
         return 1
-    return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,47 +1,30 @@
-"""``lamina demo`` / ``make demo``: build a small layered tree and show each step.
+"""``lamina demo`` / ``make demo``: the life of an image and a container.
 
-1. a full copy of a real directory of this machine (the base layer's tree),
-2. a hard-link copy of that base (how the seed's overlay driver starts every
-   child layer: file data shared, metadata never written through),
-3. an ``-init`` layer made by ``setup_init_layer``.
+1. three tar layers made from real directories of this machine (with
+   ``tarfile``), registered one on the other, each with its diff id, and a
+   check that a layer's ``diff()`` gives back the registered bytes exactly;
+2. a container layer with its ``-init`` layer (what ``docker create`` does),
+   mounted, written to, its ``changes()`` listed;
+3. the container committed as a new image layer, its diff exported, and the
+   store printed as a tree.
+
+Runs with the overlay driver where the kernel lets this process mount it,
+else with the vfs driver (plain copies, no mounts).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
-import stat
 import sysconfig
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import lamina
-
-
-def _count(root: Path) -> tuple[int, int, int]:
-    """(entries, regular files, bytes of regular files) under root."""
-    entries = files = size = 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        entries += len(dirnames) + len(filenames)
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISREG(st.st_mode):
-                files += 1
-                size += st.st_size
-    return entries, files, size
-
-
-def _shared_inodes(a: Path, b: Path) -> int:
-    shared = 0
-    for dirpath, _, filenames in os.walk(b):
-        for name in filenames:
-            p = os.path.join(dirpath, name)
-            q = os.path.join(a, os.path.relpath(p, b))
-            sp, sq = os.lstat(p), os.lstat(q)
-            if stat.S_ISREG(sp.st_mode) and (sp.st_dev, sp.st_ino) == (sq.st_dev, sq.st_ino):
-                shared += 1
-    return shared
+from lamina.errors import DriverError
 
 
 def _step(title: str) -> float:
@@ -49,47 +32,122 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def _default_source() -> str:
-    # As root, /etc is the most container-like tree; others may not read all of it.
-    return "/etc" if os.geteuid() == 0 else sysconfig.get_paths()["stdlib"]
+def _tar(entries: list[tuple[Path, str]], whiteouts: tuple[str, ...] = ()) -> bytes:
+    """A PAX tar of the trees ``(source, name in the layer)`` plus AUFS
+    whiteouts, as ``docker save`` lays a layer out."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+
+        def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            # Sockets and devices have no place in a demo image.
+            return info if info.isfile() or info.isdir() or info.issym() else None
+
+        for src, name in entries:
+            parts = Path(name).parts
+            for i in range(1, len(parts)):
+                d = tarfile.TarInfo("/".join(parts[:i]))
+                d.type, d.mode, d.mtime = tarfile.DIRTYPE, 0o755, int(time.time())
+                tar.addfile(d)
+            tar.add(src, arcname=name, filter=keep)
+        for w in whiteouts:
+            head, _, tail = w.rpartition("/")
+            info = tarfile.TarInfo(f"{head}/.wh.{tail}" if head else f".wh.{tail}")
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def _sources() -> tuple[Path, Path, Path]:
+    """Three real directories: a config tree, a library, a small package."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    base = Path("/etc") if os.geteuid() == 0 else stdlib / "email"
+    return base, stdlib / "json", stdlib / "urllib"
+
+
+def _show_layer(layer: lamina.Layer, took: float) -> None:
+    print(f"   {layer.id[:12]}  {layer.diff_id}  {layer.size / 1e6:.2f} MB  {took:.3f}s")
+
+
+def _open(root: Path) -> lamina.Graph:
+    g = lamina.Graph(root, driver="auto")
+    if g.driver != "overlay":
+        return g
+    # auto picked overlay: prove a mount works here before relying on it.
+    probe = g.create()
+    try:
+        probe.mount()
+        probe.unmount()
+    except DriverError as e:
+        print(f"   overlay cannot mount here ({e}); using vfs")
+        g.delete(probe)
+        g.close()
+        return lamina.Graph(root.with_name("store-vfs"), driver="vfs")
+    g.delete(probe)
+    return g
 
 
 def run(source: str | None = None, keep: bool = False) -> int:
-    src = Path(source or _default_source())
+    """Run the demo in a fresh temporary store; ``source`` replaces the
+    base layer's directory."""
     work = Path(tempfile.mkdtemp(prefix="lamina-demo-"))
-    print(f"lamina {lamina.__version__}: layered tree demo in {work}")
+    print(f"lamina {lamina.__version__}: image and container demo in {work}")
+    base_src, lib_src, app_src = _sources()
+    if source:
+        base_src = Path(source)
     try:
-        base = work / "layers/base/root"
-        base.parent.mkdir(parents=True)
-        t = _step(f"base layer: full copy of {src} (reflink/copy_file_range, holes kept)")
-        lamina.copy_dir(src, base)
-        entries, files, size = _count(base)
-        print(
-            f"   {entries} entries, {files} files, {size / 1e6:.1f} MB "
-            f"in {time.perf_counter() - t:.3f}s"
-        )
+        with _open(work / "store") as g:
+            print(f"   driver: {g.driver}   store: {g.root}")
 
-        child = work / "layers/child/root"
-        child.parent.mkdir(parents=True)
-        t = _step("child layer: hard-link copy of the base (the seed's overlay ApplyDiff start)")
-        lamina.copy_dir(base, child, hardlink=True)
-        shared = _shared_inodes(base, child)
-        took = time.perf_counter() - t
-        print(f"   {shared} of {files} files share the base's inode, in {took:.3f}s")
+            t = _step("three layers from real directories, registered on each other")
+            tars = [
+                _tar([(base_src, base_src.name)]),
+                _tar([(lib_src, "usr/lib/python/json")]),
+                _tar(
+                    [(app_src, "usr/lib/python/urllib")], whiteouts=("usr/lib/python/json/tool.py",)
+                ),
+            ]
+            image: list[lamina.Layer] = []
+            for data in tars:
+                t = time.perf_counter()
+                layer = g.register(data, parent=image[-1] if image else None)
+                _show_layer(layer, time.perf_counter() - t)
+                image.append(layer)
+            top = image[-1]
+            assert top.diff() == tars[-1], "diff() must give back the registered bytes"
+            print("   top layer's diff() == the registered tar, byte for byte")
+            again = g.register(tars[-1], parent=image[-2])
+            print(f"   registering it again returns the same layer: {again == top}")
 
-        init = work / "layers/child-init/root"
-        init.mkdir(parents=True)
-        t = _step("init layer: setup_init_layer (what `docker create` adds under a container)")
-        lamina.setup_init_layer(init)
-        for _kind, path, *target in lamina.INIT_LAYER_ENTRIES:
-            st = os.lstat(init / path.lstrip("/"))
-            extra = f" -> {target[0]}" if target else ""
-            print(f"   {stat.filemode(st.st_mode)}  {path}{extra}")
+            _step("a container: writable layer on its -init layer (docker create)")
+            box = g.create(top, init=True, metadata={"name": "demo"})
+            print(f"   {box!r}\n   on {box.parent!r}")
+            with box.mounted() as rootfs:
+                print(f"   mounted at {rootfs} ({box.mount_count} reference)")
+                hello = Path(rootfs, "hello.txt")
+                hello.write_text("written in the container\n")
+                os.chmod(hello, 0o644)
+                shutil.rmtree(Path(rootfs, "usr/lib/python/urllib"))
+                Path(rootfs, "usr/lib/python/json/__init__.py").write_text("# patched\n")
+            print("   changes():")
+            for c in box.changes():
+                print(f"     {c.kind} {c.path}")
+            print(f"   diff_size(): {box.diff_size()} bytes")
 
-        _step("the layered tree")
-        for layer in sorted((work / "layers").iterdir()):
-            e, f, s = _count(layer / "root")
-            print(f"   {layer.name:<12} {e:>7} entries {f:>7} files {s / 1e6:>8.1f} MB")
+            _step("commit the container (docker commit) and export its diff")
+            t = time.perf_counter()
+            committed = g.commit(box, metadata={"comment": "demo commit"})
+            _show_layer(committed, time.perf_counter() - t)
+            out = work / "commit.tar"
+            n = committed.diff(out)
+            with tarfile.open(out) as tar:
+                names = tar.getnames()
+            print(f"   {out}: {n} bytes, {len(names)} entries: {', '.join(names[:6])}, ...")
+
+            _step("the store")
+            from lamina.cli import _tree
+
+            print(_tree(g))
+            g.delete(box)
+            print(f"\n   deleted the container (and its -init layer): {len(g)} layers left")
     finally:
         if keep:
             print(f"\nkept {work}")
