@@ -205,7 +205,11 @@ fn upper_entry<S: Sink>(
     };
     if !is_dir(&us) {
         if let (true, Some(l), Some(s)) = (w.content, lower, &ls) {
-            if !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)? {
+            // A file linked in this layer stays, or its link group would
+            // be split in the tar.
+            if us.st_nlink == 1
+                && !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)?
+            {
                 return Ok(());
             }
         }

@@ -66,6 +66,10 @@ impl Graph {
 
     /// [`Graph::open`] mounting through `mounter`.
     pub fn open_with(root: &Path, driver: &str, mounter: Arc<dyn Mounter>) -> Result<Graph> {
+        sweep_tmp_mounts(
+            &crate::graph::layout::Layout::new(root).tmp_dir(),
+            &*mounter,
+        )?;
         let mut probed: Option<HostProbe> = None;
         let store = Store::open(root, driver, || {
             let tmp = crate::graph::layout::Layout::new(root).tmp_dir();
@@ -612,4 +616,38 @@ fn create_private(path: &Path) -> Result<std::fs::File> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
         .open(path)
         .at("create", path)
+}
+
+/// Unmount what a writer killed mid-way left mounted under `tmp/` (an init
+/// layer is filled through a mount of its staging directory), so that the
+/// sweep of `tmp/` can remove it. A staging directory is flocked by its
+/// writer for as long as that writer lives, so a mount under a directory
+/// whose lock can be taken belongs to no one.
+fn sweep_tmp_mounts(tmp: &Path, mounter: &dyn Mounter) -> Result<()> {
+    use rustix::fs::FlockOperation;
+    let Ok(points) = mounter.mount_points() else {
+        return Ok(());
+    };
+    let mut stale: Vec<PathBuf> = points
+        .into_iter()
+        .filter(|p| p.starts_with(tmp) && p != tmp)
+        .collect();
+    // Deepest first.
+    stale.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in stale {
+        let Ok(rel) = point.strip_prefix(tmp) else {
+            continue;
+        };
+        let Some(first) = rel.components().next() else {
+            continue;
+        };
+        let staging = tmp.join(first);
+        let Ok(dir) = std::fs::File::open(&staging) else {
+            continue;
+        };
+        if rustix::fs::flock(&dir, FlockOperation::NonBlockingLockExclusive).is_ok() {
+            mounter.unmount(&point)?;
+        }
+    }
+    Ok(())
 }

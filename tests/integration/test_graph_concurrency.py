@@ -1,0 +1,144 @@
+"""Many threads and several processes on one store at once; and writers
+killed at random points leave a store that opens with every layer whole."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lamina
+import pytest
+from support.layers import DRIVERS, open_graph, tar_of
+
+BASE = tar_of({"etc/": "", "etc/os-release": "ID=lamina\n", "data/": ""})
+
+WORKER = """
+import sys, threading
+sys.path.insert(0, {tests!r})
+from test_graph_concurrency import hammer
+hammer({root!r}, {driver!r}, {tag!r}, threads={threads})
+"""
+
+
+def _work(g: lamina.Graph, base: lamina.Layer, tag: str, rounds: int) -> None:
+    for i in range(rounds):
+        mine = g.register(tar_of({f"data/{tag}-{i}": f"{tag} {i}\n"}), parent=base)
+        # Everyone registers this one: one copy, whoever wins the race.
+        shared = g.register(tar_of({"data/shared": "same\n"}), parent=base)
+        assert shared.diff_id and mine.diff() is not None
+        box = g.create(mine, init=(i % 2 == 0))
+        with box.mounted() as root:
+            Path(root, "data", f"{tag}-{i}-rw").write_text(tag)
+        img = g.commit(box)
+        assert "sha256:" + hashlib.sha256(img.diff()).hexdigest() == img.diff_id
+        g.delete(box)
+        g.delete(img)
+        if i % 2:
+            g.delete(mine)
+
+
+def hammer(root: str, driver: str, tag: str, threads: int = 4, rounds: int = 4) -> None:
+    with lamina.Graph(root, driver=driver) as g:
+        base = g.register(BASE)
+        errors: list[BaseException] = []
+
+        def run(t: int) -> None:
+            try:
+                _work(g, base, f"{tag}{t}", rounds)
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if errors:
+            raise errors[0]
+
+
+def _check_store(root: Path, driver: str) -> None:
+    with open_graph(root, driver) as g:
+        for layer in g.layers():
+            data = layer.diff()
+            if layer.diff_id:
+                assert "sha256:" + hashlib.sha256(data).hexdigest() == layer.diff_id
+            assert layer.mount_count == 0
+        assert os.listdir(root / "tmp") == []
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_threads_and_processes(driver: str, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    lamina.Graph(root, driver=driver).close()
+    tests = str(Path(__file__).parent)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER.format(tests=tests, root=str(root), driver=driver, tag=f"p{n}-", threads=2),
+            ],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, *sys.path])},
+        )
+        for n in range(2)
+    ]
+    hammer(str(root), driver, "t", threads=8)
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    _check_store(root, driver)
+
+
+KILLED = """
+import sys, random
+sys.path.insert(0, {tests!r})
+import lamina
+from support.layers import tar_of
+g = lamina.Graph({root!r}, driver={driver!r})
+base = g.register(tar_of({{"etc/": "", "etc/f": "f\\n"}}))
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    big = tar_of({{f"d{{i}}/" + str(n): "x" * 4096 for n in range(200)}})
+    l = g.register(big, parent=base)
+    box = g.create(l, init=True)
+    with box.mounted() as r:
+        open(r + "/w", "w").write("w")
+    img = g.commit(box)
+    g.delete(box)
+    if i % 3 == 0:
+        g.delete(img)
+"""
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_killed_writers_leave_a_whole_store(driver: str, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    tests = str(Path(__file__).parents[1])
+    rng = random.Random(4)
+    for _ in range(int(os.environ.get("LAMINA_CRASH_ROUNDS", "12"))):
+        p = subprocess.Popen(
+            [sys.executable, "-c", KILLED.format(tests=tests, root=str(root), driver=driver)],
+            stdout=subprocess.PIPE,
+        )
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        _check_store(root, driver)
+    with open_graph(root, driver) as g:
+        # Mounts left by the killed writers are gone or reusable.
+        for layer in g.layers():
+            if layer.writable:
+                with layer.mounted():
+                    pass
+                g.delete(layer)
