@@ -13,8 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.layers import DRIVERS, open_graph, tar_of
 
 BASE = tar_of({"etc/": "", "etc/os-release": "ID=lamina\n", "data/": ""})
@@ -52,7 +53,7 @@ def hammer(root: str, driver: str, tag: str, threads: int = 4, rounds: int = 4) 
         def run(t: int) -> None:
             try:
                 _work(g, base, f"{tag}{t}", rounds)
-            except BaseException as e:  # noqa: BLE001 - reported below
+            except BaseException as e:
                 errors.append(e)
 
         ts = [threading.Thread(target=run, args=(t,)) for t in range(threads)]

@@ -4,12 +4,13 @@ Docker's diff ids, and reproduced on a second store from their diffs."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 import io
+from dataclasses import replace
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.docker_image import docker_saved_layers
 from support.layers import DRIVERS, open_graph
 from support.manifest import Record, assert_same, manifest

@@ -11,8 +11,9 @@ import stat
 import tarfile
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.layers import DRIVERS, open_graph, tar_of
 from support.mounts import mount_points
 
@@ -99,7 +100,8 @@ def test_container_lifecycle(graph: lamina.Graph) -> None:
     ]
     assert box.diff_size() == 3
     diff = box.diff()
-    names = tarfile.open(fileobj=io.BytesIO(diff)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(diff)) as tar:
+        names = tar.getnames()
     assert "hello" in names and "etc/.wh.os-release" in names and ".dockerenv" not in names
     img = graph.commit(box, metadata={"msg": "commit"})
     assert img.parent == mid and not img.writable and img.metadata == {"msg": "commit"}

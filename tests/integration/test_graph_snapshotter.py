@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.layers import DRIVERS, open_graph, tar_of
 from support.manifest import Record, assert_same, manifest
 
