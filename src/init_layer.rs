@@ -168,7 +168,9 @@ fn setup_entry(root: &OwnedFd, layer: &Path, entry: &InitEntry) -> Result<()> {
             .at("create", &shown)?;
             rustix::fs::fchmod(&f, Mode::from_raw_mode(FILE_MODE)).at("chmod", &shown)
         }
-        InitKind::Symlink(target) => rustix::fs::symlinkat(target, &dir, *leaf).at("symlink", &shown),
+        InitKind::Symlink(target) => {
+            rustix::fs::symlinkat(target, &dir, *leaf).at("symlink", &shown)
+        }
     }
 }
 
@@ -231,10 +233,7 @@ mod tests {
     #[test]
     fn rejects_relative_escape() {
         let tmp = tempfile::tempdir().unwrap();
-        let e = setup_init_layer_with(
-            tmp.path(),
-            &[InitEntry::new("/../x", InitKind::File)],
-        );
+        let e = setup_init_layer_with(tmp.path(), &[InitEntry::new("/../x", InitKind::File)]);
         assert!(matches!(e, Err(Error::InvalidArgument(_))));
     }
 }

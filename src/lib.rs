@@ -35,4 +35,6 @@ mod python;
 
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use error::{Error, Result};
-pub use init_layer::{default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind};
+pub use init_layer::{
+    default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
+};

@@ -2,11 +2,11 @@
 
 from collections.abc import Iterable
 from os import PathLike
-from typing import IO, Literal, Union
+from typing import IO, Literal
 
-_Path = Union[str, PathLike[str]]
-LayerSource = Union[str, PathLike[str], bytes, bytearray, IO[bytes]]
-InitEntry = Union[tuple[str, str], tuple[str, str, str]]
+_Path = str | PathLike[str]
+LayerSource = str | PathLike[str] | bytes | bytearray | IO[bytes]
+InitEntry = tuple[str, str] | tuple[str, str, str]
 
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]

@@ -76,7 +76,11 @@ pub struct ApplyReport {
 ///
 /// Decompression and hashing run on a second thread; the layer streams
 /// through in constant memory whatever its size.
-pub fn apply_layer(dst: &Path, source: impl Read + Send, opts: &ApplyOptions) -> Result<ApplyReport> {
+pub fn apply_layer(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
     match &opts.tar_split {
         None => run(dst, source, opts, &mut NoRecord),
         Some(path) => {
@@ -107,11 +111,17 @@ pub fn apply_layer_with_record(
     let mut rec = Recorder::new(record)?;
     let report = run(dst, source, opts, &mut rec)?;
     let mut out = rec.finish(report.bytes, &report.diff_id)?;
-    out.flush().map_err(|e| Error::io("write", "<tar-split record>", e))?;
+    out.flush()
+        .map_err(|e| Error::io("write", "<tar-split record>", e))?;
     Ok(report)
 }
 
-fn run(dst: &Path, source: impl Read + Send, opts: &ApplyOptions, rec: &mut dyn Record) -> Result<ApplyReport> {
+fn run(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+    rec: &mut dyn Record,
+) -> Result<ApplyReport> {
     let mut ap = Applier::new(dst, opts)?;
     std::thread::scope(|s| {
         let (tx, pool, chunks) = digest::pipeline();
@@ -132,7 +142,9 @@ fn run(dst: &Path, source: impl Read + Send, opts: &ApplyOptions, rec: &mut dyn 
             ap.finish()?;
             Ok::<u64, Error>(n)
         })();
-        let digest = pump.join().map_err(|_| Error::Archive("decompression thread panicked".into()))?;
+        let digest = pump
+            .join()
+            .map_err(|_| Error::Archive("decompression thread panicked".into()))?;
         let entries = applied?;
         let d = digest.ok_or_else(|| Error::Archive("layer stream ended abnormally".into()))?;
         Ok(ApplyReport {
@@ -155,7 +167,12 @@ fn clean(path: &[u8]) -> Result<Vec<u8>> {
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err(unsafe_archive(format!("name {:?} has a '..' component", show(path)))),
+            b".." => {
+                return Err(unsafe_archive(format!(
+                    "name {:?} has a '..' component",
+                    show(path)
+                )))
+            }
             c => {
                 if !out.is_empty() {
                     out.push(b'/');
@@ -289,25 +306,33 @@ impl<'o> Applier<'o> {
                 }
             }
         }
-        let staged = path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
+        let staged =
+            path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
         let pfd = self.parent(parent, true)?;
         let name = os(name);
         match h.kind {
             Kind::File => self.file(rdr, &pfd, name, &path, &h, staged)?,
             Kind::Dir => self.dir(&pfd, name, &path, &h)?,
             Kind::Symlink => {
-                self.create(&pfd, name, &path, |d, n| rustix::fs::symlinkat(os(&h.linkname), d, n))?;
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::symlinkat(os(&h.linkname), d, n)
+                })?;
                 self.meta(&pfd, name, &path, &h, false)?;
             }
             Kind::Hardlink => self.hardlink(&pfd, name, &path, &h)?,
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let (ft, dev) = match h.kind {
-                    Kind::Char => (FileType::CharacterDevice, rustix::fs::makedev(h.dev.0, h.dev.1)),
+                    Kind::Char => (
+                        FileType::CharacterDevice,
+                        rustix::fs::makedev(h.dev.0, h.dev.1),
+                    ),
                     Kind::Block => (FileType::BlockDevice, rustix::fs::makedev(h.dev.0, h.dev.1)),
                     _ => (FileType::Fifo, 0),
                 };
                 let mode = Mode::from_raw_mode(h.mode & 0o777);
-                self.create(&pfd, name, &path, |d, n| rustix::fs::mknodat(d, n, ft, mode, dev))?;
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::mknodat(d, n, ft, mode, dev)
+                })?;
                 self.meta(&pfd, name, &path, &h, true)?;
             }
         }
@@ -344,7 +369,11 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("create", &self.shown(path)),
             }
         }
-        Err(Error::io("create", self.shown(path), std::io::Error::from_raw_os_error(libc::EEXIST)))
+        Err(Error::io(
+            "create",
+            self.shown(path),
+            std::io::Error::from_raw_os_error(libc::EEXIST),
+        ))
     }
 
     /// Remove `dir/name` so that a new entry can take its place (the old
@@ -372,7 +401,8 @@ impl<'o> Applier<'o> {
         h: &Header,
         staged: bool,
     ) -> Result<()> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(h.mode & 0o777);
         let mut fd = None;
         for _ in 0..3 {
@@ -385,7 +415,13 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("create", &self.shown(path)),
             }
         }
-        let fd = fd.ok_or_else(|| Error::io("create", self.shown(path), std::io::Error::from_raw_os_error(libc::EEXIST)))?;
+        let fd = fd.ok_or_else(|| {
+            Error::io(
+                "create",
+                self.shown(path),
+                std::io::Error::from_raw_os_error(libc::EEXIST),
+            )
+        })?;
         let root = &self.root;
         let shown = || root.display_path(Path::new(os(path)));
         let mut file = std::fs::File::from(fd);
@@ -457,7 +493,8 @@ impl<'o> Applier<'o> {
             match rustix::fs::mkdirat(pdir, name, mode) {
                 Ok(()) => break,
                 Err(Errno::EXIST) => {
-                    let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW).at("stat", &self.shown(path))?;
+                    let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .at("stat", &self.shown(path))?;
                     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                         // Dir onto dir merges; the entry's metadata wins.
                         existed = true;
@@ -470,8 +507,13 @@ impl<'o> Applier<'o> {
         }
         self.owner_xattrs(pdir, name, path, h)?;
         if self.needs_chmod(h.mode, existed) {
-            rustix::fs::chmodat(pdir, name, Mode::from_raw_mode(h.mode & 0o7777), AtFlags::empty())
-                .at("chmod", &self.shown(path))?;
+            rustix::fs::chmodat(
+                pdir,
+                name,
+                Mode::from_raw_mode(h.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
         }
         self.dir_times.push((path.to_vec(), self.times(h)));
         Ok(())
@@ -518,19 +560,35 @@ impl<'o> Applier<'o> {
 
     /// lchown, xattrs, chmod (not for symlinks), times, for entries created
     /// by name (symlinks, devices, FIFOs).
-    fn meta(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header, chmod: bool) -> Result<()> {
+    fn meta(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        h: &Header,
+        chmod: bool,
+    ) -> Result<()> {
         self.owner_xattrs(dir, name, path, h)?;
         if chmod && self.needs_chmod(h.mode, false) {
-            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(h.mode & 0o7777), AtFlags::empty())
-                .at("chmod", &self.shown(path))?;
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(h.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
         }
-        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW).at("utimensat", &self.shown(path))
+        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW)
+            .at("utimensat", &self.shown(path))
     }
 
     fn hardlink(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
         let target = clean(&h.linkname)?;
         if target.is_empty() {
-            return Err(unsafe_archive(format!("hard link {} to the layer root", show(&h.path))));
+            return Err(unsafe_archive(format!(
+                "hard link {} to the layer root",
+                show(&h.path)
+            )));
         }
         if target == path {
             // A link to itself: the file is already what it names.
@@ -587,7 +645,9 @@ impl<'o> Applier<'o> {
         }
         let dir = match self.parent(parent, false) {
             Ok(fd) => fd,
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
         self.cache = None;
@@ -606,35 +666,48 @@ impl<'o> Applier<'o> {
                 .at("setxattr", &self.shown(dir_path));
         }
         self.cache = None;
-        // Everything below dir_path that this layer did not write goes.
-        let mut todo = vec![dir_path.to_vec()];
-        while let Some(d) = todo.pop() {
-            let fd = match self.root.open_in(
-                Path::new(os(&d)),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
-                Err(e) => return Err(e).at("open", &self.shown(&d)),
-            };
+        // Everything below dir_path that this layer did not write goes. The
+        // marker's directory is resolved like any parent (an escaping
+        // symlink is unsafe); below it nothing is followed.
+        let top = match self.resolve(dir_path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.resolve_error(dir_path, e)),
+        };
+        let mut todo = vec![(top, dir_path.to_vec())];
+        while let Some((fd, d)) = todo.pop() {
             let mut names = Vec::new();
-            for ent in rustix::fs::Dir::read_from(&fd).at("readdir", &self.shown(&d))? {
+            // An O_PATH fd cannot be read; "." through it gives a readable one.
+            let rd = rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .at("open", &self.shown(&d))?;
+            for ent in rustix::fs::Dir::read_from(&rd).at("readdir", &self.shown(&d))? {
                 let ent = ent.at("readdir", &self.shown(&d))?;
                 let n = ent.file_name().to_bytes();
                 if n != b"." && n != b".." {
-                    names.push((n.to_vec(), ent.file_type() == FileType::Directory));
+                    names.push(n.to_vec());
                 }
             }
-            for (n, is_dir) in names {
+            for n in names {
                 let mut child = d.clone();
                 if !child.is_empty() {
                     child.push(b'/');
                 }
                 child.extend_from_slice(&n);
                 if self.added.contains(&child) || self.added_parents.contains(&child) {
-                    if is_dir {
-                        todo.push(child);
+                    match rustix::fs::openat(
+                        &fd,
+                        os(&n),
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(sub) => todo.push((sub, child)),
+                        Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).at("open", &self.shown(&child)),
                     }
                 } else {
                     whiteout::remove_all(fd.as_fd(), os(&n)).at("remove", &self.shown(&child))?;
@@ -668,7 +741,11 @@ impl<'o> Applier<'o> {
         } else if e == Errno::XDEV {
             unsafe_archive(format!("{} leads outside the layer", show(rel)))
         } else {
-            Error::io("open", self.shown(rel), std::io::Error::from_raw_os_error(e.raw_os_error()))
+            Error::io(
+                "open",
+                self.shown(rel),
+                std::io::Error::from_raw_os_error(e.raw_os_error()),
+            )
         }
     }
 
@@ -678,7 +755,11 @@ impl<'o> Applier<'o> {
     /// (an [`Error::UnsafeArchive`], as `EXDEV`) and then resolved with
     /// `RESOLVE_IN_ROOT`, where absolute targets land inside the root.
     fn resolve(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
-        let p: &Path = if rel.is_empty() { Path::new(".") } else { Path::new(os(rel)) };
+        let p: &Path = if rel.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(os(rel))
+        };
         let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
         loop {
@@ -698,7 +779,11 @@ impl<'o> Applier<'o> {
     /// naive extractor on the host would, climbs above the root with `..`.
     /// Absolute targets restart at the root (they resolve inside it).
     fn escapes(&self, rel: &[u8]) -> rustix::io::Result<bool> {
-        let mut todo: Vec<Vec<u8>> = rel.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
+        let mut todo: Vec<Vec<u8>> = rel
+            .split(|&b| b == b'/')
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
         let mut done: Vec<Vec<u8>> = Vec::new();
         let mut hops = 0;
         while let Some(c) = todo.pop() {
@@ -714,7 +799,11 @@ impl<'o> Applier<'o> {
             }
             let at = done.join(&b'/');
             let dir = self.root.open_in(
-                Path::new(if at.is_empty() { OsStr::new(".") } else { os(&at) }),
+                Path::new(if at.is_empty() {
+                    OsStr::new(".")
+                } else {
+                    os(&at)
+                }),
                 OFlags::PATH | OFlags::DIRECTORY,
                 Mode::empty(),
             )?;
@@ -764,13 +853,20 @@ impl<'o> Applier<'o> {
                         Err(e) => return Err(e).at("mkdir", &self.shown(prefix)),
                     }
                     if self.umask & 0o755 != 0 {
-                        rustix::fs::chmodat(&cur, name, Mode::from_raw_mode(0o755), AtFlags::empty())
-                            .at("chmod", &self.shown(prefix))?;
+                        rustix::fs::chmodat(
+                            &cur,
+                            name,
+                            Mode::from_raw_mode(0o755),
+                            AtFlags::empty(),
+                        )
+                        .at("chmod", &self.shown(prefix))?;
                     }
                     open(&cur).at("open", &self.shown(prefix))?
                 }
                 // A symlink (or a non-directory) on the way.
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => self.resolve(prefix).map_err(|e| self.resolve_error(prefix, e))?,
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => self
+                    .resolve(prefix)
+                    .map_err(|e| self.resolve_error(prefix, e))?,
                 Err(e) => return Err(e).at("open", &self.shown(prefix)),
             };
         }
@@ -780,12 +876,14 @@ impl<'o> Applier<'o> {
     fn finish(&mut self) -> Result<()> {
         self.cache = None;
         if self.plnk {
-            whiteout::remove_all(self.root.fd(), os(whiteout::PLNK)).at("remove", &self.shown(whiteout::PLNK))?;
+            whiteout::remove_all(self.root.fd(), os(whiteout::PLNK))
+                .at("remove", &self.shown(whiteout::PLNK))?;
         }
         let times = std::mem::take(&mut self.dir_times);
         for (path, t) in times.iter().rev() {
             if path.is_empty() {
-                rustix::fs::utimensat(self.root.fd(), "", t, AtFlags::EMPTY_PATH).at("utimensat", self.root.path())?;
+                rustix::fs::utimensat(self.root.fd(), "", t, AtFlags::EMPTY_PATH)
+                    .at("utimensat", self.root.path())?;
                 continue;
             }
             let (parent, name) = split_last(path);

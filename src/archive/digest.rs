@@ -44,7 +44,11 @@ type Msg = std::result::Result<Vec<u8>, Error>;
 
 /// Read `src` to its end in chunks, hashing, and send the chunks to `tx`.
 /// Stops quietly when the receiver is gone (the applying side failed).
-pub fn pump(mut src: impl Read, tx: SyncSender<Msg>, pool: Receiver<Vec<u8>>) -> Option<StreamDigest> {
+pub fn pump(
+    mut src: impl Read,
+    tx: SyncSender<Msg>,
+    pool: Receiver<Vec<u8>>,
+) -> Option<StreamDigest> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     loop {

@@ -172,7 +172,9 @@ pub fn reassemble(record: impl Read, root: &Path, out: impl Write) -> Result<u64
     let mut magic = [0u8; 16];
     rec.read_exact(&mut magic).map_err(rerr)?;
     if &magic != MAGIC {
-        return Err(corrupt("bad magic (not a lamina tar-split record, or another version)"));
+        return Err(corrupt(
+            "bad magic (not a lamina tar-split record, or another version)",
+        ));
     }
     let mut out = HashingWriter {
         inner: out,
@@ -260,7 +262,10 @@ fn copy_payload(
         return Err(changed("is no longer a regular file".into()));
     }
     if st.st_size as u64 != size {
-        return Err(changed(format!("changed size ({} bytes, recorded {size})", st.st_size)));
+        return Err(changed(format!(
+            "changed size ({} bytes, recorded {size})",
+            st.st_size
+        )));
     }
     // Check the whole payload before writing any of it when it fits the
     // buffer (the common case); larger payloads are checked as they stream

@@ -14,7 +14,10 @@ use crate::error::{IoContext, Result};
 
 fn at_name(name: &OsStr) -> (&OsStr, AtFlags) {
     if name.is_empty() {
-        (OsStr::new(""), AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW)
+        (
+            OsStr::new(""),
+            AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+        )
     } else {
         (name, AtFlags::SYMLINK_NOFOLLOW)
     }

@@ -89,8 +89,13 @@ impl Root {
         let pfd = self.mkdir_all(&parent, mode)?;
         match rustix::fs::mkdirat(&pfd, &name, Mode::from_raw_mode(mode)) {
             Ok(()) => {
-                rustix::fs::chmodat(&pfd, &name, Mode::from_raw_mode(mode), rustix::fs::AtFlags::empty())
-                    .at("chmod", &self.display_path(rel))?;
+                rustix::fs::chmodat(
+                    &pfd,
+                    &name,
+                    Mode::from_raw_mode(mode),
+                    rustix::fs::AtFlags::empty(),
+                )
+                .at("chmod", &self.display_path(rel))?;
             }
             Err(Errno::EXIST) => {}
             Err(e) => return Err(e).at("mkdir", &self.display_path(rel)),
@@ -140,8 +145,8 @@ pub fn split(rel: &Path) -> Result<(PathBuf, OsString)> {
             Component::Prefix(_) => unreachable!("no path prefixes on unix"),
         }
     }
-    let name = comps.pop().ok_or_else(|| {
-        Error::InvalidArgument(format!("path {:?} names the root itself", rel))
-    })?;
+    let name = comps
+        .pop()
+        .ok_or_else(|| Error::InvalidArgument(format!("path {:?} names the root itself", rel)))?;
     Ok((comps.iter().collect(), name.to_os_string()))
 }

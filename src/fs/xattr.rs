@@ -23,7 +23,9 @@ fn target(dir: impl AsFd, name: &OsStr) -> (PathBuf, bool) {
 
 /// Read a sized value with the size-probe, then read, then retry on ERANGE
 /// (the value can grow between the two calls).
-fn read_sized(mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>) -> rustix::io::Result<Vec<u8>> {
+fn read_sized(
+    mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+) -> rustix::io::Result<Vec<u8>> {
     loop {
         let size = call(&mut [])?;
         let mut buf = vec![0u8; size];
@@ -79,7 +81,13 @@ pub fn get(dir: impl AsFd, name: &OsStr, key: &OsStr, shown: &Path) -> Result<Op
 }
 
 /// Set `key` to `value` on `dir/name`.
-pub fn set(dir: impl AsFd, name: &OsStr, key: &OsStr, value: &[u8], shown: &Path) -> rustix::io::Result<()> {
+pub fn set(
+    dir: impl AsFd,
+    name: &OsStr,
+    key: &OsStr,
+    value: &[u8],
+    shown: &Path,
+) -> rustix::io::Result<()> {
     let _ = shown;
     let (p, follow) = target(dir, name);
     if follow {

@@ -11,7 +11,9 @@ use crate::init_layer::{default_entries, InitEntry, InitKind};
 
 fn entry_from_py(item: &Bound<'_, PyAny>) -> PyResult<InitEntry> {
     let t = item.cast::<PyTuple>().map_err(|_| {
-        PyValueError::new_err("an init-layer entry is a tuple: (kind, path) or ('symlink', path, target)")
+        PyValueError::new_err(
+            "an init-layer entry is a tuple: (kind, path) or ('symlink', path, target)",
+        )
     })?;
     let kind: String = t.get_item(0)?.extract()?;
     let path: PathBuf = t.get_item(1)?.extract()?;

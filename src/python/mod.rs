@@ -22,7 +22,10 @@ mod _lamina {
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("INIT_LAYER_ENTRIES", super::init_layer::default_entries_py(m.py())?)?;
+        m.add(
+            "INIT_LAYER_ENTRIES",
+            super::init_layer::default_entries_py(m.py())?,
+        )?;
         Ok(())
     }
 }

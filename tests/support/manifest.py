@@ -41,7 +41,9 @@ class Record:
     atime_ns: int | None
     linkname: str | None
     xattrs: tuple[tuple[str, bytes], ...]
-    link_group: str | None  # smallest path of its hard-link group (files with nlink > 1 in the tree)
+    link_group: (
+        str | None
+    )  # smallest path of its hard-link group (files with nlink > 1 in the tree)
     sha256: str | None
     # Identity, for "nothing changed" checks; not compared by default.
     ino: int = field(default=0, compare=False)
@@ -105,7 +107,9 @@ def manifest(
             uid=st.st_uid,
             gid=st.st_gid,
             size=st.st_size if kind in ("file", "symlink") else None,
-            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev)) if kind in ("char", "block") else None,
+            rdev=(os.major(st.st_rdev), os.minor(st.st_rdev))
+            if kind in ("char", "block")
+            else None,
             mtime_ns=st.st_mtime_ns if times else None,
             atime_ns=st.st_atime_ns if times and atime else None,
             linkname=os.readlink(full) if kind == "symlink" else None,

@@ -41,7 +41,7 @@ def tree(fmt: str) -> list[dict]:
         {"name": "run", "type": "dir", "mode": 0o755},
         {"name": "run/fifo", "type": "fifo", "mode": 0o600},
         {"name": "private", "type": "dir", "mode": 0o700},
-        {"name": "private/f", "data": b"", "mode": 0o000},
+        {"name": "private/f", "data": b"", "mode": 0o000 if PRIVILEGED else 0o400},
         {"name": "empty", "data": b""},
         {"name": "big", "data": os.urandom(3 << 20)},
         {"name": "odd", "data": b"y" * 513, "mtime": 0},
@@ -156,7 +156,9 @@ def test_sources_and_compression(tmp_path: Path) -> None:
         "gzip-fileobj": io.BytesIO(gzip.compress(data)),
     }
     if shutil.which("zstd"):
-        variants["zstd"] = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+        variants["zstd"] = subprocess.run(
+            ["zstd", "-q", "-c"], input=data, capture_output=True, check=True
+        ).stdout
     for name, src in variants.items():
         dst = tmp_path / name
         dst.mkdir()

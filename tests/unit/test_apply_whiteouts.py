@@ -98,7 +98,13 @@ def test_overlay_form(tmp_path: Path) -> None:
     upper.mkdir()
     lamina.apply_layer(
         upper,
-        build([{"name": "etc/.wh.gone", "data": b""}, {"name": "opq/.wh..wh..opq", "data": b""}, {"name": "opq/x"}]),
+        build(
+            [
+                {"name": "etc/.wh.gone", "data": b""},
+                {"name": "opq/.wh..wh..opq", "data": b""},
+                {"name": "opq/x"},
+            ]
+        ),
         whiteouts="overlay",
     )
     st = os.lstat(upper / "etc/gone")
