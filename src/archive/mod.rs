@@ -16,3 +16,6 @@ pub mod whiteout;
 
 pub use apply::{apply_layer, apply_layer_with_record, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use tarsplit::reassemble;
+
+#[cfg(test)]
+mod tests;
