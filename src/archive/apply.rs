@@ -225,15 +225,39 @@ fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
 /// Symlinks followed while checking a path, as the kernel's MAXSYMLINKS.
 const MAX_HOPS: usize = 40;
 
+/// A resolved parent directory.
+struct Parent {
+    fd: OwnedFd,
+    /// New entries inherit the directory's group (so need a chown).
+    setgid: bool,
+}
+
+impl AsFd for Parent {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl std::ops::Deref for Parent {
+    type Target = OwnedFd;
+    fn deref(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
 struct Applier<'o> {
     root: Root,
     opts: &'o ApplyOptions,
     privileged: bool,
     umask: u32,
     /// The last parent directory resolved, by its clean path.
-    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    cache: Option<(Vec<u8>, Rc<Parent>)>,
+    euid: u32,
+    egid: u32,
     /// Directory times, set after the whole layer (children change them).
-    dir_times: Vec<(Vec<u8>, Timestamps)>,
+    /// With the mode to set last, for a directory an unprivileged caller
+    /// could not write into (GNU tar's delayed_set_stat does the same).
+    dir_times: Vec<(Vec<u8>, Timestamps, Option<u32>)>,
     /// Paths this layer wrote, and their ancestors: what an opaque marker
     /// keeps. Only kept in [`WhiteoutMode::Apply`].
     added: HashSet<Vec<u8>>,
@@ -250,6 +274,8 @@ impl<'o> Applier<'o> {
             privileged: meta::is_privileged(),
             umask: current_umask(),
             cache: None,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             dir_times: Vec::new(),
             added: HashSet::new(),
             added_parents: HashSet::new(),
@@ -395,7 +421,7 @@ impl<'o> Applier<'o> {
     fn file<R: BufRead>(
         &mut self,
         rdr: &mut TarReader<'_, R>,
-        dir: &OwnedFd,
+        dir: &Parent,
         name: &OsStr,
         path: &[u8],
         h: &Header,
@@ -456,7 +482,10 @@ impl<'o> Applier<'o> {
             rdr.record().file(path, h.size, crc.finalize())?;
         }
         let fd = file.as_fd();
-        if self.privileged {
+        // A new file already has our ids unless its directory is setgid;
+        // skipping the chown then saves a syscall per file.
+        let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
+        if self.privileged && !owned {
             rustix::fs::fchown(
                 fd,
                 Some(rustix::fs::Uid::from_raw(h.uid)),
@@ -486,8 +515,20 @@ impl<'o> Applier<'o> {
         needs_chmod(self.umask, mode, existed)
     }
 
+    /// The mode to give a directory now and the one to set after the
+    /// layer: without CAP_DAC_OVERRIDE a 0555 directory could not be
+    /// filled, so it stays owner-writable until the end.
+    fn dir_modes(&self, mode: u32) -> (u32, Option<u32>) {
+        if self.privileged || mode & 0o300 == 0o300 {
+            (mode, None)
+        } else {
+            (mode | 0o300, Some(mode))
+        }
+    }
+
     fn dir(&mut self, pdir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
-        let mode = Mode::from_raw_mode(h.mode & 0o777);
+        let (now, later) = self.dir_modes(h.mode);
+        let mode = Mode::from_raw_mode(now & 0o777);
         let mut existed = false;
         for _ in 0..3 {
             match rustix::fs::mkdirat(pdir, name, mode) {
@@ -506,16 +547,16 @@ impl<'o> Applier<'o> {
             }
         }
         self.owner_xattrs(pdir, name, path, h)?;
-        if self.needs_chmod(h.mode, existed) {
+        if self.needs_chmod(now, existed) {
             rustix::fs::chmodat(
                 pdir,
                 name,
-                Mode::from_raw_mode(h.mode & 0o7777),
+                Mode::from_raw_mode(now & 0o7777),
                 AtFlags::empty(),
             )
             .at("chmod", &self.shown(path))?;
         }
-        self.dir_times.push((path.to_vec(), self.times(h)));
+        self.dir_times.push((path.to_vec(), self.times(h), later));
         Ok(())
     }
 
@@ -539,8 +580,9 @@ impl<'o> Applier<'o> {
                 }
             }
         }
-        meta::chmod(&fd, OsStr::new(""), h.mode, &shown)?;
-        self.dir_times.push((Vec::new(), self.times(h)));
+        let (now, later) = self.dir_modes(h.mode);
+        meta::chmod(&fd, OsStr::new(""), now, &shown)?;
+        self.dir_times.push((Vec::new(), self.times(h), later));
         Ok(())
     }
 
@@ -719,7 +761,7 @@ impl<'o> Applier<'o> {
 
     /// The directory `rel` (a clean path) inside the root, as an fd.
     /// Missing directories are created 0755 when `create` is set.
-    fn parent(&mut self, rel: &[u8], create: bool) -> Result<Rc<OwnedFd>> {
+    fn parent(&mut self, rel: &[u8], create: bool) -> Result<Rc<Parent>> {
         if let Some((p, fd)) = &self.cache {
             if p == rel {
                 return Ok(fd.clone());
@@ -730,7 +772,11 @@ impl<'o> Applier<'o> {
             Err(Errno::NOENT) if create => self.mkdir_parents(rel)?,
             Err(e) => return Err(self.resolve_error(rel, e)),
         };
-        let fd = Rc::new(fd);
+        let st = rustix::fs::fstat(&fd).at("stat", &self.shown(rel))?;
+        let fd = Rc::new(Parent {
+            fd,
+            setgid: st.st_mode & libc::S_ISGID != 0,
+        });
         self.cache = Some((rel.to_vec(), fd.clone()));
         Ok(fd)
     }
@@ -880,8 +926,12 @@ impl<'o> Applier<'o> {
                 .at("remove", &self.shown(whiteout::PLNK))?;
         }
         let times = std::mem::take(&mut self.dir_times);
-        for (path, t) in times.iter().rev() {
+        for (path, t, mode) in times.iter().rev() {
             if path.is_empty() {
+                if let Some(m) = mode {
+                    let fd = self.root.open_dir(Path::new(""))?;
+                    meta::chmod(&fd, OsStr::new(""), *m, self.root.path())?;
+                }
                 rustix::fs::utimensat(self.root.fd(), "", t, AtFlags::EMPTY_PATH)
                     .at("utimensat", self.root.path())?;
                 continue;
@@ -893,6 +943,15 @@ impl<'o> Applier<'o> {
             };
             match rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    if let Some(m) = mode {
+                        rustix::fs::chmodat(
+                            &dir,
+                            os(name),
+                            Mode::from_raw_mode(m & 0o7777),
+                            AtFlags::empty(),
+                        )
+                        .at("chmod", &self.shown(path))?;
+                    }
                     rustix::fs::utimensat(&dir, os(name), t, AtFlags::SYMLINK_NOFOLLOW)
                         .at("utimensat", &self.shown(path))?;
                 }

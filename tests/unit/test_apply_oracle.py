@@ -46,6 +46,8 @@ def tree(fmt: str) -> list[dict]:
         {"name": "big", "data": os.urandom(3 << 20)},
         {"name": "odd", "data": b"y" * 513, "mtime": 0},
         {"name": "old", "data": b"z", "mtime": 315532800},
+        {"name": "ro", "type": "dir", "mode": 0o555},
+        {"name": "ro/inside", "data": b"written after its dir"},
     ]
     if fmt != "ustar":
         es += [
