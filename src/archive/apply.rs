@@ -22,6 +22,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
@@ -132,16 +134,29 @@ fn run(
                 None
             }
         });
-        let applied = (|| {
+        let (jobs, queue) = sync_channel(JOBS);
+        let worker = s.spawn(move || writer(queue));
+        ap.jobs = Some(jobs);
+        let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
             let mut n = 0u64;
             while let Some(h) = rdr.next_entry()? {
                 ap.entry(&mut rdr, h)?;
                 n += 1;
             }
-            ap.finish()?;
             Ok::<u64, Error>(n)
         })();
+        // Every file is complete before directory times are set.
+        ap.jobs = None;
+        let written = worker
+            .join()
+            .map_err(|_| Error::Archive("writer thread panicked".into()))?;
+        let applied = match (parsed, written) {
+            (Err(Error::Archive(m)), Err(w)) if m == WRITER_GONE => Err(w),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(w)) => Err(w),
+            (Ok(n), Ok(())) => ap.finish().map(|()| n),
+        };
         let digest = pump
             .join()
             .map_err(|_| Error::Archive("decompression thread panicked".into()))?;
@@ -225,6 +240,73 @@ fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
 /// Symlinks followed while checking a path, as the kernel's MAXSYMLINKS.
 const MAX_HOPS: usize = 40;
 
+/// Files up to this size are finished by the writer thread.
+const JOB_MAX: u64 = 1 << 20;
+/// Jobs queued for the writer thread (bounds memory at `JOBS * JOB_MAX`).
+const JOBS: usize = 16;
+const WRITER_GONE: &str = "the file writer thread stopped";
+
+/// What is left to do to a created regular file once its payload is in:
+/// chown, xattrs, chmod, times, in that order (chown clears setuid).
+struct FileMeta {
+    chown: Option<(u32, u32)>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    chmod: Option<u32>,
+    times: Timestamps,
+    privileged: bool,
+    root: Arc<PathBuf>,
+    path: Vec<u8>,
+}
+
+impl FileMeta {
+    fn shown(&self) -> PathBuf {
+        self.root.join(os(&self.path))
+    }
+
+    fn apply(self, file: std::fs::File) -> Result<()> {
+        let fd = file.as_fd();
+        if let Some((uid, gid)) = self.chown {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .at("chown", &self.shown())?;
+        }
+        for (k, v) in &self.xattrs {
+            if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
+                if !xattr::is_skippable(os(k), e, self.privileged) {
+                    return Err(e).at("setxattr", &self.shown());
+                }
+            }
+        }
+        if let Some(mode) = self.chmod {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).at("chmod", &self.shown())?;
+        }
+        rustix::fs::futimens(fd, &self.times).at("utimensat", &self.shown())
+    }
+}
+
+/// A small file for the writer thread: its open fd, payload and metadata.
+struct Job {
+    file: std::fs::File,
+    data: Vec<u8>,
+    meta: FileMeta,
+}
+
+/// The writer thread: payload, metadata and close of small files, so that
+/// the kernel's per-file cost runs on both cores. It only ever touches fds
+/// the applying thread created, never a path.
+fn writer(jobs: Receiver<Job>) -> Result<()> {
+    for mut job in jobs {
+        job.file
+            .write_all(&job.data)
+            .map_err(|e| Error::io("write", job.meta.shown(), e))?;
+        job.meta.apply(job.file)?;
+    }
+    Ok(())
+}
+
 /// A resolved parent directory.
 struct Parent {
     fd: OwnedFd,
@@ -247,6 +329,9 @@ impl std::ops::Deref for Parent {
 
 struct Applier<'o> {
     root: Root,
+    root_path: Arc<PathBuf>,
+    /// The writer thread's queue, while it runs.
+    jobs: Option<SyncSender<Job>>,
     opts: &'o ApplyOptions,
     privileged: bool,
     umask: u32,
@@ -270,6 +355,8 @@ impl<'o> Applier<'o> {
     fn new(dst: &Path, opts: &'o ApplyOptions) -> Result<Self> {
         Ok(Applier {
             root: Root::open(dst)?,
+            root_path: Arc::new(dst.to_path_buf()),
+            jobs: None,
             opts,
             privileged: meta::is_privileged(),
             umask: current_umask(),
@@ -448,10 +535,22 @@ impl<'o> Applier<'o> {
                 std::io::Error::from_raw_os_error(libc::EEXIST),
             )
         })?;
-        let root = &self.root;
-        let shown = || root.display_path(Path::new(os(path)));
         let mut file = std::fs::File::from(fd);
-        let mut crc = crc32fast::Hasher::new();
+        // A new file already has our ids unless its directory is setgid;
+        // skipping the chown then saves a syscall per file.
+        let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
+        let meta = FileMeta {
+            chown: (self.privileged && !owned).then_some((h.uid, h.gid)),
+            xattrs: h.xattrs.clone(),
+            chmod: needs_chmod(self.umask, h.mode, false).then_some(h.mode & 0o7777),
+            times: Timestamps {
+                last_access: ts(h.atime.unwrap_or(h.mtime)),
+                last_modification: ts(h.mtime),
+            },
+            privileged: self.privileged,
+            root: self.root_path.clone(),
+            path: path.to_vec(),
+        };
         if staged {
             // AUFS hard-link staging files are removed after the apply, so
             // their payload goes into the record itself.
@@ -463,52 +562,40 @@ impl<'o> Applier<'o> {
                 if n == 0 {
                     break;
                 }
-                file.write_all(&self.buf[..n]).at("write", &shown())?;
+                file.write_all(&self.buf[..n]).at("write", &meta.shown())?;
                 rdr.record().raw(&self.buf[..n])?;
             }
-        } else {
-            let mut werr = None;
+            return meta.apply(file);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        if let Some(jobs) = self.jobs.as_ref().filter(|_| h.size <= JOB_MAX) {
+            // Small files: the payload and the rest of the file's syscalls go
+            // to the writer thread; this one goes on parsing and creating.
+            let mut data = Vec::with_capacity(h.size as usize);
             while rdr.with_payload(&mut |b| {
                 crc.update(b);
-                if let Err(e) = file.write_all(b) {
-                    werr = Some(e);
-                    return Err(Error::Archive(String::new()));
-                }
+                data.extend_from_slice(b);
                 Ok(())
             })? {}
-            if let Some(e) = werr {
-                return Err(Error::io("write", shown(), e));
-            }
             rdr.record().file(path, h.size, crc.finalize())?;
+            return jobs
+                .send(Job { file, data, meta })
+                .map_err(|_| Error::Archive(WRITER_GONE.into()));
         }
-        let fd = file.as_fd();
-        // A new file already has our ids unless its directory is setgid;
-        // skipping the chown then saves a syscall per file.
-        let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
-        if self.privileged && !owned {
-            rustix::fs::fchown(
-                fd,
-                Some(rustix::fs::Uid::from_raw(h.uid)),
-                Some(rustix::fs::Gid::from_raw(h.gid)),
-            )
-            .at("chown", &shown())?;
-        }
-        for (k, v) in &h.xattrs {
-            if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &shown());
-                }
+        let mut werr = None;
+        while rdr.with_payload(&mut |b| {
+            crc.update(b);
+            if let Err(e) = file.write_all(b) {
+                werr = Some(e);
+                return Err(Error::Archive(String::new()));
             }
+            Ok(())
+        })? {}
+        if let Some(e) = werr {
+            return Err(Error::io("write", meta.shown(), e));
         }
-        if needs_chmod(self.umask, h.mode, false) {
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(h.mode & 0o7777)).at("chmod", &shown())?;
-        }
-        let times = Timestamps {
-            last_access: ts(h.atime.unwrap_or(h.mtime)),
-            last_modification: ts(h.mtime),
-        };
-        rustix::fs::futimens(fd, &times).at("utimensat", &shown())?;
-        Ok(())
+        rdr.record().file(path, h.size, crc.finalize())?;
+        meta.apply(file)
     }
 
     fn needs_chmod(&self, mode: u32, existed: bool) -> bool {

@@ -82,7 +82,9 @@ const RAW_LEN_BYTES: usize = 4;
 impl<W: Write> Recorder<W> {
     /// A recorder writing to `out`.
     pub fn new(out: W) -> Result<Self> {
-        let mut enc = zstd::stream::write::Encoder::new(out, 3).map_err(werr)?;
+        // Level 1: the record is mostly headers, which compress well at any
+        // level, and this runs on the applying thread.
+        let mut enc = zstd::stream::write::Encoder::new(out, 1).map_err(werr)?;
         enc.write_all(MAGIC).map_err(werr)?;
         Ok(Recorder {
             enc,
@@ -285,10 +287,11 @@ fn copy_payload(
             show(name)
         ))
     };
-    let fd = match root.open_in(rel, OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty()) {
+    // An O_PATH handle first: a FIFO or device put in the file's place must
+    // not be opened (a FIFO blocks, a device open has side effects).
+    let fd = match root.open_in(rel, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Err(changed("was removed".into())),
-        Err(rustix::io::Errno::LOOP) => return Err(changed("was replaced by a symlink".into())),
         Err(e) => return Err(e).at("open", &shown),
     };
     let st = rustix::fs::fstat(&fd).at("stat", &shown)?;
@@ -301,6 +304,12 @@ fn copy_payload(
             st.st_size
         )));
     }
+    let fd = rustix::fs::open(
+        crate::fs::proc_path(&fd, std::ffi::OsStr::new("")),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", &shown)?;
     // Check the whole payload before writing any of it when it fits the
     // buffer (the common case); larger payloads are checked as they stream
     // and a mismatch still fails before the stream's end.

@@ -191,3 +191,8 @@ def test_errors_are_typed(tmp_path: Path) -> None:
         lamina.apply_layer(tmp_path, tmp_path / "missing.tar")
     with pytest.raises(TypeError):
         lamina.apply_layer(tmp_path, 42)  # type: ignore[arg-type]
+    good = build([{"name": "f", "data": os.urandom(100_000)}])
+    with pytest.raises(lamina.ArchiveError, match="corrupt compressed layer"):
+        lamina.apply_layer(tmp_path, gzip.compress(good)[:-2000])
+    with pytest.raises(lamina.ArchiveError, match="not supported"):
+        lamina.apply_layer(tmp_path, b"BZh91AY&SY" + b"\0" * 600)

@@ -158,7 +158,11 @@ def test_reassembly_names_a_changed_file(tmp_path: Path) -> None:
     with pytest.raises(lamina.ArchiveError, match="d/f was removed"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
     (dst / "d/f").symlink_to("/etc/passwd")
-    with pytest.raises(lamina.ArchiveError, match="d/f"):
+    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
+        _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
+    (dst / "d/f").unlink()
+    os.mkfifo(dst / "d/f")  # must not block
+    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
 
 
