@@ -144,26 +144,30 @@ def run_tarfile(tar: Path, dst: Path) -> float:
 TOOLS = {"lamina": run_lamina, "gnu tar": run_gnu, "tarfile": run_tarfile}
 
 
-def peak_rss(tar: Path, dst: Path) -> int:
-    """ru_maxrss (KiB) of a child process applying `tar` with tar-split."""
-    code = (
-        "import lamina, resource, sys;"
-        "lamina.apply_layer(sys.argv[1], sys.argv[2], tar_split=sys.argv[3]);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
+def child_maxrss(code: str, *args: str) -> int:
+    """Peak RSS (KiB) of a fresh Python running `code`.
+
+    Measured by GNU time around it: Linux keeps the RSS high-water mark of
+    the image a process had before execve (exec_mmap records the old mm's
+    hiwater), so a child forked from this large process would report ours.
+    """
     out = subprocess.run(
-        [sys.executable, "-c", code, str(dst), str(tar), str(dst.parent / "ts.zst")],
+        ["/usr/bin/time", "-f", "maxrss=%M", sys.executable, "-c", code, *args],
         check=True,
         capture_output=True,
         text=True,
-    ).stdout
-    return int(out.split()[-1])
+    ).stderr
+    return int(out.rsplit("maxrss=", 1)[1].split()[0])
+
+
+def peak_rss(tar: Path, dst: Path) -> int:
+    """Peak RSS (KiB) of a process applying `tar` with tar-split."""
+    code = "import lamina, sys; lamina.apply_layer(sys.argv[1], sys.argv[2], tar_split=sys.argv[3])"
+    return child_maxrss(code, str(dst), str(tar), str(dst.parent / "ts.zst"))
 
 
 def baseline_rss() -> int:
-    code = "import lamina, resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return int(out.stdout.split()[-1])
+    return child_maxrss("import lamina")
 
 
 def main() -> None:

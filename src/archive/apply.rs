@@ -14,23 +14,36 @@
 //! non-directory entry does the same; hard-link entries only add a name.
 //! The only existing inodes whose metadata an apply changes are
 //! directories, which a hard-link copy never shares.
+//!
+//! Overlay metadata: `trusted.overlay.*` / `user.overlay.*` xattrs and 0/0
+//! character devices in a layer are refused in both whiteout modes. The
+//! input is always an image layer, whose whiteouts are the AUFS `.wh.`
+//! names (OCI image-spec); a 0/0 device in it is never a declared
+//! whiteout, and would act as one the moment the tree becomes an overlay
+//! lower or upper dir.
+//!
+//! Threads: one decompresses and hashes ([`super::digest`]), this one parses
+//! and creates every name, and a writer (`archive/writer.rs`) finishes small
+//! files through the fds it is handed.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::reader::{show, Header, Kind, NoRecord, Record, TarReader};
+use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
+use super::writer::{writer, FileMeta, Job, JOBS, JOB_MAX, WRITER_GONE};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
@@ -99,8 +112,6 @@ pub fn apply_layer(
         }
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// [`apply_layer`], writing the tar-split record to `record` (the
 /// `tar_split` option is ignored).
@@ -237,106 +248,14 @@ fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
     existed || mode & 0o7000 != 0 || mode & 0o777 & umask != 0
 }
 
-/// Symlinks followed while checking a path, as the kernel's MAXSYMLINKS.
-const MAX_HOPS: usize = 40;
-
-/// Files up to this size are finished by the writer thread.
-const JOB_MAX: u64 = 1 << 20;
-/// Jobs queued for the writer thread (bounds memory at `JOBS * JOB_MAX`).
-const JOBS: usize = 16;
-const WRITER_GONE: &str = "the file writer thread stopped";
-
-/// What is left to do to a created regular file once its payload is in:
-/// chown, xattrs, chmod, times, in that order (chown clears setuid).
-struct FileMeta {
-    chown: Option<(u32, u32)>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    chmod: Option<u32>,
-    times: Timestamps,
-    privileged: bool,
-    root: Arc<PathBuf>,
-    path: Vec<u8>,
-}
-
-impl FileMeta {
-    fn shown(&self) -> PathBuf {
-        self.root.join(os(&self.path))
-    }
-
-    fn apply(self, file: std::fs::File) -> Result<()> {
-        let fd = file.as_fd();
-        if let Some((uid, gid)) = self.chown {
-            rustix::fs::fchown(
-                fd,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .at("chown", &self.shown())?;
-        }
-        for (k, v) in &self.xattrs {
-            if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &self.shown());
-                }
-            }
-        }
-        if let Some(mode) = self.chmod {
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).at("chmod", &self.shown())?;
-        }
-        rustix::fs::futimens(fd, &self.times).at("utimensat", &self.shown())
-    }
-}
-
-/// A small file for the writer thread: its open fd, payload and metadata.
-struct Job {
-    file: std::fs::File,
-    data: Vec<u8>,
-    meta: FileMeta,
-}
-
-/// The writer thread: payload, metadata and close of small files, so that
-/// the kernel's per-file cost runs on both cores. It only ever touches fds
-/// the applying thread created, never a path.
-fn writer(jobs: Receiver<Job>) -> Result<()> {
-    for mut job in jobs {
-        job.file
-            .write_all(&job.data)
-            .map_err(|e| Error::io("write", job.meta.shown(), e))?;
-        job.meta.apply(job.file)?;
-    }
-    Ok(())
-}
-
-/// A resolved parent directory.
-struct Parent {
-    fd: OwnedFd,
-    /// New entries inherit the directory's group (so need a chown).
-    setgid: bool,
-}
-
-impl AsFd for Parent {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-impl std::ops::Deref for Parent {
-    type Target = OwnedFd;
-    fn deref(&self) -> &OwnedFd {
-        &self.fd
-    }
-}
-
 struct Applier<'o> {
-    root: Root,
+    res: Resolver,
     root_path: Arc<PathBuf>,
     /// The writer thread's queue, while it runs.
     jobs: Option<SyncSender<Job>>,
     opts: &'o ApplyOptions,
     privileged: bool,
     umask: u32,
-    /// The last parent directory resolved, by its clean path.
-    cache: Option<(Vec<u8>, Rc<Parent>)>,
     euid: u32,
     egid: u32,
     /// Directory times, set after the whole layer (children change them).
@@ -353,14 +272,14 @@ struct Applier<'o> {
 
 impl<'o> Applier<'o> {
     fn new(dst: &Path, opts: &'o ApplyOptions) -> Result<Self> {
+        let umask = current_umask();
         Ok(Applier {
-            root: Root::open(dst)?,
+            res: Resolver::new(Root::open(dst)?, umask),
             root_path: Arc::new(dst.to_path_buf()),
             jobs: None,
             opts,
             privileged: meta::is_privileged(),
-            umask: current_umask(),
-            cache: None,
+            umask,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
             dir_times: Vec::new(),
@@ -372,7 +291,7 @@ impl<'o> Applier<'o> {
     }
 
     fn shown(&self, rel: &[u8]) -> PathBuf {
-        self.root.display_path(Path::new(os(rel)))
+        self.res.root.display_path(Path::new(os(rel)))
     }
 
     fn entry<R: BufRead>(&mut self, rdr: &mut TarReader<'_, R>, h: Header) -> Result<()> {
@@ -421,7 +340,7 @@ impl<'o> Applier<'o> {
         }
         let staged =
             path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
-        let pfd = self.parent(parent, true)?;
+        let pfd = self.res.parent(parent, true)?;
         let name = os(name);
         match h.kind {
             Kind::File => self.file(rdr, &pfd, name, &path, &h, staged)?,
@@ -500,7 +419,7 @@ impl<'o> Applier<'o> {
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::Directory || ft == FileType::Symlink {
             // The cached parent may have been reached through it.
-            self.cache = None;
+            self.res.cache = None;
         }
         whiteout::remove_all(dir.as_fd(), name).at("remove", &self.shown(path))
     }
@@ -655,8 +574,8 @@ impl<'o> Applier<'o> {
     }
 
     fn root_dir(&mut self, h: &Header) -> Result<()> {
-        let fd = self.root.open_dir(Path::new(""))?;
-        let shown = self.root.path().to_path_buf();
+        let fd = self.res.root.open_dir(Path::new(""))?;
+        let shown = self.res.root.path().to_path_buf();
         if self.privileged {
             meta::chown(&fd, OsStr::new(""), h.uid, h.gid, &shown)?;
         }
@@ -724,7 +643,7 @@ impl<'o> Applier<'o> {
             return Ok(());
         }
         let (tparent, tname) = split_last(&target);
-        let tdir = match self.parent(tparent, false) {
+        let tdir = match self.res.parent(tparent, false) {
             Ok(fd) => fd,
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(Error::Archive(format!(
@@ -766,26 +685,26 @@ impl<'o> Applier<'o> {
         }
         path.extend_from_slice(target);
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            let dir = self.parent(parent, true)?;
+            let dir = self.res.parent(parent, true)?;
             let dev = rustix::fs::makedev(0, 0);
             return self.create(&dir, os(target), &path, |d, n| {
                 rustix::fs::mknodat(d, n, FileType::CharacterDevice, Mode::empty(), dev)
             });
         }
-        let dir = match self.parent(parent, false) {
+        let dir = match self.res.parent(parent, false) {
             Ok(fd) => fd,
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 return Ok(())
             }
             Err(e) => return Err(e),
         };
-        self.cache = None;
+        self.res.cache = None;
         whiteout::remove_all(dir.as_fd(), os(target)).at("remove", &self.shown(&path))
     }
 
     fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            let dir = self.parent(dir_path, true)?;
+            let dir = self.res.parent(dir_path, true)?;
             let key: &[u8] = if self.opts.rootless_overlay {
                 b"user.overlay.opaque"
             } else {
@@ -794,14 +713,14 @@ impl<'o> Applier<'o> {
             return xattr::set(&*dir, OsStr::new(""), os(key), b"y", &self.shown(dir_path))
                 .at("setxattr", &self.shown(dir_path));
         }
-        self.cache = None;
+        self.res.cache = None;
         // Everything below dir_path that this layer did not write goes. The
         // marker's directory is resolved like any parent (an escaping
         // symlink is unsafe); below it nothing is followed.
-        let top = match self.resolve(dir_path) {
+        let top = match self.res.resolve(dir_path) {
             Ok(fd) => fd,
             Err(Errno::NOENT) => return Ok(()),
-            Err(e) => return Err(self.resolve_error(dir_path, e)),
+            Err(e) => return Err(self.res.resolve_error(dir_path, e)),
         };
         let mut todo = vec![(top, dir_path.to_vec())];
         while let Some((fd, d)) = todo.pop() {
@@ -846,185 +765,25 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
-    /// The directory `rel` (a clean path) inside the root, as an fd.
-    /// Missing directories are created 0755 when `create` is set.
-    fn parent(&mut self, rel: &[u8], create: bool) -> Result<Rc<Parent>> {
-        if let Some((p, fd)) = &self.cache {
-            if p == rel {
-                return Ok(fd.clone());
-            }
-        }
-        let fd = match self.resolve(rel) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if create => self.mkdir_parents(rel)?,
-            Err(e) => return Err(self.resolve_error(rel, e)),
-        };
-        let st = rustix::fs::fstat(&fd).at("stat", &self.shown(rel))?;
-        let fd = Rc::new(Parent {
-            fd,
-            setgid: st.st_mode & libc::S_ISGID != 0,
-        });
-        self.cache = Some((rel.to_vec(), fd.clone()));
-        Ok(fd)
-    }
-
-    fn resolve_error(&self, rel: &[u8], e: Errno) -> Error {
-        if e == Errno::LOOP {
-            Error::Archive(format!("{}: too many levels of symbolic links", show(rel)))
-        } else if e == Errno::XDEV {
-            unsafe_archive(format!("{} leads outside the layer", show(rel)))
-        } else {
-            Error::io(
-                "open",
-                self.shown(rel),
-                std::io::Error::from_raw_os_error(e.raw_os_error()),
-            )
-        }
-    }
-
-    /// Open directory `rel` inside the root. The fast path is
-    /// `RESOLVE_BENEATH`; when it refuses (an absolute symlink, or a `..`
-    /// that climbs out), the path is checked for a symlink that escapes
-    /// (an [`Error::UnsafeArchive`], as `EXDEV`) and then resolved with
-    /// `RESOLVE_IN_ROOT`, where absolute targets land inside the root.
-    fn resolve(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
-        let p: &Path = if rel.is_empty() {
-            Path::new(".")
-        } else {
-            Path::new(os(rel))
-        };
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        loop {
-            match rustix::fs::openat2(self.root.fd(), p, flags, Mode::empty(), beneath) {
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(Errno::XDEV) => break,
-                r => return r,
-            }
-        }
-        if self.escapes(rel)? {
-            return Err(Errno::XDEV);
-        }
-        self.root.open_in(p, flags, Mode::empty())
-    }
-
-    /// Whether resolving `rel` from the root, following symlinks the way a
-    /// naive extractor on the host would, climbs above the root with `..`.
-    /// Absolute targets restart at the root (they resolve inside it).
-    fn escapes(&self, rel: &[u8]) -> rustix::io::Result<bool> {
-        let mut todo: Vec<Vec<u8>> = rel
-            .split(|&b| b == b'/')
-            .rev()
-            .map(<[u8]>::to_vec)
-            .collect();
-        let mut done: Vec<Vec<u8>> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            match &c[..] {
-                b"" | b"." => continue,
-                b".." => {
-                    if done.pop().is_none() {
-                        return Ok(true);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let at = done.join(&b'/');
-            let dir = self.root.open_in(
-                Path::new(if at.is_empty() {
-                    OsStr::new(".")
-                } else {
-                    os(&at)
-                }),
-                OFlags::PATH | OFlags::DIRECTORY,
-                Mode::empty(),
-            )?;
-            match rustix::fs::readlinkat(&dir, os(&c), Vec::new()) {
-                Ok(target) => {
-                    hops += 1;
-                    if hops > MAX_HOPS {
-                        return Err(Errno::LOOP);
-                    }
-                    let t = target.as_bytes();
-                    if t.starts_with(b"/") {
-                        done.clear();
-                    }
-                    todo.extend(t.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
-                }
-                Err(Errno::INVAL) | Err(Errno::NOENT) => done.push(c),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
-    }
-
-    /// Create the missing directories of `rel` (0755, umask not applied),
-    /// walking from the root one component at a time with no-follow opens;
-    /// a symlink on the way is resolved by [`Self::resolve`].
-    fn mkdir_parents(&mut self, rel: &[u8]) -> Result<OwnedFd> {
-        let mut cur = self.resolve(b"").map_err(|e| self.resolve_error(b"", e))?;
-        let mut end = 0;
-        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-        for c in comps {
-            end += c.len() + usize::from(end > 0);
-            let prefix = &rel[..end];
-            let name = os(c);
-            let open = |d: &OwnedFd| {
-                rustix::fs::openat(
-                    d,
-                    name,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-            };
-            cur = match open(&cur) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e).at("mkdir", &self.shown(prefix)),
-                    }
-                    if self.umask & 0o755 != 0 {
-                        rustix::fs::chmodat(
-                            &cur,
-                            name,
-                            Mode::from_raw_mode(0o755),
-                            AtFlags::empty(),
-                        )
-                        .at("chmod", &self.shown(prefix))?;
-                    }
-                    open(&cur).at("open", &self.shown(prefix))?
-                }
-                // A symlink (or a non-directory) on the way.
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => self
-                    .resolve(prefix)
-                    .map_err(|e| self.resolve_error(prefix, e))?,
-                Err(e) => return Err(e).at("open", &self.shown(prefix)),
-            };
-        }
-        Ok(cur)
-    }
-
     fn finish(&mut self) -> Result<()> {
-        self.cache = None;
+        self.res.cache = None;
         if self.plnk {
-            whiteout::remove_all(self.root.fd(), os(whiteout::PLNK))
+            whiteout::remove_all(self.res.root.fd(), os(whiteout::PLNK))
                 .at("remove", &self.shown(whiteout::PLNK))?;
         }
         let times = std::mem::take(&mut self.dir_times);
         for (path, t, mode) in times.iter().rev() {
             if path.is_empty() {
                 if let Some(m) = mode {
-                    let fd = self.root.open_dir(Path::new(""))?;
-                    meta::chmod(&fd, OsStr::new(""), *m, self.root.path())?;
+                    let fd = self.res.root.open_dir(Path::new(""))?;
+                    meta::chmod(&fd, OsStr::new(""), *m, self.res.root.path())?;
                 }
-                rustix::fs::utimensat(self.root.fd(), "", t, AtFlags::EMPTY_PATH)
-                    .at("utimensat", self.root.path())?;
+                rustix::fs::utimensat(self.res.root.fd(), "", t, AtFlags::EMPTY_PATH)
+                    .at("utimensat", self.res.root.path())?;
                 continue;
             }
             let (parent, name) = split_last(path);
-            let dir = match self.resolve(parent) {
+            let dir = match self.res.resolve(parent) {
                 Ok(fd) => fd,
                 Err(_) => continue, // removed later in the layer
             };
