@@ -216,3 +216,16 @@ def test_shared_inodes_are_never_written(tmp_path: Path) -> None:
     assert os.stat(child / "etc/mode").st_mode & 0o7777 == 0o4700
     assert not (child / "etc/gone").exists()
     shutil.rmtree(child)
+
+
+def test_rootless_overlay_opaque_marker(tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    layer = build([{"name": "opq", "type": "dir"}, {"name": "opq/.wh..wh..opq", "data": b""}])
+    try:
+        lamina.apply_layer(upper, layer, whiteouts="overlay", rootless_overlay=True)
+    except OSError as e:  # a filesystem without user xattrs
+        pytest.skip(f"no user xattrs here: {e}")
+    assert os.getxattr(upper / "opq", "user.overlay.opaque") == b"y"
+    with pytest.raises(ValueError):
+        lamina.apply_layer(upper, layer, whiteouts="aufs-ish")  # type: ignore[arg-type]
