@@ -14,21 +14,36 @@
 //! non-directory entry does the same; hard-link entries only add a name.
 //! The only existing inodes whose metadata an apply changes are
 //! directories, which a hard-link copy never shares.
+//!
+//! Overlay metadata: `trusted.overlay.*` / `user.overlay.*` xattrs and 0/0
+//! character devices in a layer are refused in both whiteout modes. The
+//! input is always an image layer, whose whiteouts are the AUFS `.wh.`
+//! names (OCI image-spec); a 0/0 device in it is never a declared
+//! whiteout, and would act as one the moment the tree becomes an overlay
+//! lower or upper dir.
+//!
+//! Threads: one decompresses and hashes ([`super::digest`]), this one parses
+//! and creates every name, and a writer (`archive/writer.rs`) finishes small
+//! files through the fds it is handed.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::reader::{show, Header, Kind, NoRecord, Record, TarReader};
+use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
+use super::writer::{writer, FileMeta, Job, JOBS, JOB_MAX, WRITER_GONE};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
@@ -76,7 +91,11 @@ pub struct ApplyReport {
 ///
 /// Decompression and hashing run on a second thread; the layer streams
 /// through in constant memory whatever its size.
-pub fn apply_layer(dst: &Path, source: impl Read + Send, opts: &ApplyOptions) -> Result<ApplyReport> {
+pub fn apply_layer(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
     match &opts.tar_split {
         None => run(dst, source, opts, &mut NoRecord),
         Some(path) => {
@@ -94,8 +113,6 @@ pub fn apply_layer(dst: &Path, source: impl Read + Send, opts: &ApplyOptions) ->
     }
 }
 
-use std::os::unix::fs::OpenOptionsExt;
-
 /// [`apply_layer`], writing the tar-split record to `record` (the
 /// `tar_split` option is ignored).
 pub fn apply_layer_with_record(
@@ -107,11 +124,17 @@ pub fn apply_layer_with_record(
     let mut rec = Recorder::new(record)?;
     let report = run(dst, source, opts, &mut rec)?;
     let mut out = rec.finish(report.bytes, &report.diff_id)?;
-    out.flush().map_err(|e| Error::io("write", "<tar-split record>", e))?;
+    out.flush()
+        .map_err(|e| Error::io("write", "<tar-split record>", e))?;
     Ok(report)
 }
 
-fn run(dst: &Path, source: impl Read + Send, opts: &ApplyOptions, rec: &mut dyn Record) -> Result<ApplyReport> {
+fn run(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+    rec: &mut dyn Record,
+) -> Result<ApplyReport> {
     let mut ap = Applier::new(dst, opts)?;
     std::thread::scope(|s| {
         let (tx, pool, chunks) = digest::pipeline();
@@ -122,17 +145,32 @@ fn run(dst: &Path, source: impl Read + Send, opts: &ApplyOptions, rec: &mut dyn 
                 None
             }
         });
-        let applied = (|| {
+        let (jobs, queue) = sync_channel(JOBS);
+        let worker = s.spawn(move || writer(queue));
+        ap.jobs = Some(jobs);
+        let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
             let mut n = 0u64;
             while let Some(h) = rdr.next_entry()? {
                 ap.entry(&mut rdr, h)?;
                 n += 1;
             }
-            ap.finish()?;
             Ok::<u64, Error>(n)
         })();
-        let digest = pump.join().map_err(|_| Error::Archive("decompression thread panicked".into()))?;
+        // Every file is complete before directory times are set.
+        ap.jobs = None;
+        let written = worker
+            .join()
+            .map_err(|_| Error::Archive("writer thread panicked".into()))?;
+        let applied = match (parsed, written) {
+            (Err(Error::Archive(m)), Err(w)) if m == WRITER_GONE => Err(w),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(w)) => Err(w),
+            (Ok(n), Ok(())) => ap.finish().map(|()| n),
+        };
+        let digest = pump
+            .join()
+            .map_err(|_| Error::Archive("decompression thread panicked".into()))?;
         let entries = applied?;
         let d = digest.ok_or_else(|| Error::Archive("layer stream ended abnormally".into()))?;
         Ok(ApplyReport {
@@ -155,7 +193,12 @@ fn clean(path: &[u8]) -> Result<Vec<u8>> {
     for c in path.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err(unsafe_archive(format!("name {:?} has a '..' component", show(path)))),
+            b".." => {
+                return Err(unsafe_archive(format!(
+                    "name {:?} has a '..' component",
+                    show(path)
+                )))
+            }
             c => {
                 if !out.is_empty() {
                     out.push(b'/');
@@ -205,18 +248,20 @@ fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
     existed || mode & 0o7000 != 0 || mode & 0o777 & umask != 0
 }
 
-/// Symlinks followed while checking a path, as the kernel's MAXSYMLINKS.
-const MAX_HOPS: usize = 40;
-
 struct Applier<'o> {
-    root: Root,
+    res: Resolver,
+    root_path: Arc<PathBuf>,
+    /// The writer thread's queue, while it runs.
+    jobs: Option<SyncSender<Job>>,
     opts: &'o ApplyOptions,
     privileged: bool,
     umask: u32,
-    /// The last parent directory resolved, by its clean path.
-    cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
+    euid: u32,
+    egid: u32,
     /// Directory times, set after the whole layer (children change them).
-    dir_times: Vec<(Vec<u8>, Timestamps)>,
+    /// With the mode to set last, for a directory an unprivileged caller
+    /// could not write into (GNU tar's delayed_set_stat does the same).
+    dir_times: Vec<(Vec<u8>, Timestamps, Option<u32>)>,
     /// Paths this layer wrote, and their ancestors: what an opaque marker
     /// keeps. Only kept in [`WhiteoutMode::Apply`].
     added: HashSet<Vec<u8>>,
@@ -227,12 +272,16 @@ struct Applier<'o> {
 
 impl<'o> Applier<'o> {
     fn new(dst: &Path, opts: &'o ApplyOptions) -> Result<Self> {
+        let umask = current_umask();
         Ok(Applier {
-            root: Root::open(dst)?,
+            res: Resolver::new(Root::open(dst)?, umask),
+            root_path: Arc::new(dst.to_path_buf()),
+            jobs: None,
             opts,
             privileged: meta::is_privileged(),
-            umask: current_umask(),
-            cache: None,
+            umask,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
             dir_times: Vec::new(),
             added: HashSet::new(),
             added_parents: HashSet::new(),
@@ -242,7 +291,7 @@ impl<'o> Applier<'o> {
     }
 
     fn shown(&self, rel: &[u8]) -> PathBuf {
-        self.root.display_path(Path::new(os(rel)))
+        self.res.root.display_path(Path::new(os(rel)))
     }
 
     fn entry<R: BufRead>(&mut self, rdr: &mut TarReader<'_, R>, h: Header) -> Result<()> {
@@ -289,25 +338,33 @@ impl<'o> Applier<'o> {
                 }
             }
         }
-        let staged = path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
-        let pfd = self.parent(parent, true)?;
+        let staged =
+            path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
+        let pfd = self.res.parent(parent, true)?;
         let name = os(name);
         match h.kind {
             Kind::File => self.file(rdr, &pfd, name, &path, &h, staged)?,
             Kind::Dir => self.dir(&pfd, name, &path, &h)?,
             Kind::Symlink => {
-                self.create(&pfd, name, &path, |d, n| rustix::fs::symlinkat(os(&h.linkname), d, n))?;
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::symlinkat(os(&h.linkname), d, n)
+                })?;
                 self.meta(&pfd, name, &path, &h, false)?;
             }
             Kind::Hardlink => self.hardlink(&pfd, name, &path, &h)?,
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let (ft, dev) = match h.kind {
-                    Kind::Char => (FileType::CharacterDevice, rustix::fs::makedev(h.dev.0, h.dev.1)),
+                    Kind::Char => (
+                        FileType::CharacterDevice,
+                        rustix::fs::makedev(h.dev.0, h.dev.1),
+                    ),
                     Kind::Block => (FileType::BlockDevice, rustix::fs::makedev(h.dev.0, h.dev.1)),
                     _ => (FileType::Fifo, 0),
                 };
                 let mode = Mode::from_raw_mode(h.mode & 0o777);
-                self.create(&pfd, name, &path, |d, n| rustix::fs::mknodat(d, n, ft, mode, dev))?;
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::mknodat(d, n, ft, mode, dev)
+                })?;
                 self.meta(&pfd, name, &path, &h, true)?;
             }
         }
@@ -344,7 +401,11 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("create", &self.shown(path)),
             }
         }
-        Err(Error::io("create", self.shown(path), std::io::Error::from_raw_os_error(libc::EEXIST)))
+        Err(Error::io(
+            "create",
+            self.shown(path),
+            std::io::Error::from_raw_os_error(libc::EEXIST),
+        ))
     }
 
     /// Remove `dir/name` so that a new entry can take its place (the old
@@ -358,7 +419,7 @@ impl<'o> Applier<'o> {
         let ft = FileType::from_raw_mode(st.st_mode);
         if ft == FileType::Directory || ft == FileType::Symlink {
             // The cached parent may have been reached through it.
-            self.cache = None;
+            self.res.cache = None;
         }
         whiteout::remove_all(dir.as_fd(), name).at("remove", &self.shown(path))
     }
@@ -366,13 +427,14 @@ impl<'o> Applier<'o> {
     fn file<R: BufRead>(
         &mut self,
         rdr: &mut TarReader<'_, R>,
-        dir: &OwnedFd,
+        dir: &Parent,
         name: &OsStr,
         path: &[u8],
         h: &Header,
         staged: bool,
     ) -> Result<()> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::from_raw_mode(h.mode & 0o777);
         let mut fd = None;
         for _ in 0..3 {
@@ -385,11 +447,29 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("create", &self.shown(path)),
             }
         }
-        let fd = fd.ok_or_else(|| Error::io("create", self.shown(path), std::io::Error::from_raw_os_error(libc::EEXIST)))?;
-        let root = &self.root;
-        let shown = || root.display_path(Path::new(os(path)));
+        let fd = fd.ok_or_else(|| {
+            Error::io(
+                "create",
+                self.shown(path),
+                std::io::Error::from_raw_os_error(libc::EEXIST),
+            )
+        })?;
         let mut file = std::fs::File::from(fd);
-        let mut crc = crc32fast::Hasher::new();
+        // A new file already has our ids unless its directory is setgid;
+        // skipping the chown then saves a syscall per file.
+        let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
+        let meta = FileMeta {
+            chown: (self.privileged && !owned).then_some((h.uid, h.gid)),
+            xattrs: h.xattrs.clone(),
+            chmod: needs_chmod(self.umask, h.mode, false).then_some(h.mode & 0o7777),
+            times: Timestamps {
+                last_access: ts(h.atime.unwrap_or(h.mtime)),
+                last_modification: ts(h.mtime),
+            },
+            privileged: self.privileged,
+            root: self.root_path.clone(),
+            path: path.to_vec(),
+        };
         if staged {
             // AUFS hard-link staging files are removed after the apply, so
             // their payload goes into the record itself.
@@ -401,63 +481,67 @@ impl<'o> Applier<'o> {
                 if n == 0 {
                     break;
                 }
-                file.write_all(&self.buf[..n]).at("write", &shown())?;
+                file.write_all(&self.buf[..n]).at("write", &meta.shown())?;
                 rdr.record().raw(&self.buf[..n])?;
             }
-        } else {
-            let mut werr = None;
+            return meta.apply(file);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        if let Some(jobs) = self.jobs.as_ref().filter(|_| h.size <= JOB_MAX) {
+            // Small files: the payload and the rest of the file's syscalls go
+            // to the writer thread; this one goes on parsing and creating.
+            let mut data = Vec::with_capacity(h.size as usize);
             while rdr.with_payload(&mut |b| {
                 crc.update(b);
-                if let Err(e) = file.write_all(b) {
-                    werr = Some(e);
-                    return Err(Error::Archive(String::new()));
-                }
+                data.extend_from_slice(b);
                 Ok(())
             })? {}
-            if let Some(e) = werr {
-                return Err(Error::io("write", shown(), e));
-            }
             rdr.record().file(path, h.size, crc.finalize())?;
+            return jobs
+                .send(Job { file, data, meta })
+                .map_err(|_| Error::Archive(WRITER_GONE.into()));
         }
-        let fd = file.as_fd();
-        if self.privileged {
-            rustix::fs::fchown(
-                fd,
-                Some(rustix::fs::Uid::from_raw(h.uid)),
-                Some(rustix::fs::Gid::from_raw(h.gid)),
-            )
-            .at("chown", &shown())?;
-        }
-        for (k, v) in &h.xattrs {
-            if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &shown());
-                }
+        let mut werr = None;
+        while rdr.with_payload(&mut |b| {
+            crc.update(b);
+            if let Err(e) = file.write_all(b) {
+                werr = Some(e);
+                return Err(Error::Archive(String::new()));
             }
+            Ok(())
+        })? {}
+        if let Some(e) = werr {
+            return Err(Error::io("write", meta.shown(), e));
         }
-        if needs_chmod(self.umask, h.mode, false) {
-            rustix::fs::fchmod(fd, Mode::from_raw_mode(h.mode & 0o7777)).at("chmod", &shown())?;
-        }
-        let times = Timestamps {
-            last_access: ts(h.atime.unwrap_or(h.mtime)),
-            last_modification: ts(h.mtime),
-        };
-        rustix::fs::futimens(fd, &times).at("utimensat", &shown())?;
-        Ok(())
+        rdr.record().file(path, h.size, crc.finalize())?;
+        meta.apply(file)
     }
 
     fn needs_chmod(&self, mode: u32, existed: bool) -> bool {
         needs_chmod(self.umask, mode, existed)
     }
 
+    /// The mode to give a directory now and the one to set after the
+    /// layer: without CAP_DAC_OVERRIDE a 0555 directory could not be
+    /// filled, so it stays owner-writable until the end.
+    fn dir_modes(&self, mode: u32) -> (u32, Option<u32>) {
+        if self.privileged || mode & 0o300 == 0o300 {
+            (mode, None)
+        } else {
+            (mode | 0o300, Some(mode))
+        }
+    }
+
     fn dir(&mut self, pdir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
-        let mode = Mode::from_raw_mode(h.mode & 0o777);
+        let (now, later) = self.dir_modes(h.mode);
+        let mode = Mode::from_raw_mode(now & 0o777);
         let mut existed = false;
         for _ in 0..3 {
             match rustix::fs::mkdirat(pdir, name, mode) {
                 Ok(()) => break,
                 Err(Errno::EXIST) => {
-                    let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW).at("stat", &self.shown(path))?;
+                    let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .at("stat", &self.shown(path))?;
                     if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                         // Dir onto dir merges; the entry's metadata wins.
                         existed = true;
@@ -469,11 +553,16 @@ impl<'o> Applier<'o> {
             }
         }
         self.owner_xattrs(pdir, name, path, h)?;
-        if self.needs_chmod(h.mode, existed) {
-            rustix::fs::chmodat(pdir, name, Mode::from_raw_mode(h.mode & 0o7777), AtFlags::empty())
-                .at("chmod", &self.shown(path))?;
+        if self.needs_chmod(now, existed) {
+            rustix::fs::chmodat(
+                pdir,
+                name,
+                Mode::from_raw_mode(now & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
         }
-        self.dir_times.push((path.to_vec(), self.times(h)));
+        self.dir_times.push((path.to_vec(), self.times(h), later));
         Ok(())
     }
 
@@ -485,8 +574,8 @@ impl<'o> Applier<'o> {
     }
 
     fn root_dir(&mut self, h: &Header) -> Result<()> {
-        let fd = self.root.open_dir(Path::new(""))?;
-        let shown = self.root.path().to_path_buf();
+        let fd = self.res.root.open_dir(Path::new(""))?;
+        let shown = self.res.root.path().to_path_buf();
         if self.privileged {
             meta::chown(&fd, OsStr::new(""), h.uid, h.gid, &shown)?;
         }
@@ -497,8 +586,9 @@ impl<'o> Applier<'o> {
                 }
             }
         }
-        meta::chmod(&fd, OsStr::new(""), h.mode, &shown)?;
-        self.dir_times.push((Vec::new(), self.times(h)));
+        let (now, later) = self.dir_modes(h.mode);
+        meta::chmod(&fd, OsStr::new(""), now, &shown)?;
+        self.dir_times.push((Vec::new(), self.times(h), later));
         Ok(())
     }
 
@@ -518,26 +608,42 @@ impl<'o> Applier<'o> {
 
     /// lchown, xattrs, chmod (not for symlinks), times, for entries created
     /// by name (symlinks, devices, FIFOs).
-    fn meta(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header, chmod: bool) -> Result<()> {
+    fn meta(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        h: &Header,
+        chmod: bool,
+    ) -> Result<()> {
         self.owner_xattrs(dir, name, path, h)?;
         if chmod && self.needs_chmod(h.mode, false) {
-            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(h.mode & 0o7777), AtFlags::empty())
-                .at("chmod", &self.shown(path))?;
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(h.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
         }
-        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW).at("utimensat", &self.shown(path))
+        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW)
+            .at("utimensat", &self.shown(path))
     }
 
     fn hardlink(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
         let target = clean(&h.linkname)?;
         if target.is_empty() {
-            return Err(unsafe_archive(format!("hard link {} to the layer root", show(&h.path))));
+            return Err(unsafe_archive(format!(
+                "hard link {} to the layer root",
+                show(&h.path)
+            )));
         }
         if target == path {
             // A link to itself: the file is already what it names.
             return Ok(());
         }
         let (tparent, tname) = split_last(&target);
-        let tdir = match self.parent(tparent, false) {
+        let tdir = match self.res.parent(tparent, false) {
             Ok(fd) => fd,
             Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
                 return Err(Error::Archive(format!(
@@ -579,24 +685,26 @@ impl<'o> Applier<'o> {
         }
         path.extend_from_slice(target);
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            let dir = self.parent(parent, true)?;
+            let dir = self.res.parent(parent, true)?;
             let dev = rustix::fs::makedev(0, 0);
             return self.create(&dir, os(target), &path, |d, n| {
                 rustix::fs::mknodat(d, n, FileType::CharacterDevice, Mode::empty(), dev)
             });
         }
-        let dir = match self.parent(parent, false) {
+        let dir = match self.res.parent(parent, false) {
             Ok(fd) => fd,
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         };
-        self.cache = None;
+        self.res.cache = None;
         whiteout::remove_all(dir.as_fd(), os(target)).at("remove", &self.shown(&path))
     }
 
     fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
         if self.opts.whiteouts == WhiteoutMode::Overlay {
-            let dir = self.parent(dir_path, true)?;
+            let dir = self.res.parent(dir_path, true)?;
             let key: &[u8] = if self.opts.rootless_overlay {
                 b"user.overlay.opaque"
             } else {
@@ -605,36 +713,49 @@ impl<'o> Applier<'o> {
             return xattr::set(&*dir, OsStr::new(""), os(key), b"y", &self.shown(dir_path))
                 .at("setxattr", &self.shown(dir_path));
         }
-        self.cache = None;
-        // Everything below dir_path that this layer did not write goes.
-        let mut todo = vec![dir_path.to_vec()];
-        while let Some(d) = todo.pop() {
-            let fd = match self.root.open_in(
-                Path::new(os(&d)),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) | Err(Errno::NOTDIR) | Err(Errno::LOOP) => continue,
-                Err(e) => return Err(e).at("open", &self.shown(&d)),
-            };
+        self.res.cache = None;
+        // Everything below dir_path that this layer did not write goes. The
+        // marker's directory is resolved like any parent (an escaping
+        // symlink is unsafe); below it nothing is followed.
+        let top = match self.res.resolve(dir_path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.res.resolve_error(dir_path, e)),
+        };
+        let mut todo = vec![(top, dir_path.to_vec())];
+        while let Some((fd, d)) = todo.pop() {
             let mut names = Vec::new();
-            for ent in rustix::fs::Dir::read_from(&fd).at("readdir", &self.shown(&d))? {
+            // An O_PATH fd cannot be read; "." through it gives a readable one.
+            let rd = rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .at("open", &self.shown(&d))?;
+            for ent in rustix::fs::Dir::read_from(&rd).at("readdir", &self.shown(&d))? {
                 let ent = ent.at("readdir", &self.shown(&d))?;
                 let n = ent.file_name().to_bytes();
                 if n != b"." && n != b".." {
-                    names.push((n.to_vec(), ent.file_type() == FileType::Directory));
+                    names.push(n.to_vec());
                 }
             }
-            for (n, is_dir) in names {
+            for n in names {
                 let mut child = d.clone();
                 if !child.is_empty() {
                     child.push(b'/');
                 }
                 child.extend_from_slice(&n);
                 if self.added.contains(&child) || self.added_parents.contains(&child) {
-                    if is_dir {
-                        todo.push(child);
+                    match rustix::fs::openat(
+                        &fd,
+                        os(&n),
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(sub) => todo.push((sub, child)),
+                        Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).at("open", &self.shown(&child)),
                     }
                 } else {
                     whiteout::remove_all(fd.as_fd(), os(&n)).at("remove", &self.shown(&child))?;
@@ -644,157 +765,39 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
-    /// The directory `rel` (a clean path) inside the root, as an fd.
-    /// Missing directories are created 0755 when `create` is set.
-    fn parent(&mut self, rel: &[u8], create: bool) -> Result<Rc<OwnedFd>> {
-        if let Some((p, fd)) = &self.cache {
-            if p == rel {
-                return Ok(fd.clone());
-            }
-        }
-        let fd = match self.resolve(rel) {
-            Ok(fd) => fd,
-            Err(Errno::NOENT) if create => self.mkdir_parents(rel)?,
-            Err(e) => return Err(self.resolve_error(rel, e)),
-        };
-        let fd = Rc::new(fd);
-        self.cache = Some((rel.to_vec(), fd.clone()));
-        Ok(fd)
-    }
-
-    fn resolve_error(&self, rel: &[u8], e: Errno) -> Error {
-        if e == Errno::LOOP {
-            Error::Archive(format!("{}: too many levels of symbolic links", show(rel)))
-        } else if e == Errno::XDEV {
-            unsafe_archive(format!("{} leads outside the layer", show(rel)))
-        } else {
-            Error::io("open", self.shown(rel), std::io::Error::from_raw_os_error(e.raw_os_error()))
-        }
-    }
-
-    /// Open directory `rel` inside the root. The fast path is
-    /// `RESOLVE_BENEATH`; when it refuses (an absolute symlink, or a `..`
-    /// that climbs out), the path is checked for a symlink that escapes
-    /// (an [`Error::UnsafeArchive`], as `EXDEV`) and then resolved with
-    /// `RESOLVE_IN_ROOT`, where absolute targets land inside the root.
-    fn resolve(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
-        let p: &Path = if rel.is_empty() { Path::new(".") } else { Path::new(os(rel)) };
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        loop {
-            match rustix::fs::openat2(self.root.fd(), p, flags, Mode::empty(), beneath) {
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(Errno::XDEV) => break,
-                r => return r,
-            }
-        }
-        if self.escapes(rel)? {
-            return Err(Errno::XDEV);
-        }
-        self.root.open_in(p, flags, Mode::empty())
-    }
-
-    /// Whether resolving `rel` from the root, following symlinks the way a
-    /// naive extractor on the host would, climbs above the root with `..`.
-    /// Absolute targets restart at the root (they resolve inside it).
-    fn escapes(&self, rel: &[u8]) -> rustix::io::Result<bool> {
-        let mut todo: Vec<Vec<u8>> = rel.split(|&b| b == b'/').rev().map(<[u8]>::to_vec).collect();
-        let mut done: Vec<Vec<u8>> = Vec::new();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            match &c[..] {
-                b"" | b"." => continue,
-                b".." => {
-                    if done.pop().is_none() {
-                        return Ok(true);
-                    }
-                    continue;
-                }
-                _ => {}
-            }
-            let at = done.join(&b'/');
-            let dir = self.root.open_in(
-                Path::new(if at.is_empty() { OsStr::new(".") } else { os(&at) }),
-                OFlags::PATH | OFlags::DIRECTORY,
-                Mode::empty(),
-            )?;
-            match rustix::fs::readlinkat(&dir, os(&c), Vec::new()) {
-                Ok(target) => {
-                    hops += 1;
-                    if hops > MAX_HOPS {
-                        return Err(Errno::LOOP);
-                    }
-                    let t = target.as_bytes();
-                    if t.starts_with(b"/") {
-                        done.clear();
-                    }
-                    todo.extend(t.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
-                }
-                Err(Errno::INVAL) | Err(Errno::NOENT) => done.push(c),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(false)
-    }
-
-    /// Create the missing directories of `rel` (0755, umask not applied),
-    /// walking from the root one component at a time with no-follow opens;
-    /// a symlink on the way is resolved by [`Self::resolve`].
-    fn mkdir_parents(&mut self, rel: &[u8]) -> Result<OwnedFd> {
-        let mut cur = self.resolve(b"").map_err(|e| self.resolve_error(b"", e))?;
-        let mut end = 0;
-        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-        for c in comps {
-            end += c.len() + usize::from(end > 0);
-            let prefix = &rel[..end];
-            let name = os(c);
-            let open = |d: &OwnedFd| {
-                rustix::fs::openat(
-                    d,
-                    name,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-            };
-            cur = match open(&cur) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e).at("mkdir", &self.shown(prefix)),
-                    }
-                    if self.umask & 0o755 != 0 {
-                        rustix::fs::chmodat(&cur, name, Mode::from_raw_mode(0o755), AtFlags::empty())
-                            .at("chmod", &self.shown(prefix))?;
-                    }
-                    open(&cur).at("open", &self.shown(prefix))?
-                }
-                // A symlink (or a non-directory) on the way.
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => self.resolve(prefix).map_err(|e| self.resolve_error(prefix, e))?,
-                Err(e) => return Err(e).at("open", &self.shown(prefix)),
-            };
-        }
-        Ok(cur)
-    }
-
     fn finish(&mut self) -> Result<()> {
-        self.cache = None;
+        self.res.cache = None;
         if self.plnk {
-            whiteout::remove_all(self.root.fd(), os(whiteout::PLNK)).at("remove", &self.shown(whiteout::PLNK))?;
+            whiteout::remove_all(self.res.root.fd(), os(whiteout::PLNK))
+                .at("remove", &self.shown(whiteout::PLNK))?;
         }
         let times = std::mem::take(&mut self.dir_times);
-        for (path, t) in times.iter().rev() {
+        for (path, t, mode) in times.iter().rev() {
             if path.is_empty() {
-                rustix::fs::utimensat(self.root.fd(), "", t, AtFlags::EMPTY_PATH).at("utimensat", self.root.path())?;
+                if let Some(m) = mode {
+                    let fd = self.res.root.open_dir(Path::new(""))?;
+                    meta::chmod(&fd, OsStr::new(""), *m, self.res.root.path())?;
+                }
+                rustix::fs::utimensat(self.res.root.fd(), "", t, AtFlags::EMPTY_PATH)
+                    .at("utimensat", self.res.root.path())?;
                 continue;
             }
             let (parent, name) = split_last(path);
-            let dir = match self.resolve(parent) {
+            let dir = match self.res.resolve(parent) {
                 Ok(fd) => fd,
                 Err(_) => continue, // removed later in the layer
             };
             match rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    if let Some(m) = mode {
+                        rustix::fs::chmodat(
+                            &dir,
+                            os(name),
+                            Mode::from_raw_mode(m & 0o7777),
+                            AtFlags::empty(),
+                        )
+                        .at("chmod", &self.shown(path))?;
+                    }
                     rustix::fs::utimensat(&dir, os(name), t, AtFlags::SYMLINK_NOFOLLOW)
                         .at("utimensat", &self.shown(path))?;
                 }

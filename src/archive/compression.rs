@@ -32,7 +32,9 @@ pub fn detect(head: &[u8]) -> Result<Compression> {
     } else if head.starts_with(ZSTD) {
         Ok(Compression::Zstd)
     } else if head.starts_with(XZ) || head.starts_with(BZIP2) {
-        Err(Error::Archive("xz and bzip2 layers are not supported (only plain, gzip and zstd)".into()))
+        Err(Error::Archive(
+            "xz and bzip2 layers are not supported (only plain, gzip and zstd)".into(),
+        ))
     } else {
         Ok(Compression::None)
     }
@@ -55,7 +57,8 @@ pub fn decompress<'a, R: Read + Send + 'a>(mut src: R) -> Result<Box<dyn Read + 
         Compression::None => Box::new(stream),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(stream).map_err(|e| Error::io("zstd", "<layer>", e))?,
+            zstd::stream::read::Decoder::new(stream)
+                .map_err(|e| Error::io("zstd", "<layer>", e))?,
         ),
     })
 }
@@ -75,12 +78,18 @@ mod tests {
         let zs = zstd::encode_all(&data[..], 1).unwrap();
         for input in [data.clone(), gz, zs] {
             let mut out = Vec::new();
-            decompress(&input[..]).unwrap().read_to_end(&mut out).unwrap();
+            decompress(&input[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, data);
         }
         assert!(decompress(&b"BZh91AY"[..]).is_err());
         let mut out = Vec::new();
-        decompress(&b"ab"[..]).unwrap().read_to_end(&mut out).unwrap();
+        decompress(&b"ab"[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, b"ab");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use sha2::{Digest, Sha256};
 
 use super::reader::SourceError;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// Bytes per chunk handed between the threads.
 pub const CHUNK: usize = 1 << 20;
@@ -44,7 +44,11 @@ type Msg = std::result::Result<Vec<u8>, Error>;
 
 /// Read `src` to its end in chunks, hashing, and send the chunks to `tx`.
 /// Stops quietly when the receiver is gone (the applying side failed).
-pub fn pump(mut src: impl Read, tx: SyncSender<Msg>, pool: Receiver<Vec<u8>>) -> Option<StreamDigest> {
+pub fn pump(
+    mut src: impl Read,
+    tx: SyncSender<Msg>,
+    pool: Receiver<Vec<u8>>,
+) -> Option<StreamDigest> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     loop {
@@ -57,10 +61,18 @@ pub fn pump(mut src: impl Read, tx: SyncSender<Msg>, pool: Receiver<Vec<u8>>) ->
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let err = match e.into_inner().map(|i| i.downcast::<SourceError>()) {
-                        Some(Ok(s)) => s.0,
-                        Some(Err(other)) => Error::io("read", "<layer>", io::Error::other(other)),
-                        None => Error::io("read", "<layer>", io::Error::other("read failed")),
+                    // An OS error is the source's; anything else comes from
+                    // the decompressor and means a corrupt stream.
+                    let err = if e.raw_os_error().is_some() {
+                        Error::io("read", "<layer>", e)
+                    } else {
+                        match e.into_inner().map(|i| i.downcast::<SourceError>()) {
+                            Some(Ok(s)) => s.0,
+                            Some(Err(other)) => {
+                                Error::Archive(format!("corrupt compressed layer: {other}"))
+                            }
+                            None => Error::Archive("corrupt compressed layer".into()),
+                        }
                     };
                     let _ = tx.send(Err(err));
                     return None;
@@ -140,8 +152,8 @@ impl BufRead for ChunkReader {
     }
 }
 
-/// A plain reader that hashes what passes through it, for the single-thread
-/// path (reassembly checks its output against the recorded diff ID).
+/// A writer that hashes what passes through it (reassembly checks its
+/// output against the recorded diff ID).
 pub struct HashingWriter<W> {
     /// The wrapped writer.
     pub inner: W,
@@ -162,6 +174,3 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
-
-/// Unused-result helper so callers can name the error type of the pump.
-pub type PumpResult = Result<Option<StreamDigest>>;

@@ -7,6 +7,7 @@
 //! - [`whiteout`]: AUFS and overlay whiteouts.
 //! - [`tarsplit`]: the record that gives back the exact tar ([`reassemble`]).
 //! - [`digest`]: the diff ID, hashed on a second thread.
+//! - `writer`: the thread that finishes small files.
 //!
 //! Out: [`changes`] compares two trees, [`export`] writes the tar of their
 //! differences, [`upper`] does both for an overlay upper dir by walking only
@@ -19,10 +20,15 @@ pub mod compression;
 pub mod digest;
 pub mod export;
 pub mod reader;
+mod resolve;
 pub mod tar_writer;
 pub mod tarsplit;
 pub mod upper;
 pub mod whiteout;
+mod writer;
 
 pub use apply::{apply_layer, apply_layer_with_record, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use tarsplit::reassemble;
+
+#[cfg(test)]
+mod tests;

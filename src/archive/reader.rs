@@ -202,7 +202,9 @@ impl<'r, R: BufRead> TarReader<'r, R> {
     /// recording it raw.
     fn read_meta(&mut self, size: u64, what: &str) -> Result<Vec<u8>> {
         if size > PAX_MAX {
-            return Err(bad(format!("{what} header of {size} bytes is over the {PAX_MAX}-byte limit")));
+            return Err(bad(format!(
+                "{what} header of {size} bytes is over the {PAX_MAX}-byte limit"
+            )));
         }
         let padded = (size as usize).div_ceil(BLOCK) * BLOCK;
         let mut data = vec![0u8; padded];
@@ -277,7 +279,9 @@ impl<'r, R: BufRead> TarReader<'r, R> {
                 }
                 b'L' | b'K' => {
                     if size > PATH_MAX as u64 + 1 {
-                        return Err(bad(format!("GNU long name of {size} bytes is over PATH_MAX")));
+                        return Err(bad(format!(
+                            "GNU long name of {size} bytes is over PATH_MAX"
+                        )));
                     }
                     let mut data = self.read_meta(size, "GNU long name")?;
                     if let Some(end) = data.iter().position(|&b| b == 0) {
@@ -467,7 +471,10 @@ impl<'r, R: BufRead> TarReader<'r, R> {
         if avail.is_empty() {
             return Err(bad("truncated archive: payload ends early"));
         }
-        let n = avail.len().min(buf.len()).min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = avail
+            .len()
+            .min(buf.len())
+            .min(self.remaining.min(usize::MAX as u64) as usize);
         buf[..n].copy_from_slice(&avail[..n]);
         self.src.consume(n);
         self.remaining -= n as u64;
@@ -549,7 +556,10 @@ fn check_name(p: &[u8], what: &str) -> Result<()> {
         return Err(bad(format!("{what} of {} bytes is over PATH_MAX", p.len())));
     }
     if p.split(|&c| c == b'/').any(|c| c.len() > NAME_MAX) {
-        return Err(bad(format!("a component of {what} {:?} is over NAME_MAX", show(&p[..64.min(p.len())]))));
+        return Err(bad(format!(
+            "a component of {what} {:?} is over NAME_MAX",
+            show(&p[..64.min(p.len())])
+        )));
     }
     Ok(())
 }
@@ -567,7 +577,9 @@ fn verify_checksum(b: &[u8; BLOCK]) -> Result<()> {
     if stored == unsigned || stored as i64 == signed {
         Ok(())
     } else {
-        Err(bad("header checksum mismatch (not a tar archive, or corrupt)"))
+        Err(bad(
+            "header checksum mismatch (not a tar archive, or corrupt)",
+        ))
     }
 }
 
@@ -696,7 +708,10 @@ fn parse_pax(data: &[u8], pax: &mut Pax) -> Result<()> {
                     return Err(bad("xattr name length out of range"));
                 }
                 if value.len() > XATTR_SIZE_MAX {
-                    return Err(bad(format!("xattr {} value over XATTR_SIZE_MAX", show(name))));
+                    return Err(bad(format!(
+                        "xattr {} value over XATTR_SIZE_MAX",
+                        show(name)
+                    )));
                 }
                 pax.xattrs.retain(|(n, _)| n != name);
                 if pax.xattrs.len() >= XATTR_COUNT_MAX {
@@ -723,9 +738,16 @@ mod tests {
     fn octal_and_base256() {
         assert_eq!(parse_number(b"0000644\0", "m").unwrap(), 0o644);
         assert_eq!(parse_number(b"  17 \0", "m").unwrap(), 0o17);
-        assert_eq!(parse_number(&[0x80, 0, 0, 0, 0, 0, 1, 0], "s").unwrap(), 256);
+        assert_eq!(
+            parse_number(&[0x80, 0, 0, 0, 0, 0, 1, 0], "s").unwrap(),
+            256
+        );
         assert!(parse_number(&[0xff; 8], "s").is_err());
-        assert!(parse_number(&[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "s").is_err());
+        assert!(parse_number(
+            &[0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff],
+            "s"
+        )
+        .is_err());
         assert!(parse_number(b"12x", "m").is_err());
     }
 

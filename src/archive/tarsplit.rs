@@ -12,7 +12,8 @@
 //! ```text
 //! "LAMINA-TARSPLIT\x01"                         16-byte magic + version
 //! then records, each a tag byte:
-//!   'R' varint(len) bytes                       raw archive bytes
+//!   'R' varint(len) bytes                       raw archive bytes (the varint
+//!                                               may be padded with 0x80 bytes)
 //!   'F' varint(size) u32le(crc32) varint(len) name
 //!                                               a payload of `size` bytes,
 //!                                               found at `name` in the tree
@@ -46,8 +47,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
 
 const MAGIC: &[u8; 16] = b"LAMINA-TARSPLIT\x01";
-/// Raw bytes are coalesced up to this size before a record is written.
-const RAW_FLUSH: usize = 64 * 1024;
+/// Record bytes are gathered up to this size before the encoder sees them.
+const RAW_FLUSH: usize = 1 << 20;
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
@@ -58,77 +59,112 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Writes a tar-split record while an apply runs.
+///
+/// Records are gathered in one buffer and handed to the zstd encoder in
+/// large pieces: one small encoder call per header costs more than the
+/// compression itself on a layer of many small files.
 pub struct Recorder<W: Write> {
     enc: zstd::stream::write::Encoder<'static, W>,
-    raw: Vec<u8>,
+    buf: Vec<u8>,
+    /// Where the open raw record's length placeholder starts in `buf`, and
+    /// where its bytes start.
+    raw_at: Option<(usize, usize)>,
 }
 
 fn werr(e: io::Error) -> Error {
     Error::io("write", "<tar-split record>", e)
 }
 
+/// Bytes a raw record's length is written in (a padded varint), so the
+/// record can be opened before its length is known.
+const RAW_LEN_BYTES: usize = 4;
+
 impl<W: Write> Recorder<W> {
     /// A recorder writing to `out`.
     pub fn new(out: W) -> Result<Self> {
-        let mut enc = zstd::stream::write::Encoder::new(out, 3).map_err(werr)?;
+        // Level 1: the record is mostly headers, which compress well at any
+        // level, and this runs on the applying thread.
+        let mut enc = zstd::stream::write::Encoder::new(out, 1).map_err(werr)?;
         enc.write_all(MAGIC).map_err(werr)?;
         Ok(Recorder {
             enc,
-            raw: Vec::with_capacity(RAW_FLUSH),
+            buf: Vec::with_capacity(RAW_FLUSH * 2),
+            raw_at: None,
         })
     }
 
-    fn flush_raw(&mut self) -> Result<()> {
-        if self.raw.is_empty() {
-            return Ok(());
+    /// Close the open raw record: write its length into the placeholder as
+    /// a varint padded with continuation bytes.
+    fn close_raw(&mut self) {
+        if let Some((at, start)) = self.raw_at.take() {
+            let mut n = (self.buf.len() - start) as u64;
+            for i in 0..RAW_LEN_BYTES {
+                let last = i == RAW_LEN_BYTES - 1;
+                self.buf[at + i] = (n as u8 & 0x7f) | if last { 0 } else { 0x80 };
+                n >>= 7;
+            }
         }
-        let mut head = vec![b'R'];
-        put_varint(&mut head, self.raw.len() as u64);
-        self.enc.write_all(&head).map_err(werr)?;
-        self.enc.write_all(&self.raw).map_err(werr)?;
-        self.raw.clear();
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        self.close_raw();
+        self.enc.write_all(&self.buf).map_err(werr)?;
+        self.buf.clear();
         Ok(())
     }
 
     /// Write the end record and finish the zstd stream.
     pub fn finish(mut self, size: u64, diff_id: &str) -> Result<W> {
-        self.flush_raw()?;
-        let mut end = vec![b'E'];
-        put_varint(&mut end, size);
+        self.close_raw();
+        self.buf.push(b'E');
+        put_varint(&mut self.buf, size);
         let hex = diff_id.trim_start_matches("sha256:");
         for i in 0..32 {
-            let b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| Error::InvalidArgument("bad diff id".into()))?;
-            end.push(b);
+            let b = hex
+                .get(2 * i..2 * i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| Error::InvalidArgument("bad diff id".into()))?;
+            self.buf.push(b);
         }
-        self.enc.write_all(&end).map_err(werr)?;
+        self.drain()?;
         self.enc.finish().map_err(werr)
     }
 }
 
 impl<W: Write> Record for Recorder<W> {
     fn raw(&mut self, bytes: &[u8]) -> Result<()> {
-        if self.raw.len() + bytes.len() > RAW_FLUSH {
-            self.flush_raw()?;
+        // 2^28 is what RAW_LEN_BYTES varint bytes can hold.
+        for piece in bytes.chunks(1 << 27) {
+            if let Some((_, start)) = self.raw_at {
+                if self.buf.len() - start + piece.len() >= 1 << 28 {
+                    self.close_raw();
+                }
+            }
+            if self.raw_at.is_none() {
+                self.buf.push(b'R');
+                let at = self.buf.len();
+                self.buf.extend_from_slice(&[0; RAW_LEN_BYTES]);
+                self.raw_at = Some((at, self.buf.len()));
+            }
+            self.buf.extend_from_slice(piece);
+            if self.buf.len() >= RAW_FLUSH {
+                self.drain()?;
+            }
         }
-        if bytes.len() >= RAW_FLUSH {
-            let mut head = vec![b'R'];
-            put_varint(&mut head, bytes.len() as u64);
-            self.enc.write_all(&head).map_err(werr)?;
-            return self.enc.write_all(bytes).map_err(werr);
-        }
-        self.raw.extend_from_slice(bytes);
         Ok(())
     }
 
     fn file(&mut self, name: &[u8], size: u64, crc: u32) -> Result<()> {
-        self.flush_raw()?;
-        let mut rec = vec![b'F'];
-        put_varint(&mut rec, size);
-        rec.extend_from_slice(&crc.to_le_bytes());
-        put_varint(&mut rec, name.len() as u64);
-        rec.extend_from_slice(name);
-        self.enc.write_all(&rec).map_err(werr)
+        self.close_raw();
+        self.buf.push(b'F');
+        put_varint(&mut self.buf, size);
+        self.buf.extend_from_slice(&crc.to_le_bytes());
+        put_varint(&mut self.buf, name.len() as u64);
+        self.buf.extend_from_slice(name);
+        if self.buf.len() >= RAW_FLUSH {
+            self.drain()?;
+        }
+        Ok(())
     }
 }
 
@@ -172,7 +208,9 @@ pub fn reassemble(record: impl Read, root: &Path, out: impl Write) -> Result<u64
     let mut magic = [0u8; 16];
     rec.read_exact(&mut magic).map_err(rerr)?;
     if &magic != MAGIC {
-        return Err(corrupt("bad magic (not a lamina tar-split record, or another version)"));
+        return Err(corrupt(
+            "bad magic (not a lamina tar-split record, or another version)",
+        ));
     }
     let mut out = HashingWriter {
         inner: out,
@@ -249,10 +287,11 @@ fn copy_payload(
             show(name)
         ))
     };
-    let fd = match root.open_in(rel, OFlags::RDONLY | OFlags::NOFOLLOW, Mode::empty()) {
+    // An O_PATH handle first: a FIFO or device put in the file's place must
+    // not be opened (a FIFO blocks, a device open has side effects).
+    let fd = match root.open_in(rel, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty()) {
         Ok(fd) => fd,
         Err(rustix::io::Errno::NOENT) => return Err(changed("was removed".into())),
-        Err(rustix::io::Errno::LOOP) => return Err(changed("was replaced by a symlink".into())),
         Err(e) => return Err(e).at("open", &shown),
     };
     let st = rustix::fs::fstat(&fd).at("stat", &shown)?;
@@ -260,8 +299,17 @@ fn copy_payload(
         return Err(changed("is no longer a regular file".into()));
     }
     if st.st_size as u64 != size {
-        return Err(changed(format!("changed size ({} bytes, recorded {size})", st.st_size)));
+        return Err(changed(format!(
+            "changed size ({} bytes, recorded {size})",
+            st.st_size
+        )));
     }
+    let fd = rustix::fs::open(
+        crate::fs::proc_path(&fd, std::ffi::OsStr::new("")),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", &shown)?;
     // Check the whole payload before writing any of it when it fits the
     // buffer (the common case); larger payloads are checked as they stream
     // and a mismatch still fails before the stream's end.

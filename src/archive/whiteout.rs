@@ -159,7 +159,8 @@ mod tests {
         std::fs::create_dir_all(&p).unwrap();
         std::fs::write(p.join("f"), b"x").unwrap();
         std::os::unix::fs::symlink("/", t.path().join("x/d/link")).unwrap();
-        let dir = rustix::fs::open(t.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dir =
+            rustix::fs::open(t.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         remove_all(dir.as_fd(), OsStr::new("x")).unwrap();
         assert!(!t.path().join("x").exists());
         remove_all(dir.as_fd(), OsStr::new("x")).unwrap();

@@ -34,7 +34,9 @@ impl Read for PyReader {
                     if let Ok(b) = chunk.cast::<PyBytes>() {
                         let b = b.as_bytes();
                         if b.len() > buf.len() {
-                            return Err(PyValueError::new_err("read() returned more bytes than asked for"));
+                            return Err(PyValueError::new_err(
+                                "read() returned more bytes than asked for",
+                            ));
                         }
                         buf[..b.len()].copy_from_slice(b);
                         Ok(b.len())
@@ -46,7 +48,9 @@ impl Read for PyReader {
                             PyTypeError::new_err("the layer file object's read() must return bytes")
                         })?;
                         if b.len() > buf.len() {
-                            return Err(PyValueError::new_err("read() returned more bytes than asked for"));
+                            return Err(PyValueError::new_err(
+                                "read() returned more bytes than asked for",
+                            ));
                         }
                         buf[..b.len()].copy_from_slice(&b);
                         Ok(b.len())
@@ -84,7 +88,11 @@ pub(crate) fn source_from_py(obj: &Bound<'_, PyAny>, err: &Arc<Mutex<Option<PyEr
     ))
 }
 
-fn options(whiteouts: &str, rootless_overlay: bool, tar_split: Option<PathBuf>) -> PyResult<ApplyOptions> {
+fn options(
+    whiteouts: &str,
+    rootless_overlay: bool,
+    tar_split: Option<PathBuf>,
+) -> PyResult<ApplyOptions> {
     let whiteouts = match whiteouts {
         "apply" => WhiteoutMode::Apply,
         "overlay" => WhiteoutMode::Overlay,
@@ -158,7 +166,12 @@ fn apply(
 /// Write the original tar of a layer applied at `root` to `out`, from its
 /// tar-split record; returns the bytes written.
 #[pyfunction]
-pub(crate) fn _reassemble(py: Python<'_>, record: PathBuf, root: PathBuf, out: PathBuf) -> PyResult<u64> {
+pub(crate) fn _reassemble(
+    py: Python<'_>,
+    record: PathBuf,
+    root: PathBuf,
+    out: PathBuf,
+) -> PyResult<u64> {
     py.detach(|| {
         let rec = std::fs::File::open(&record).map_err(|e| crate::Error::io("open", &record, e))?;
         let o = std::fs::File::create(&out).map_err(|e| crate::Error::io("open", &out, e))?;

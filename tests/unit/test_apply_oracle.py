@@ -42,11 +42,13 @@ def tree(fmt: str) -> list[dict]:
         {"name": "run", "type": "dir", "mode": 0o755},
         {"name": "run/fifo", "type": "fifo", "mode": 0o600},
         {"name": "private", "type": "dir", "mode": 0o700},
-        {"name": "private/f", "data": b"", "mode": 0o000},
+        {"name": "private/f", "data": b"", "mode": 0o000 if PRIVILEGED else 0o400},
         {"name": "empty", "data": b""},
         {"name": "big", "data": os.urandom(3 << 20)},
         {"name": "odd", "data": b"y" * 513, "mtime": 0},
         {"name": "old", "data": b"z", "mtime": 315532800},
+        {"name": "ro", "type": "dir", "mode": 0o555},
+        {"name": "ro/inside", "data": b"written after its dir"},
     ]
     if fmt != "ustar":
         es += [
@@ -157,7 +159,9 @@ def test_sources_and_compression(tmp_path: Path) -> None:
         "gzip-fileobj": io.BytesIO(gzip.compress(data)),
     }
     if shutil.which("zstd"):
-        variants["zstd"] = subprocess.run(["zstd", "-q", "-c"], input=data, capture_output=True, check=True).stdout
+        variants["zstd"] = subprocess.run(
+            ["zstd", "-q", "-c"], input=data, capture_output=True, check=True
+        ).stdout
     for name, src in variants.items():
         dst = tmp_path / name
         dst.mkdir()
@@ -188,3 +192,8 @@ def test_errors_are_typed(tmp_path: Path) -> None:
         lamina.apply_layer(tmp_path, tmp_path / "missing.tar")
     with pytest.raises(TypeError):
         lamina.apply_layer(tmp_path, 42)  # type: ignore[arg-type]
+    good = build([{"name": "f", "data": os.urandom(100_000)}])
+    with pytest.raises(lamina.ArchiveError, match="corrupt compressed layer"):
+        lamina.apply_layer(tmp_path, gzip.compress(good)[:-2000])
+    with pytest.raises(lamina.ArchiveError, match="not supported"):
+        lamina.apply_layer(tmp_path, b"BZh91AY&SY" + b"\0" * 600)

@@ -99,7 +99,13 @@ def test_overlay_form(tmp_path: Path) -> None:
     upper.mkdir()
     lamina.apply_layer(
         upper,
-        build([{"name": "etc/.wh.gone", "data": b""}, {"name": "opq/.wh..wh..opq", "data": b""}, {"name": "opq/x"}]),
+        build(
+            [
+                {"name": "etc/.wh.gone", "data": b""},
+                {"name": "opq/.wh..wh..opq", "data": b""},
+                {"name": "opq/x"},
+            ]
+        ),
         whiteouts="overlay",
     )
     st = os.lstat(upper / "etc/gone")
@@ -153,7 +159,11 @@ def test_reassembly_names_a_changed_file(tmp_path: Path) -> None:
     with pytest.raises(lamina.ArchiveError, match="d/f was removed"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
     (dst / "d/f").symlink_to("/etc/passwd")
-    with pytest.raises(lamina.ArchiveError, match="d/f"):
+    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
+        _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
+    (dst / "d/f").unlink()
+    os.mkfifo(dst / "d/f")  # must not block
+    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
 
 
@@ -207,3 +217,16 @@ def test_shared_inodes_are_never_written(tmp_path: Path) -> None:
     assert os.stat(child / "etc/mode").st_mode & 0o7777 == 0o4700
     assert not (child / "etc/gone").exists()
     shutil.rmtree(child)
+
+
+def test_rootless_overlay_opaque_marker(tmp_path: Path) -> None:
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    layer = build([{"name": "opq", "type": "dir"}, {"name": "opq/.wh..wh..opq", "data": b""}])
+    try:
+        lamina.apply_layer(upper, layer, whiteouts="overlay", rootless_overlay=True)
+    except OSError as e:  # a filesystem without user xattrs
+        pytest.skip(f"no user xattrs here: {e}")
+    assert os.getxattr(upper / "opq", "user.overlay.opaque") == b"y"
+    with pytest.raises(ValueError):
+        lamina.apply_layer(upper, layer, whiteouts="aufs-ish")  # type: ignore[arg-type]
