@@ -89,7 +89,6 @@ pub(super) struct Walk<'a> {
     dst: &'a Path,
     hardlink: bool,
     policy: Policy,
-    euid: u32,
     data: DataCopier,
     /// (dev, ino) of the destination root: met inside the source, it means
     /// the destination is inside the source and the walk would never end.
@@ -141,7 +140,6 @@ impl<'a> Walk<'a> {
             dst,
             hardlink,
             policy: Policy { privileged },
-            euid: rustix::process::geteuid().as_raw(),
             data: DataCopier::new(),
             dst_root,
             links: Mutex::new(HashMap::new()),
@@ -264,7 +262,7 @@ impl<'a> Walk<'a> {
         }
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         // The source first: a directory we may not read leaves nothing behind.
-        let src = rustix::fs::openat(&parent.src, name, dir_flags, Mode::empty())
+        let src = open_src(&parent.src, name, dir_flags)
             .at("open", &self.src_path(&parent, Some(name)))?;
         // 0700 until finished: writable for the children whatever its final
         // mode, and private while it is incomplete.
@@ -523,18 +521,11 @@ impl<'a> Walk<'a> {
     /// A full copy of one regular file. On any failure the new file is
     /// removed, so no half-written file is left under its final name.
     fn copy_file(&self, node: &Node, name: &CStr, st: &Stat, local: &mut Local) -> Result<OwnedFd> {
-        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        // Reading the source should not move its atime; O_NOATIME is only
-        // allowed to the owner or CAP_FOWNER.
-        if self.policy.privileged || st.st_uid == self.euid {
-            flags |= OFlags::NOATIME;
-        }
-        let src = match rustix::fs::openat(&node.src, name, flags, Mode::empty()) {
-            Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
-                rustix::fs::openat(&node.src, name, flags - OFlags::NOATIME, Mode::empty())
-            }
-            r => r,
-        }
+        let src = open_src(
+            &node.src,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        )
         .at("open", &self.src_path(node, Some(name)))?;
         let dst = rustix::fs::openat(
             &node.dst,
@@ -565,5 +556,16 @@ impl<'a> Walk<'a> {
             return Err(e);
         }
         Ok(dst)
+    }
+}
+
+/// Open an entry of the source for reading without moving its atime, so
+/// the source is left exactly as it was (relatime would otherwise stamp
+/// every file read and every directory listed). `O_NOATIME` is allowed only
+/// to the owner or CAP_FOWNER; elsewhere the open goes ahead without it.
+pub(super) fn open_src(dir: impl AsFd, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    match rustix::fs::openat(&dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(&dir, name, flags, Mode::empty()),
+        r => r,
     }
 }
