@@ -153,7 +153,12 @@ pub fn copy_dir(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats>
         #[allow(clippy::unnecessary_cast)] // the field types differ by architecture
         (dst_st.st_dev as u64, dst_st.st_ino as u64),
     );
-    walk.push(Task::List(Node::root(src_fd, dst_fd, src_st)));
+    walk.push(Task::List(Node::root(
+        src_fd,
+        dst_fd,
+        src_st,
+        dst_st.st_gid,
+    )));
 
     let mut stats = CopyStats::default();
     std::thread::scope(|s| {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
-use super::attrs::{self, Obj, Policy, XattrBufs};
+use super::attrs::{self, Created, Names, Obj, Policy, XattrBufs};
 use super::data::DataCopier;
 use super::CopyStats;
 use crate::error::{Error, IoContext, Result};
@@ -42,18 +42,22 @@ pub(super) struct Node {
     /// Path below both roots, for messages only.
     rel: PathBuf,
     stat: Stat,
+    /// Group of the destination directory as created: with setgid or the
+    /// `grpid` mount option, new children take it instead of the caller's.
+    dst_gid: u32,
     /// Unfinished work in this directory (see the module docs).
     pending: AtomicUsize,
 }
 
 impl Node {
-    pub(super) fn root(src: OwnedFd, dst: OwnedFd, stat: Stat) -> Arc<Node> {
+    pub(super) fn root(src: OwnedFd, dst: OwnedFd, stat: Stat, dst_gid: u32) -> Arc<Node> {
         Arc::new(Node {
             parent: None,
             src,
             dst,
             rel: PathBuf::new(),
             stat,
+            dst_gid,
             pending: AtomicUsize::new(1),
         })
     }
@@ -139,7 +143,7 @@ impl<'a> Walk<'a> {
             src,
             dst,
             hardlink,
-            policy: Policy { privileged },
+            policy: Policy::current(privileged),
             data: DataCopier::new(),
             dst_root,
             links: Mutex::new(HashMap::new()),
@@ -270,6 +274,9 @@ impl<'a> Walk<'a> {
             .at("mkdir", &self.dst_path(&parent, Some(name)))?;
         let dst = rustix::fs::openat(&parent.dst, name, dir_flags, Mode::empty())
             .at("open", &self.dst_path(&parent, Some(name)))?;
+        let dst_gid = rustix::fs::fstat(&dst)
+            .at("stat", &self.dst_path(&parent, Some(name)))?
+            .st_gid;
         let rel = parent.rel.join(OsStr::from_bytes(name.to_bytes()));
         Ok(Arc::new(Node {
             parent: Some(parent),
@@ -277,6 +284,7 @@ impl<'a> Walk<'a> {
             dst,
             rel,
             stat: st,
+            dst_gid,
             pending: AtomicUsize::new(1),
         }))
     }
@@ -338,9 +346,12 @@ impl<'a> Walk<'a> {
                 &cur.stat,
                 Obj::Fd(cur.src.as_fd()),
                 Obj::Fd(cur.dst.as_fd()),
+                Created::UNKNOWN,
                 &mut local.bufs,
-                &|| self.src_path(&cur, None),
-                &|| self.dst_path(&cur, None),
+                Names {
+                    src: &|| self.src_path(&cur, None),
+                    dst: &|| self.dst_path(&cur, None),
+                },
             )?;
             match cur.parent.clone() {
                 Some(parent) => cur = parent,
@@ -497,9 +508,12 @@ impl<'a> Walk<'a> {
             st,
             Obj::At(node.src.as_fd(), name),
             Obj::At(node.dst.as_fd(), name),
+            Created::UNKNOWN,
             &mut local.bufs,
-            &|| self.src_path(node, Some(name)),
-            &dst_shown,
+            Names {
+                src: &|| self.src_path(node, Some(name)),
+                dst: &dst_shown,
+            },
         );
         if let Err(e) = applied {
             let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
@@ -518,6 +532,31 @@ impl<'a> Walk<'a> {
         Ok(None)
     }
 
+    /// The mode to create a regular file's copy with, and what that leaves
+    /// already right. The copy is created with its final permission bits
+    /// where that is safe: always for root, and for a user only when the
+    /// owner may write it (the kernel checks `user.*` xattr writes against
+    /// the mode even for the owner). The data is written through the fd
+    /// opened at creation, which the mode does not restrict.
+    fn create_mode(&self, node: &Node, st: &Stat) -> (u32, Created) {
+        let p = &self.policy;
+        #[allow(clippy::unnecessary_cast)] // st_mode's type differs by architecture
+        let perm = (st.st_mode & 0o777) as u32;
+        let create = if p.privileged || perm & 0o200 != 0 {
+            perm
+        } else {
+            0o600
+        };
+        let special = st.st_mode & 0o7000 != 0;
+        let created = Created {
+            // New inodes get the caller's uid, and its gid or (setgid,
+            // grpid) the directory's: either way egid when they agree.
+            owner: st.st_uid == p.euid && st.st_gid == p.egid && node.dst_gid == p.egid,
+            mode: !special && p.umask.is_some_and(|m| create & !m == perm),
+        };
+        (create, created)
+    }
+
     /// A full copy of one regular file. On any failure the new file is
     /// removed, so no half-written file is left under its final name.
     fn copy_file(&self, node: &Node, name: &CStr, st: &Stat, local: &mut Local) -> Result<OwnedFd> {
@@ -527,11 +566,12 @@ impl<'a> Walk<'a> {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         )
         .at("open", &self.src_path(node, Some(name)))?;
+        let (create_mode, created) = self.create_mode(node, st);
         let dst = rustix::fs::openat(
             &node.dst,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
+            Mode::from_raw_mode(create_mode as _),
         )
         .at("open", &self.dst_path(node, Some(name)))?;
         let written = (|| {
@@ -545,9 +585,12 @@ impl<'a> Walk<'a> {
                 st,
                 Obj::Fd(src.as_fd()),
                 Obj::Fd(dst.as_fd()),
+                created,
                 &mut local.bufs,
-                &|| self.src_path(node, Some(name)),
-                &|| self.dst_path(node, Some(name)),
+                Names {
+                    src: &|| self.src_path(node, Some(name)),
+                    dst: &|| self.dst_path(node, Some(name)),
+                },
             )
         })();
         if let Err(e) = written {
