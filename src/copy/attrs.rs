@@ -118,6 +118,61 @@ fn set(t: &XattrTarget<'_>, key: &OsStr, value: &[u8]) -> rustix::io::Result<()>
 pub(super) struct Policy {
     /// Whether the caller may chown to any id and write `trusted.*`.
     pub privileged: bool,
+    /// The ids new inodes are created with.
+    pub euid: u32,
+    /// See `euid`.
+    pub egid: u32,
+    /// The process umask, where /proc tells it.
+    pub umask: Option<u32>,
+}
+
+impl Policy {
+    pub(super) fn current(privileged: bool) -> Self {
+        Policy {
+            privileged,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+            umask: read_umask(),
+        }
+    }
+}
+
+/// The umask from /proc/self/status: `umask(2)` can only be read by
+/// setting it, which would race with other threads of the caller.
+fn read_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+    u32::from_str_radix(line["Umask:".len()..].trim(), 8).ok()
+}
+
+/// The owner and mode a just-created inode is known to have already, so
+/// [`apply`] can leave out a `chown` or `chmod` that would change nothing
+/// (two of the ten syscalls a small file costs).
+#[derive(Clone, Copy)]
+pub(super) struct Created {
+    /// Owner and group are the source's already.
+    pub owner: bool,
+    /// Permission bits are the source's already (never with setuid,
+    /// setgid or sticky bits, which always get an explicit chmod).
+    pub mode: bool,
+}
+
+impl Created {
+    /// Nothing known: chown and chmod always.
+    pub(super) const UNKNOWN: Created = Created {
+        owner: false,
+        mode: false,
+    };
+}
+
+/// How to name the source and the copy in an error message; only called
+/// on failure, so the paths are joined only then.
+#[derive(Clone, Copy)]
+pub(super) struct Names<'a> {
+    /// The source path.
+    pub src: &'a dyn Fn() -> PathBuf,
+    /// The destination path.
+    pub dst: &'a dyn Fn() -> PathBuf,
 }
 
 /// Give `dst` the owner, xattrs, mode and times of `src` (whose stat is
@@ -127,13 +182,15 @@ pub(super) fn apply(
     st: &Stat,
     src: Obj<'_>,
     dst: Obj<'_>,
+    created: Created,
     bufs: &mut XattrBufs,
-    src_shown: &dyn Fn() -> PathBuf,
-    dst_shown: &dyn Fn() -> PathBuf,
+    names: Names<'_>,
 ) -> Result<()> {
+    let (src_shown, dst_shown) = (names.src, names.dst);
     let is_symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
     let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
     let chowned = match dst {
+        _ if created.owner => Ok(()),
         Obj::Fd(fd) => rustix::fs::fchown(fd, Some(uid), Some(gid)),
         Obj::At(dir, name) => {
             rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
@@ -150,7 +207,7 @@ pub(super) fn apply(
 
     copy_xattrs(policy, src, dst, bufs, src_shown, dst_shown)?;
 
-    if !is_symlink {
+    if !is_symlink && !created.mode {
         let mut bits = st.st_mode & 0o7777;
         if !owned {
             bits &= !0o6000;

@@ -21,6 +21,7 @@ mod attrs;
 mod data;
 mod walk;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{Dir, Mode, OFlags};
@@ -133,7 +134,7 @@ pub fn copy_dir(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats>
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     // Both roots are the caller's own paths, so they may be symlinks; below
     // them nothing is followed.
-    let src_fd = rustix::fs::open(src, dir_flags, Mode::empty()).at("open", src)?;
+    let src_fd = walk::open_src(rustix::fs::CWD, &path_cstr(src)?, dir_flags).at("open", src)?;
     let src_st = rustix::fs::fstat(&src_fd).at("stat", src)?;
     let dst_fd = prepare_dst(dst)?;
     let dst_st = rustix::fs::fstat(&dst_fd).at("stat", dst)?;
@@ -152,7 +153,12 @@ pub fn copy_dir(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats>
         #[allow(clippy::unnecessary_cast)] // the field types differ by architecture
         (dst_st.st_dev as u64, dst_st.st_ino as u64),
     );
-    walk.push(Task::List(Node::root(src_fd, dst_fd, src_st)));
+    walk.push(Task::List(Node::root(
+        src_fd,
+        dst_fd,
+        src_st,
+        dst_st.st_gid,
+    )));
 
     let mut stats = CopyStats::default();
     std::thread::scope(|s| {
@@ -177,6 +183,11 @@ pub fn copy_dir(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats>
         Some(e) => Err(e),
         None => Ok(stats),
     }
+}
+
+fn path_cstr(p: &Path) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())))
 }
 
 /// Create `dst`, or check that the directory already there is empty, and

@@ -23,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
-use super::attrs::{self, Obj, Policy, XattrBufs};
+use super::attrs::{self, Created, Names, Obj, Policy, XattrBufs};
 use super::data::DataCopier;
 use super::CopyStats;
 use crate::error::{Error, IoContext, Result};
@@ -42,18 +42,22 @@ pub(super) struct Node {
     /// Path below both roots, for messages only.
     rel: PathBuf,
     stat: Stat,
+    /// Group of the destination directory as created: with setgid or the
+    /// `grpid` mount option, new children take it instead of the caller's.
+    dst_gid: u32,
     /// Unfinished work in this directory (see the module docs).
     pending: AtomicUsize,
 }
 
 impl Node {
-    pub(super) fn root(src: OwnedFd, dst: OwnedFd, stat: Stat) -> Arc<Node> {
+    pub(super) fn root(src: OwnedFd, dst: OwnedFd, stat: Stat, dst_gid: u32) -> Arc<Node> {
         Arc::new(Node {
             parent: None,
             src,
             dst,
             rel: PathBuf::new(),
             stat,
+            dst_gid,
             pending: AtomicUsize::new(1),
         })
     }
@@ -89,7 +93,6 @@ pub(super) struct Walk<'a> {
     dst: &'a Path,
     hardlink: bool,
     policy: Policy,
-    euid: u32,
     data: DataCopier,
     /// (dev, ino) of the destination root: met inside the source, it means
     /// the destination is inside the source and the walk would never end.
@@ -140,8 +143,7 @@ impl<'a> Walk<'a> {
             src,
             dst,
             hardlink,
-            policy: Policy { privileged },
-            euid: rustix::process::geteuid().as_raw(),
+            policy: Policy::current(privileged),
             data: DataCopier::new(),
             dst_root,
             links: Mutex::new(HashMap::new()),
@@ -264,7 +266,7 @@ impl<'a> Walk<'a> {
         }
         let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         // The source first: a directory we may not read leaves nothing behind.
-        let src = rustix::fs::openat(&parent.src, name, dir_flags, Mode::empty())
+        let src = open_src(&parent.src, name, dir_flags)
             .at("open", &self.src_path(&parent, Some(name)))?;
         // 0700 until finished: writable for the children whatever its final
         // mode, and private while it is incomplete.
@@ -272,6 +274,9 @@ impl<'a> Walk<'a> {
             .at("mkdir", &self.dst_path(&parent, Some(name)))?;
         let dst = rustix::fs::openat(&parent.dst, name, dir_flags, Mode::empty())
             .at("open", &self.dst_path(&parent, Some(name)))?;
+        let dst_gid = rustix::fs::fstat(&dst)
+            .at("stat", &self.dst_path(&parent, Some(name)))?
+            .st_gid;
         let rel = parent.rel.join(OsStr::from_bytes(name.to_bytes()));
         Ok(Arc::new(Node {
             parent: Some(parent),
@@ -279,6 +284,7 @@ impl<'a> Walk<'a> {
             dst,
             rel,
             stat: st,
+            dst_gid,
             pending: AtomicUsize::new(1),
         }))
     }
@@ -340,9 +346,12 @@ impl<'a> Walk<'a> {
                 &cur.stat,
                 Obj::Fd(cur.src.as_fd()),
                 Obj::Fd(cur.dst.as_fd()),
+                Created::UNKNOWN,
                 &mut local.bufs,
-                &|| self.src_path(&cur, None),
-                &|| self.dst_path(&cur, None),
+                Names {
+                    src: &|| self.src_path(&cur, None),
+                    dst: &|| self.dst_path(&cur, None),
+                },
             )?;
             match cur.parent.clone() {
                 Some(parent) => cur = parent,
@@ -499,9 +508,12 @@ impl<'a> Walk<'a> {
             st,
             Obj::At(node.src.as_fd(), name),
             Obj::At(node.dst.as_fd(), name),
+            Created::UNKNOWN,
             &mut local.bufs,
-            &|| self.src_path(node, Some(name)),
-            &dst_shown,
+            Names {
+                src: &|| self.src_path(node, Some(name)),
+                dst: &dst_shown,
+            },
         );
         if let Err(e) = applied {
             let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
@@ -520,27 +532,46 @@ impl<'a> Walk<'a> {
         Ok(None)
     }
 
+    /// The mode to create a regular file's copy with, and what that leaves
+    /// already right. The copy is created with its final permission bits
+    /// where that is safe: always for root, and for a user only when the
+    /// owner may write it (the kernel checks `user.*` xattr writes against
+    /// the mode even for the owner). The data is written through the fd
+    /// opened at creation, which the mode does not restrict.
+    fn create_mode(&self, node: &Node, st: &Stat) -> (u32, Created) {
+        let p = &self.policy;
+        #[allow(clippy::unnecessary_cast)] // st_mode's type differs by architecture
+        let perm = (st.st_mode & 0o777) as u32;
+        let create = if p.privileged || perm & 0o200 != 0 {
+            perm
+        } else {
+            0o600
+        };
+        let special = st.st_mode & 0o7000 != 0;
+        let created = Created {
+            // New inodes get the caller's uid, and its gid or (setgid,
+            // grpid) the directory's: either way egid when they agree.
+            owner: st.st_uid == p.euid && st.st_gid == p.egid && node.dst_gid == p.egid,
+            mode: !special && p.umask.is_some_and(|m| create & !m == perm),
+        };
+        (create, created)
+    }
+
     /// A full copy of one regular file. On any failure the new file is
     /// removed, so no half-written file is left under its final name.
     fn copy_file(&self, node: &Node, name: &CStr, st: &Stat, local: &mut Local) -> Result<OwnedFd> {
-        let mut flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        // Reading the source should not move its atime; O_NOATIME is only
-        // allowed to the owner or CAP_FOWNER.
-        if self.policy.privileged || st.st_uid == self.euid {
-            flags |= OFlags::NOATIME;
-        }
-        let src = match rustix::fs::openat(&node.src, name, flags, Mode::empty()) {
-            Err(Errno::PERM) if flags.contains(OFlags::NOATIME) => {
-                rustix::fs::openat(&node.src, name, flags - OFlags::NOATIME, Mode::empty())
-            }
-            r => r,
-        }
+        let src = open_src(
+            &node.src,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        )
         .at("open", &self.src_path(node, Some(name)))?;
+        let (create_mode, created) = self.create_mode(node, st);
         let dst = rustix::fs::openat(
             &node.dst,
             name,
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
+            Mode::from_raw_mode(create_mode as _),
         )
         .at("open", &self.dst_path(node, Some(name)))?;
         let written = (|| {
@@ -554,9 +585,12 @@ impl<'a> Walk<'a> {
                 st,
                 Obj::Fd(src.as_fd()),
                 Obj::Fd(dst.as_fd()),
+                created,
                 &mut local.bufs,
-                &|| self.src_path(node, Some(name)),
-                &|| self.dst_path(node, Some(name)),
+                Names {
+                    src: &|| self.src_path(node, Some(name)),
+                    dst: &|| self.dst_path(node, Some(name)),
+                },
             )
         })();
         if let Err(e) = written {
@@ -565,5 +599,16 @@ impl<'a> Walk<'a> {
             return Err(e);
         }
         Ok(dst)
+    }
+}
+
+/// Open an entry of the source for reading without moving its atime, so
+/// the source is left exactly as it was (relatime would otherwise stamp
+/// every file read and every directory listed). `O_NOATIME` is allowed only
+/// to the owner or CAP_FOWNER; elsewhere the open goes ahead without it.
+pub(super) fn open_src(dir: impl AsFd, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    match rustix::fs::openat(&dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(&dir, name, flags, Mode::empty()),
+        r => r,
     }
 }
