@@ -8,8 +8,13 @@ from __future__ import annotations
 
 from lamina._lamina import (
     INIT_LAYER_ENTRIES,
+    Change,
     __version__,
+    changes,
+    export_diff,
+    export_upper_diff,
     setup_init_layer,
+    upper_changes,
 )
 from lamina.errors import (
     ArchiveError,
@@ -24,6 +29,7 @@ from lamina.errors import (
 __all__ = [
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
+    "Change",
     "DriverError",
     "LaminaError",
     "LayerExists",
@@ -31,5 +37,9 @@ __all__ = [
     "LayerNotFound",
     "UnsafeArchive",
     "__version__",
+    "changes",
+    "export_diff",
+    "export_upper_diff",
     "setup_init_layer",
+    "upper_changes",
 ]

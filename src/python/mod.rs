@@ -3,6 +3,7 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod errors;
+mod export;
 mod init_layer;
 
 use pyo3::prelude::*;
@@ -12,6 +13,9 @@ use pyo3::prelude::*;
 mod _lamina {
     #[pymodule_export]
     use super::init_layer::setup_init_layer;
+
+    #[pymodule_export]
+    use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
 
     use pyo3::prelude::*;
 
