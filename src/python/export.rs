@@ -192,11 +192,9 @@ where
                 let f = File::create(&p).map_err(|e| crate::Error::io("create", &p, e))?;
                 let mut w = BufWriter::with_capacity(PY_CHUNK, f);
                 let r = export(&mut w)?;
-                let f = w
-                    .into_inner()
+                // Durability is the caller's choice (as with `tar -cf`): no fsync.
+                w.into_inner()
                     .map_err(|e| crate::Error::io("write", &p, e.into_error()))?;
-                f.sync_data()
-                    .map_err(|e| crate::Error::io("fsync", &p, e))?;
                 Ok(r)
             });
             (r.py_err()?, None)
