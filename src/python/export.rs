@@ -3,7 +3,7 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyRuntimeWarning, PyTypeError, PyValueError};
@@ -97,54 +97,38 @@ pub(crate) fn upper_changes(
     Ok(to_py(list))
 }
 
-/// A [`Write`] into a Python binary file object, one `write()` call per
-/// megabyte, the GIL taken only for that call.
+/// A [`Write`] into a Python binary file object. The tar writer hands it
+/// 1 MiB at a time; the GIL is taken only for each `write()` call.
 struct PyWriter {
     obj: Py<PyAny>,
-    buf: Vec<u8>,
     err: Option<PyErr>,
 }
 
-const PY_CHUNK: usize = 1 << 20;
-
-impl PyWriter {
-    fn drain(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
+impl Write for PyWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let r = Python::attach(|py| -> PyResult<()> {
             let mut off = 0;
-            while off < self.buf.len() {
-                let b = PyBytes::new(py, &self.buf[off..]);
+            while off < data.len() {
+                let b = PyBytes::new(py, &data[off..]);
                 let n = self.obj.call_method1(py, "write", (b,))?;
                 // Raw files may write less than asked; buffered ones return
                 // None or the full length.
                 off += match n.extract::<Option<usize>>(py)? {
                     Some(0) => return Err(PyValueError::new_err("write() accepted no bytes")),
                     Some(n) => n,
-                    None => self.buf.len() - off,
+                    None => data.len() - off,
                 };
             }
             Ok(())
         });
-        self.buf.clear();
         r.map_err(|e| {
             self.err = Some(e);
             io::Error::other("the file object's write() raised")
-        })
-    }
-}
-
-impl Write for PyWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PY_CHUNK {
-            self.drain()?;
-        }
+        })?;
         Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.drain()
+        Ok(())
     }
 }
 
@@ -189,22 +173,16 @@ where
         }
         Dst::Path(p) => {
             let r = py.detach(|| {
-                let f = File::create(&p).map_err(|e| crate::Error::io("create", &p, e))?;
-                let mut w = BufWriter::with_capacity(PY_CHUNK, f);
-                let r = export(&mut w)?;
+                // No BufWriter: the tar writer already writes 1 MiB at a time.
+                let mut f = File::create(&p).map_err(|e| crate::Error::io("create", &p, e))?;
+                let r = export(&mut f)?;
                 // Durability is the caller's choice (as with `tar -cf`): no fsync.
-                w.into_inner()
-                    .map_err(|e| crate::Error::io("write", &p, e.into_error()))?;
                 Ok(r)
             });
             (r.py_err()?, None)
         }
         Dst::File(obj) => {
-            let mut w = PyWriter {
-                obj,
-                buf: Vec::with_capacity(PY_CHUNK),
-                err: None,
-            };
+            let mut w = PyWriter { obj, err: None };
             let r = py.detach(|| export(&mut w));
             match (r, w.err.take()) {
                 (Err(_), Some(e)) => return Err(e),
