@@ -191,7 +191,9 @@ def write_readme(rows: list[str], upper_rows: list[str]) -> None:
             f"`bench/bench_export.py`, {when}; {os.cpu_count()} cores, Linux "
             f"{platform.release()}, lamina {lamina.__version__}, GNU tar "
             + subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.split()[3]
-            + f". Best of {REPEAT}, the two sides interleaved, page cache warm.",
+            + f". Best of {REPEAT}, the two sides interleaved, page cache warm. The 2 cores"
+            " were shared with other work: wall times move from run to run, CPU times"
+            " (user + system) much less.",
             "",
             "Full export (`export_diff(None, tree, file)`) vs `tar --xattrs --numeric-owner"
             " -cf file -C tree .`, both writing a file on the same filesystem"
