@@ -174,9 +174,9 @@ def main() -> None:
             )
             print(upper_rows[-1], flush=True)
     finally:
-        for fs in ("ext4", "xfs"):
-            if fs in fss:
-                subprocess.run(["umount", str(fss[fs])], check=False)
+        for loop_fs in ("ext4", "xfs"):
+            if loop_fs in fss:
+                subprocess.run(["umount", str(fss[loop_fs])], check=False)
         subprocess.run(["umount", str(base)], check=False)
         shutil.rmtree(base, ignore_errors=True)
     write_readme(rows, upper_rows)

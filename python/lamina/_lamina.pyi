@@ -26,7 +26,8 @@ def setup_init_layer(path: _Path, entries: Iterable[InitEntry] | None = None) ->
 class Change:
     """One changed path, as ``docker diff`` lists it.
 
-    Frozen, comparable and hashable; ``Change("/etc/passwd", "C")`` builds one.
+    Frozen, hashable, ordered by (path, kind); ``Change("/etc/passwd", "C")``
+    builds one.
     """
 
     def __init__(self, path: str, kind: Literal["A", "C", "D"]) -> None: ...
@@ -36,6 +37,11 @@ class Change:
     @property
     def kind(self) -> Literal["A", "C", "D"]:
         """``"A"`` added, ``"C"`` changed, ``"D"`` deleted."""
+    def __lt__(self, other: Change) -> bool: ...
+    def __le__(self, other: Change) -> bool: ...
+    def __gt__(self, other: Change) -> bool: ...
+    def __ge__(self, other: Change) -> bool: ...
+    def __hash__(self) -> int: ...
 
 def changes(old_dir: _Path, new_dir: _Path, *, content: bool = False) -> list[Change]:
     """The changes that turn ``old_dir`` into ``new_dir``, parents first.

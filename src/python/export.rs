@@ -17,8 +17,8 @@ use crate::archive::upper;
 
 /// One changed path: `.path` (`"/etc/passwd"`) and `.kind` (`"A"`, `"C"` or
 /// `"D"`).
-#[pyclass(frozen, eq, hash, module = "lamina", name = "Change")]
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[pyclass(frozen, eq, ord, hash, module = "lamina", name = "Change")]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct PyChange {
     path: OsString,
     kind: &'static str,

@@ -125,6 +125,7 @@ def test_change_object() -> None:
     assert len({a, lamina.Change("/etc/passwd", "C")}) == 1
     assert (a.path, a.kind) == ("/etc/passwd", "C")
     assert repr(a) == "Change('/etc/passwd', 'C')"
+    assert sorted([a, lamina.Change("/bin", "A")])[0].path == "/bin"
     with pytest.raises(ValueError):
         lamina.Change("/x", "M")  # type: ignore[arg-type]
     with pytest.raises(AttributeError):
