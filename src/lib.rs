@@ -24,6 +24,11 @@
 //! Data flows one way: Python → bindings → graph → driver → archive / copy /
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
+//!
+//! Diffs go the other way through [`archive`]: [`changes`] compares two
+//! trees, [`export_diff`] streams the tar of their differences (or of a whole
+//! tree), and [`upper_changes`] / [`write_upper_diff`] do the same from an
+//! overlay upper dir alone, at a cost proportional to the changes.
 
 pub mod archive;
 pub mod copy;

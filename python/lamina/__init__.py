@@ -18,7 +18,10 @@ from lamina._lamina import (
     apply_layer,
     changes,
     copy_dir,
+    export_diff,
+    export_upper_diff,
     setup_init_layer,
+    upper_changes,
 )
 from lamina.errors import (
     ArchiveError,
@@ -46,7 +49,10 @@ __all__ = [
     "apply_layer",
     "changes",
     "copy_dir",
+    "export_diff",
+    "export_upper_diff",
     "setup_init_layer",
+    "upper_changes",
 ]
 
 # Unmount what open graphs mounted, even if they are never collected.

@@ -601,3 +601,35 @@ mod tests {
         assert_eq!(list(&a, &b, false), vec![("/d".into(), "C")]);
     }
 }
+
+#[cfg(test)]
+mod xattr_tests {
+    use super::*;
+
+    #[test]
+    fn xattr_change_is_a_change() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (t.path().join("a"), t.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::fs::write(a.join("f"), "x").unwrap();
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&a)
+            .arg(&b)
+            .status()
+            .unwrap();
+        let big = vec![b'v'; 3000];
+        rustix::fs::setxattr(
+            b.join("f").as_path(),
+            "user.k",
+            &big,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let got = changes(&a, &b, &ChangesOptions::default()).unwrap();
+        assert_eq!(got.len(), 1);
+        let fd = open_root(&b).unwrap();
+        let x = file_xattrs(fd.as_fd(), OsStr::new("f"), &b).unwrap();
+        assert_eq!(x, vec![(OsString::from("user.k"), big)]);
+    }
+}

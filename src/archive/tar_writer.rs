@@ -71,10 +71,18 @@ pub struct Header {
 }
 
 /// Writes tar entries to any [`Write`], in constant memory.
+///
+/// Output goes through one 1 MiB buffer that payloads are read straight
+/// into ([`Self::spare`] + [`Self::commit`]), as GNU tar reads into its
+/// record buffer: no second copy, and large `write`s.
 pub struct TarWriter<W: Write> {
     out: W,
+    buf: Box<[u8]>,
+    pos: usize,
     written: u64,
 }
+
+const OUT_BUF: usize = 1 << 20;
 
 /// `value` as a NUL-terminated octal field of `field.len()` bytes, or `None`
 /// where it does not fit.
@@ -107,7 +115,37 @@ fn pax_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
 impl<W: Write> TarWriter<W> {
     /// A writer appending to `out`.
     pub fn new(out: W) -> Self {
-        TarWriter { out, written: 0 }
+        TarWriter {
+            out,
+            buf: vec![0u8; OUT_BUF].into_boxed_slice(),
+            pos: 0,
+            written: 0,
+        }
+    }
+
+    fn drain(&mut self) -> io::Result<()> {
+        if self.pos > 0 {
+            self.out.write_all(&self.buf[..self.pos])?;
+            self.pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Room for at most `max` payload bytes in the output buffer (draining
+    /// it first when full); fill a prefix, then [`Self::commit`] its length.
+    pub fn spare(&mut self, max: usize) -> io::Result<&mut [u8]> {
+        if self.pos == self.buf.len() {
+            self.drain()?;
+        }
+        let end = self.buf.len().min(self.pos.saturating_add(max));
+        Ok(&mut self.buf[self.pos..end])
+    }
+
+    /// Count `n` bytes written into [`Self::spare`] as output.
+    pub fn commit(&mut self, n: usize) {
+        debug_assert!(self.pos + n <= self.buf.len());
+        self.pos += n;
+        self.written += n as u64;
     }
 
     /// Bytes written so far.
@@ -116,9 +154,14 @@ impl<W: Write> TarWriter<W> {
     }
 
     /// Append raw payload bytes (the caller pads with [`Self::pad`]).
-    pub fn put(&mut self, b: &[u8]) -> io::Result<()> {
-        self.out.write_all(b)?;
-        self.written += b.len() as u64;
+    pub fn put(&mut self, mut b: &[u8]) -> io::Result<()> {
+        while !b.is_empty() {
+            let room = self.spare(b.len())?;
+            let n = room.len();
+            room.copy_from_slice(&b[..n]);
+            self.commit(n);
+            b = &b[n..];
+        }
         Ok(())
     }
 
@@ -302,6 +345,7 @@ impl<W: Write> TarWriter<W> {
     /// back the writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.put(&[0u8; 2 * BLOCK])?;
+        self.drain()?;
         self.out.flush()?;
         Ok(self.out)
     }

@@ -7,7 +7,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::changes::PyChange;
+use super::export::{to_py, PyChange};
 use super::IntoPy;
 use crate::graph::Layer;
 
@@ -192,8 +192,7 @@ impl PyLayer {
 
     /// The paths the layer changes against its parent, parents first.
     fn changes(&self, py: Python<'_>) -> PyResult<Vec<PyChange>> {
-        let c = py.detach(|| self.l.changes()).py_err()?;
-        Ok(c.iter().map(PyChange::from_core).collect())
+        Ok(to_py(py.detach(|| self.l.changes()).py_err()?))
     }
 
     /// Bytes of file content the layer adds or changes against its parent.

@@ -3,12 +3,12 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod archive;
-mod changes;
 mod copy;
 mod errors;
+mod export;
 mod graph;
-mod layer;
 mod init_layer;
+mod layer;
 
 use pyo3::prelude::*;
 
@@ -24,13 +24,13 @@ mod _lamina {
     use super::archive::{_apply_layer_report, _reassemble, apply_layer};
 
     #[pymodule_export]
-    use super::changes::{changes, PyChange};
-
-    #[pymodule_export]
     use super::graph::{PyGraph, _close_all};
 
     #[pymodule_export]
     use super::layer::{Mounted, PyLayer};
+
+    #[pymodule_export]
+    use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
 
     use pyo3::prelude::*;
 
