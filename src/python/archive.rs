@@ -70,7 +70,10 @@ pub(crate) enum Source {
     File(PyReader),
 }
 
-pub(crate) fn source_from_py(obj: &Bound<'_, PyAny>, err: &Arc<Mutex<Option<PyErr>>>) -> PyResult<Source> {
+pub(crate) fn source_from_py(
+    obj: &Bound<'_, PyAny>,
+    err: &Arc<Mutex<Option<PyErr>>>,
+) -> PyResult<Source> {
     if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyByteArray>() {
         return Ok(Source::Bytes(obj.extract()?));
     }

@@ -24,7 +24,7 @@ mod _lamina {
     use super::archive::{_apply_layer_report, _reassemble, apply_layer};
 
     #[pymodule_export]
-    use super::graph::{PyGraph, _close_all};
+    use super::graph::{_close_all, PyGraph};
 
     #[pymodule_export]
     use super::layer::{Mounted, PyLayer};
