@@ -21,8 +21,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.export_trees import build_parent, cp_a
 from support.gnu_tar_apply import gnu_tar_apply
 from support.manifest import assert_same, manifest

@@ -23,8 +23,9 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support.export_trees import LONG, T0, build_parent, mutate
 from support.export_trees import cp_a as _cp_a
 from support.gnu_tar_apply import gnu_tar_apply
