@@ -265,15 +265,7 @@ def export_diff(
     *,
     source_date_epoch: int | None = None,
     content: bool = False,
-) -> None: ...
-def export_diff(
-    old_dir: _Path | None,
-    new_dir: _Path,
-    dst: _Path | _BinaryWriter | None = None,
-    *,
-    source_date_epoch: int | None = None,
-    content: bool = False,
-) -> bytes | None:
+) -> None:
     """The tar of the changes from ``old_dir`` to ``new_dir`` (``old_dir=None``:
     the whole tree, a base layer).
 
@@ -296,14 +288,7 @@ def export_upper_diff(
     dst: _Path | _BinaryWriter,
     *,
     source_date_epoch: int | None = None,
-) -> None: ...
-def export_upper_diff(
-    upper: _Path,
-    lower: _Path,
-    dst: _Path | _BinaryWriter | None = None,
-    *,
-    source_date_epoch: int | None = None,
-) -> bytes | None:
+) -> None:
     """The tar of the changes an overlayfs upper dir makes over ``lower``,
     from the upper dir alone: whiteout devices become ``.wh.`` entries, opaque
     directories a ``.wh..wh..opq`` entry followed by their whole content.
