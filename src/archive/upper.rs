@@ -63,6 +63,7 @@ fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink) -> Result<()> {
     let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
     let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
     let mut w = Walker::new(sink, false, lower, upper);
+    w.upper = true;
     let e = OsStr::new("");
     check_xattrs(&ufd, e, upper, &us)?;
     if w.differs((lfd.as_fd(), e, &ls), (ufd.as_fd(), e, &us), b"/")? {
