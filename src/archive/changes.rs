@@ -151,6 +151,9 @@ pub(crate) struct Walker<'s, S: Sink> {
     pub content: bool,
     pub old_root: PathBuf,
     pub new_root: PathBuf,
+    /// The new tree is (part of) an overlay upper dir: 0/0 character
+    /// devices are whiteouts, and real `.wh.*` names are refused.
+    pub upper: bool,
     pending: Vec<Pending>,
 }
 
@@ -266,6 +269,7 @@ impl<'s, S: Sink> Walker<'s, S> {
             old_root: old_root.to_path_buf(),
             new_root: new_root.to_path_buf(),
             pending: Vec::new(),
+            upper: false,
         }
     }
 
@@ -429,11 +433,27 @@ impl<'s, S: Sink> Walker<'s, S> {
         name: &OsStr,
         rel: &mut Vec<u8>,
     ) -> Result<()> {
+        if self.upper && name.as_bytes().starts_with(b".wh.") {
+            return Err(Error::UnsafeArchive(format!(
+                "{}: a real file named .wh.* in an overlay upper dir would become a whiteout",
+                shown(&self.new_root, rel).display()
+            )));
+        }
         let ns = lstat_at(new, name).at("lstat", &shown(&self.new_root, rel))?;
         let os = match old {
             Some(fd) => Some(lstat_at(fd, name).at("lstat", &shown(&self.old_root, rel))?),
             None => None,
         };
+        if self.upper
+            && FileType::from_raw_mode(ns.st_mode) == FileType::CharacterDevice
+            && ns.st_rdev == 0
+        {
+            // A whiteout inside an opaque directory: the path is absent.
+            return match os {
+                Some(_) => self.emit_deleted(rel),
+                None => Ok(()),
+            };
+        }
         let node = Node {
             rel,
             dir: new.as_fd(),

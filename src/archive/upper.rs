@@ -88,6 +88,7 @@ fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink, copied: bool) ->
     let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
     let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
     let mut w = Walker::new(sink, copied, lower, upper);
+    w.upper = true;
     let e = OsStr::new("");
     check_xattrs(&ufd, e, upper, &us)?;
     if w.differs((lfd.as_fd(), e, &ls), (ufd.as_fd(), e, &us), b"/")? {

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -154,4 +155,24 @@ def test_redirect_and_metacopy_are_refused(overlay: Overlay, key: str) -> None:
         target.write_text("")
     os.setxattr(target, key, b"/elsewhere" if key.endswith("redirect") else b"")
     with pytest.raises(ValueError, match=r"redirect|metacopy"):
+        lamina.upper_changes(overlay.upper, overlay.lower)
+
+
+def test_whiteout_inside_opaque_dir(overlay: Overlay) -> None:
+    """A 0/0 device under an opaque directory is a whiteout too, never a
+    device entry; a real .wh.* name there is refused like anywhere else."""
+    overlay.umount()
+    d = overlay.upper / "etc"
+    d.mkdir()
+    os.setxattr(d, "trusted.overlay.opaque", b"y")
+    os.mknod(d / "passwd", 0o600 | stat.S_IFCHR, os.makedev(0, 0))
+    (d / "kept").write_text("kept")
+    kinds = dict((c.path, c.kind) for c in lamina.upper_changes(overlay.upper, overlay.lower))
+    assert kinds["/etc/passwd"] == "D" and kinds["/etc/kept"] == "A"
+    data = lamina.export_upper_diff(overlay.upper, overlay.lower)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        names = tf.getnames()
+    assert names == [".", "etc", "etc/.wh..wh..opq", "etc/kept"]
+    (d / ".wh.sneaky").write_text("")
+    with pytest.raises(lamina.UnsafeArchive):
         lamina.upper_changes(overlay.upper, overlay.lower)
