@@ -651,3 +651,68 @@ fn sweep_tmp_mounts(tmp: &Path, mounter: &dyn Mounter) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer tar of a small tree, made by the export writer.
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let t = tempfile::tempdir().unwrap();
+        for (p, data) in files {
+            let path = t.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, data).unwrap();
+        }
+        let mut out = Vec::new();
+        crate::archive::export::export_diff(None, t.path(), &mut out, &Default::default()).unwrap();
+        out
+    }
+
+    #[test]
+    fn vfs_lifecycle() {
+        let tmp = tempfile::tempdir().unwrap();
+        let g = Graph::open(&tmp.path().join("store"), "vfs").unwrap();
+        let base_tar = tar_of(&[("etc/hosts", "h\n"), ("bin/sh", "sh\n")]);
+        let base = g
+            .register(&mut &base_tar[..], None, None, Metadata::new())
+            .unwrap();
+        assert_eq!(base.diff_id(), Some(ids::sha256_digest(&base_tar).as_str()));
+        assert_eq!(Some(base.id()), base.chain_id().map(|c| &c[7..]));
+        let again = g
+            .register(&mut &base_tar[..], None, None, Metadata::new())
+            .unwrap();
+        assert_eq!(again.id(), base.id());
+        let mut out = Vec::new();
+        base.diff(&mut out).unwrap();
+        assert_eq!(out, base_tar);
+
+        let c = g
+            .create(Some(&base.id()[..8]), None, true, Metadata::new())
+            .unwrap();
+        assert_eq!(c.parent_id(), Some(ids::init_id(c.id()).unwrap().as_str()));
+        let root = c.mount(false).unwrap();
+        std::fs::write(root.join("new"), "n").unwrap();
+        std::fs::remove_file(root.join("bin/sh")).unwrap();
+        assert!(matches!(g.delete(c.id()), Err(Error::LayerInUse(_))));
+        c.unmount().unwrap();
+        let kinds: Vec<_> = c
+            .changes()
+            .unwrap()
+            .into_iter()
+            .map(|ch| (ch.path.display().to_string(), ch.kind.code()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [("/bin", "C"), ("/bin/sh", "D"), ("/new", "A")].map(|(p, k)| (p.to_owned(), k))
+        );
+        let img = g.commit(&c, Metadata::new()).unwrap();
+        assert_eq!(img.parent_id(), Some(base.id()));
+        assert!(matches!(g.delete(base.id()), Err(Error::LayerInUse(_))));
+        g.delete(c.id()).unwrap();
+        assert_eq!(g.len().unwrap(), 2);
+        assert_eq!(g.heads().unwrap().len(), 1);
+        g.close().unwrap();
+        assert!(g.create(None, None, false, Metadata::new()).is_err());
+    }
+}
