@@ -3,11 +3,13 @@
 //! The graph owns ids, metadata, locking and staging; a driver is handed
 //! layer directories (a staging directory under `tmp/` while a layer is
 //! being made, `layers/<id>/` after) and never builds a path from an id or
-//! reads `layer.json` (DESIGN.md §2). The trait follows moby's
+//! reads `layer.json` (DESIGN.md §2) — except the overlay driver, which
+//! turns the `lower-id` it wrote itself into `layers/<lower-id>/root` after
+//! validating it, as the seed does. The trait follows moby's
 //! `graphdriver.Driver` + `DiffDriver` (Create, Remove, Exists, Get, Put,
-//! ApplyDiff, Diff, Changes, DiffSize, Status, Cleanup), with the mount
-//! refcounts of [`mount`] behind `get`/`put` instead of moby's in-memory
-//! `RefCounter`.
+//! ApplyDiff, Diff, Changes, DiffSize, Status), with the mount refcounts of
+//! [`mount`] behind `get`/`put` instead of moby's in-memory `RefCounter`;
+//! moby's Cleanup is the graph's `close`, which puts back what it got.
 //!
 //! - [`mountinfo`]: the kernel's mount table.
 //! - [`mounter`]: mount calls behind a trait (real and recording).

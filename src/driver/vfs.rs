@@ -7,8 +7,9 @@
 //! ever shared between layers, so nothing needs mounting: "mounting" a
 //! layer returns its `root/` (writable or not, it is the caller's copy).
 //!
-//! Mount references are counted per store in this process only: with no
-//! kernel mount there is nothing another process could see or leak.
+//! Mount references are counted per open graph, in memory: with no kernel
+//! mount there is nothing another process could see or leak, so `delete`
+//! is refused only while the graph that deletes holds a reference.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
