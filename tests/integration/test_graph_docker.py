@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import lamina
 from support.docker_image import docker_saved_layers
 from support.layers import DRIVERS, open_graph
 from support.manifest import Record, assert_same, manifest
+from support.rootfs import debian_rootfs
 
 
 def _tree(root: str, **kw: bool) -> dict[str, Record]:
@@ -78,3 +80,19 @@ def test_container_diff_reapplies(saved: list, driver: str, tmp_path: Path) -> N
         with box.mounted() as ra, img.mounted() as rb:
             assert_same(_tree(ra, dir_times=False), _tree(rb, dir_times=False))
         assert isinstance(img, lamina.Layer)
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_debootstrap_rootfs_round_trip(driver: str, tmp_path: Path) -> None:
+    """A GNU tar of a real Debian rootfs: registered, given back exactly."""
+    tar = tmp_path / "rootfs.tar"
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "-C", str(debian_rootfs()), "-cf", str(tar), "."],
+        check=True,
+    )
+    with open_graph(tmp_path / "s", driver) as g:
+        layer = g.register(tar)
+        out = tmp_path / "out.tar"
+        layer.diff(out)
+        assert out.read_bytes() == tar.read_bytes()
+        assert layer.diff_id == "sha256:" + hashlib.sha256(tar.read_bytes()).hexdigest()
