@@ -85,8 +85,14 @@ impl Layout {
         Ok(self.layers_dir().join(id))
     }
 
-    /// Make the root and its directories (mode 0700) where missing.
+    /// Make the root (and its missing parents) and its directories (mode
+    /// 0700) where missing.
     pub fn create_dirs(&self) -> Result<()> {
+        // Missing parents too, as `mkdir -p` (moby's MkdirAll of its root):
+        // a default root like `$XDG_DATA_HOME/lamina` may have none yet.
+        if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).at("mkdir", parent)?;
+        }
         for d in [
             self.root.clone(),
             self.layers_dir(),
