@@ -19,6 +19,7 @@
 
 mod attrs;
 mod data;
+mod links;
 mod walk;
 
 use std::os::unix::ffi::OsStrExt;
