@@ -176,6 +176,7 @@ def main() -> int:
     from support.rootfs import debian_rootfs
 
     rootfs = debian_rootfs()
+    load = [os.getloadavg()[0]]
     base = Path(tempfile.mkdtemp(prefix="lamina-bench-"))
     rows: list[dict[str, object]] = []
     try:
@@ -194,6 +195,7 @@ def main() -> int:
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
                 clean(src)
             sh("umount", str(mnt))
+        load.append(os.getloadavg()[0])
     finally:
         subprocess.run(["umount", "-R", str(base / "images")], check=False)
         shutil.rmtree(base, ignore_errors=True)
@@ -212,7 +214,9 @@ def main() -> int:
             f"{opts.runs} warm runs (source in the page cache, previous copy removed and "
             "synced before each run). Ratios below 1.00x mean copy_dir is faster. "
             "shutil.copytree(symlinks=True) skips the rootfs's device nodes (it would read "
-            "/dev/zero forever).",
+            "/dev/zero forever). Load average (1 min) at start and end: "
+            f"{load[0]:.1f}, {load[-1]:.1f}; other jobs shared the machine, so figures vary "
+            "between runs by some 20%.",
             "",
             table(rows),
             "",

@@ -35,7 +35,8 @@ def copy_dir(src: _Path, dst: _Path, *, hardlink: bool = False) -> None:
     that cannot be copied (device nodes without CAP_MKNOD, unreadable
     files) raises. Errors are ``OSError`` subclasses with ``errno`` and
     ``filename`` set; the file being written is removed, but ``dst`` is
-    left partial. The GIL is released while copying.
+    left partial. A ``dst`` inside ``src`` raises ``ValueError``. The GIL is
+    released while copying.
     """
 
 def setup_init_layer(path: _Path, entries: Iterable[InitEntry] | None = None) -> None:

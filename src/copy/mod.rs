@@ -19,6 +19,7 @@
 
 mod attrs;
 mod data;
+mod links;
 mod walk;
 
 use std::os::unix::ffi::OsStrExt;
@@ -130,6 +131,25 @@ impl std::ops::AddAssign for CopyStats {
 /// whole is partial: callers stage copies (as the store does in `tmp/`) and
 /// remove them on error. A `dst` inside `src` is refused with
 /// [`Error::InvalidArgument`].
+///
+/// ```
+/// # fn main() -> lamina::Result<()> {
+/// use std::os::unix::fs::MetadataExt;
+/// use lamina::{copy_dir, CopyOptions};
+///
+/// let tmp = tempfile::tempdir().unwrap();
+/// let (src, full, linked) = (tmp.path().join("src"), tmp.path().join("full"), tmp.path().join("linked"));
+/// std::fs::create_dir(&src).unwrap();
+/// std::fs::write(src.join("file"), b"data").unwrap();
+///
+/// copy_dir(&src, &full, &CopyOptions::new())?;
+/// let stats = copy_dir(&src, &linked, &CopyOptions::new().hardlink(true))?;
+/// assert_eq!(stats.links, 1);
+/// let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+/// assert_ne!(ino(&full.join("file")), ino(&src.join("file")));
+/// assert_eq!(ino(&linked.join("file")), ino(&src.join("file")));
+/// # Ok(()) }
+/// ```
 pub fn copy_dir(src: &Path, dst: &Path, opts: &CopyOptions) -> Result<CopyStats> {
     let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     // Both roots are the caller's own paths, so they may be symlinks; below

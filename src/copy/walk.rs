@@ -12,12 +12,11 @@
 //! opened from its parent's fd with `O_NOFOLLOW`, and entries are named by
 //! (directory fd, one component). Paths are joined only for messages.
 
-use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat, CWD};
@@ -25,14 +24,16 @@ use rustix::io::Errno;
 
 use super::attrs::{self, Created, Names, Obj, Policy, XattrBufs};
 use super::data::DataCopier;
+use super::links::{Added, Links};
 use super::CopyStats;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::proc_path;
 
-/// Non-directory entries handed to a worker at once: big enough that the
-/// queue lock is rare, small enough that one wide directory still spreads
-/// over every worker.
-const BATCH: usize = 64;
+/// Non-directory entries handed to a worker at once: big enough that most
+/// directories are filled by one worker (two creating in one directory
+/// contend for its inode lock), small enough that a wide directory still
+/// spreads over every worker.
+const BATCH: usize = 256;
 
 /// A directory being copied. Its two fds stay open until it is finished.
 pub(super) struct Node {
@@ -73,15 +74,6 @@ pub(super) enum Task {
     Entries(Arc<Node>, Vec<(CString, Option<Stat>)>),
 }
 
-/// The first copy of an inode with several links, for the later links to
-/// link to. `fd` is `None` while the first copy is being made and after it
-/// failed.
-struct LinkSlot {
-    state: Mutex<(bool, Option<OwnedFd>)>,
-    ready: Condvar,
-    seen: AtomicU32,
-}
-
 struct Queue {
     tasks: Vec<Task>,
     active: usize,
@@ -97,7 +89,7 @@ pub(super) struct Walk<'a> {
     /// (dev, ino) of the destination root: met inside the source, it means
     /// the destination is inside the source and the walk would never end.
     dst_root: (u64, u64),
-    links: Mutex<HashMap<(u64, u64), Arc<LinkSlot>>>,
+    links: Links,
     queue: Mutex<Queue>,
     wake: Condvar,
     abort: AtomicBool,
@@ -146,7 +138,7 @@ impl<'a> Walk<'a> {
             policy: Policy::current(privileged),
             data: DataCopier::new(),
             dst_root,
-            links: Mutex::new(HashMap::new()),
+            links: Links::default(),
             queue: Mutex::new(Queue {
                 tasks: Vec::new(),
                 active: 0,
@@ -292,7 +284,11 @@ impl<'a> Walk<'a> {
     /// Read `node`'s entries: subdirectories become tasks at once, other
     /// entries go out in batches.
     fn list(&self, node: Arc<Node>, local: &mut Local) -> Result<()> {
-        let mut dir = Dir::read_from(&node.src).at("opendir", &self.src_path(&node, None))?;
+        // A dup, not Dir::read_from's reopen of ".": one syscall, no lookup.
+        // The shared file offset is only ever used by this listing.
+        let dup =
+            rustix::io::fcntl_dupfd_cloexec(&node.src, 0).at("dup", &self.src_path(&node, None))?;
+        let mut dir = Dir::new(dup).at("opendir", &self.src_path(&node, None))?;
         let mut batch = Vec::new();
         while let Some(entry) = dir.read() {
             if self.abort.load(Ordering::Relaxed) {
@@ -380,8 +376,8 @@ impl<'a> Walk<'a> {
         self.create(node, name, &st, kind, local).map(drop)
     }
 
-    /// An inode with several links: the first one met is copied, the others
-    /// become hard links to that copy, as they were in the source.
+    /// An inode with several links: see `links.rs`.
+    #[allow(clippy::unnecessary_cast)] // st_nlink's type differs by architecture
     fn linked(
         &self,
         node: &Node,
@@ -390,64 +386,26 @@ impl<'a> Walk<'a> {
         kind: FileType,
         local: &mut Local,
     ) -> Result<()> {
-        let key = id(st);
-        let (slot, first) = {
-            let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-            match links.get(&key) {
-                Some(slot) => (slot.clone(), false),
-                None => {
-                    let slot = Arc::new(LinkSlot {
-                        state: Mutex::new((false, None)),
-                        ready: Condvar::new(),
-                        seen: AtomicU32::new(0),
-                    });
-                    links.insert(key, slot.clone());
-                    (slot, true)
-                }
-            }
-        };
-        if first {
-            let made = self.create(node, name, st, kind, local);
-            let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
-            let result = match made {
-                Ok(fd) => {
-                    *state = (true, fd);
-                    Ok(())
-                }
-                Err(e) => {
-                    *state = (true, None);
-                    Err(e)
-                }
-            };
-            slot.ready.notify_all();
-            drop(state);
-            result?;
-        } else {
-            let mut state = slot.state.lock().unwrap_or_else(|e| e.into_inner());
-            while !state.0 {
-                state = slot.ready.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            // The first copy failed and its worker reports why.
-            let Some(fd) = &state.1 else { return Ok(()) };
-            // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; the
-            // /proc magic link with AT_SYMLINK_FOLLOW is the unprivileged
-            // form of the same call (linkat(2)).
-            rustix::fs::linkat(
-                CWD,
-                proc_path(fd, "".as_ref()),
-                &node.dst,
-                name,
-                AtFlags::SYMLINK_FOLLOW,
-            )
-            .at("link", &self.dst_path(node, Some(name)))?;
+        let linked = self.links.add(
+            id(st),
+            st.st_nlink as u64,
+            || self.create(node, name, st, kind, local),
+            |first| {
+                // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH;
+                // the /proc magic link with AT_SYMLINK_FOLLOW is the
+                // unprivileged form of the same call (linkat(2)).
+                rustix::fs::linkat(
+                    CWD,
+                    proc_path(first, "".as_ref()),
+                    &node.dst,
+                    name,
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .at("link", &self.dst_path(node, Some(name)))
+            },
+        )?;
+        if let Added::Linked = linked {
             local.stats.links += 1;
-        }
-        // Every link seen: the slot's fd is not needed any more.
-        if slot.seen.fetch_add(1, Ordering::AcqRel) + 1 >= st.st_nlink as u32 {
-            self.links
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&key);
         }
         Ok(())
     }
