@@ -25,6 +25,7 @@
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
 
+pub mod archive;
 pub mod driver;
 pub mod error;
 pub mod fs;
@@ -34,6 +35,7 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use error::{Error, Result};
 pub use init_layer::{
     default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from lamina._lamina import (
     INIT_LAYER_ENTRIES,
     __version__,
+    apply_layer,
     setup_init_layer,
 )
 from lamina.errors import (
@@ -31,5 +32,6 @@ __all__ = [
     "LayerNotFound",
     "UnsafeArchive",
     "__version__",
+    "apply_layer",
     "setup_init_layer",
 ]

@@ -2,6 +2,7 @@
 //! Nothing here touches the filesystem itself; every long call runs inside
 //! `Python::detach` so other Python threads keep running.
 
+mod archive;
 mod errors;
 mod init_layer;
 
@@ -12,6 +13,9 @@ use pyo3::prelude::*;
 mod _lamina {
     #[pymodule_export]
     use super::init_layer::setup_init_layer;
+
+    #[pymodule_export]
+    use super::archive::{_apply_layer_report, _reassemble, apply_layer};
 
     use pyo3::prelude::*;
 

@@ -1,0 +1,822 @@
+//! Apply a layer's tar onto a directory, safely, in one streaming pass.
+//!
+//! Safety comes from where paths are resolved, not from string checks:
+//! every parent directory is opened by the kernel inside `dst`
+//! (`openat2` with `RESOLVE_BENEATH`, then `RESOLVE_IN_ROOT` for absolute
+//! symlinks such as `/var/run -> /run`), and the last component is acted on
+//! with a no-follow `*at` call on that parent fd. A name with `..`, a
+//! symlink whose target climbs above `dst`, a hard link to a directory, a
+//! malformed whiteout or overlay metadata is an [`Error::UnsafeArchive`].
+//!
+//! Shared inodes: `dst` may be a hard-link copy of a parent layer (the seed's
+//! overlay design), so nothing is ever written through an existing inode. A
+//! file entry unlinks and creates (`O_EXCL`), never truncates; every other
+//! non-directory entry does the same; hard-link entries only add a name.
+//! The only existing inodes whose metadata an apply changes are
+//! directories, which a hard-link copy never shares.
+//!
+//! Overlay metadata: `trusted.overlay.*` / `user.overlay.*` xattrs and 0/0
+//! character devices in a layer are refused in both whiteout modes. The
+//! input is always an image layer, whose whiteouts are the AUFS `.wh.`
+//! names (OCI image-spec); a 0/0 device in it is never a declared
+//! whiteout, and would act as one the moment the tree becomes an overlay
+//! lower or upper dir.
+//!
+//! Threads: one decompresses and hashes ([`super::digest`]), this one parses
+//! and creates every name, and a writer (`archive/writer.rs`) finishes small
+//! files through the fds it is handed.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{BufRead, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+use super::reader::{show, Header, Kind, NoRecord, Record, TarReader};
+use super::resolve::{Parent, Resolver};
+use super::tarsplit::Recorder;
+use super::whiteout::{self, Whiteout};
+use super::writer::{writer, FileMeta, Job, JOBS, JOB_MAX, WRITER_GONE};
+use super::{compression, digest};
+use crate::error::{Error, IoContext, Result};
+use crate::fs::root::Root;
+use crate::fs::{meta, xattr};
+
+/// How whiteouts are written into `dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhiteoutMode {
+    /// `dst` is a full tree (a copy of the parent, or empty): whiteouts
+    /// remove what they name, opaque markers remove the lower content of
+    /// their directory.
+    #[default]
+    Apply,
+    /// `dst` is an overlayfs upper dir: whiteouts become 0/0 character
+    /// devices, opaque markers set the `overlay.opaque` xattr.
+    Overlay,
+}
+
+/// Options of [`apply_layer`].
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// How whiteouts are written.
+    pub whiteouts: WhiteoutMode,
+    /// In [`WhiteoutMode::Overlay`], mark opaque dirs with
+    /// `user.overlay.opaque` (a rootless `userxattr` overlay mount) instead
+    /// of `trusted.overlay.opaque`.
+    pub rootless_overlay: bool,
+    /// Write the tar-split record (see [`super::tarsplit`]) to this file,
+    /// created with mode 0600 (replaced if it exists).
+    pub tar_split: Option<PathBuf>,
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Bytes of uncompressed tar (trailing data included).
+    pub bytes: u64,
+    /// `sha256:<hex>` of the uncompressed tar: the layer's diff ID.
+    pub diff_id: String,
+    /// Entries in the tar (meta headers not counted).
+    pub entries: u64,
+}
+
+/// Apply the layer tar `source` (plain, gzip or zstd) onto `dst`.
+///
+/// Decompression and hashing run on a second thread; the layer streams
+/// through in constant memory whatever its size.
+pub fn apply_layer(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+) -> Result<ApplyReport> {
+    match &opts.tar_split {
+        None => run(dst, source, opts, &mut NoRecord),
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(path)
+                .at("open", path)?;
+            let report = apply_layer_with_record(dst, source, opts, std::io::BufWriter::new(file))?;
+            Ok(report)
+        }
+    }
+}
+
+/// [`apply_layer`], writing the tar-split record to `record` (the
+/// `tar_split` option is ignored).
+pub fn apply_layer_with_record(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+    record: impl Write,
+) -> Result<ApplyReport> {
+    let mut rec = Recorder::new(record)?;
+    let report = run(dst, source, opts, &mut rec)?;
+    let mut out = rec.finish(report.bytes, &report.diff_id)?;
+    out.flush()
+        .map_err(|e| Error::io("write", "<tar-split record>", e))?;
+    Ok(report)
+}
+
+fn run(
+    dst: &Path,
+    source: impl Read + Send,
+    opts: &ApplyOptions,
+    rec: &mut dyn Record,
+) -> Result<ApplyReport> {
+    let mut ap = Applier::new(dst, opts)?;
+    std::thread::scope(|s| {
+        let (tx, pool, chunks) = digest::pipeline();
+        let pump = s.spawn(move || match compression::decompress(source) {
+            Ok(r) => digest::pump(r, tx, pool),
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                None
+            }
+        });
+        let (jobs, queue) = sync_channel(JOBS);
+        let worker = s.spawn(move || writer(queue));
+        ap.jobs = Some(jobs);
+        let parsed = (|| {
+            let mut rdr = TarReader::new(chunks, rec);
+            let mut n = 0u64;
+            while let Some(h) = rdr.next_entry()? {
+                ap.entry(&mut rdr, h)?;
+                n += 1;
+            }
+            Ok::<u64, Error>(n)
+        })();
+        // Every file is complete before directory times are set.
+        ap.jobs = None;
+        let written = worker
+            .join()
+            .map_err(|_| Error::Archive("writer thread panicked".into()))?;
+        let applied = match (parsed, written) {
+            (Err(Error::Archive(m)), Err(w)) if m == WRITER_GONE => Err(w),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(w)) => Err(w),
+            (Ok(n), Ok(())) => ap.finish().map(|()| n),
+        };
+        let digest = pump
+            .join()
+            .map_err(|_| Error::Archive("decompression thread panicked".into()))?;
+        let entries = applied?;
+        let d = digest.ok_or_else(|| Error::Archive("layer stream ended abnormally".into()))?;
+        Ok(ApplyReport {
+            bytes: d.size,
+            diff_id: d.diff_id,
+            entries,
+        })
+    })
+}
+
+fn unsafe_archive(msg: String) -> Error {
+    Error::UnsafeArchive(msg)
+}
+
+/// `path` as clean components joined by `/`, without a leading `/`; `.`
+/// and empty components dropped. `..` anywhere is unsafe (CVE-2007-4131,
+/// and every extractor since).
+fn clean(path: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(path.len());
+    for c in path.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                return Err(unsafe_archive(format!(
+                    "name {:?} has a '..' component",
+                    show(path)
+                )))
+            }
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
+    match p.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (&[][..], p),
+    }
+}
+
+fn os(b: &[u8]) -> &OsStr {
+    OsStr::from_bytes(b)
+}
+
+fn ts((s, ns): (i64, u32)) -> Timespec {
+    Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    }
+}
+
+/// The process umask, read without changing it (umask(2) would race other
+/// threads of the host process); `/proc/self/status` has it since 4.7.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Whether the mode a create call made (`mode & 0777 & ~umask`) differs
+/// from the entry's (setuid/setgid/sticky, or bits the umask took), or the
+/// inode existed before.
+fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
+    existed || mode & 0o7000 != 0 || mode & 0o777 & umask != 0
+}
+
+struct Applier<'o> {
+    res: Resolver,
+    root_path: Arc<PathBuf>,
+    /// The writer thread's queue, while it runs.
+    jobs: Option<SyncSender<Job>>,
+    opts: &'o ApplyOptions,
+    privileged: bool,
+    umask: u32,
+    euid: u32,
+    egid: u32,
+    /// Directory times, set after the whole layer (children change them).
+    /// With the mode to set last, for a directory an unprivileged caller
+    /// could not write into (GNU tar's delayed_set_stat does the same).
+    dir_times: Vec<(Vec<u8>, Timestamps, Option<u32>)>,
+    /// Paths this layer wrote, and their ancestors: what an opaque marker
+    /// keeps. Only kept in [`WhiteoutMode::Apply`].
+    added: HashSet<Vec<u8>>,
+    added_parents: HashSet<Vec<u8>>,
+    plnk: bool,
+    buf: Vec<u8>,
+}
+
+impl<'o> Applier<'o> {
+    fn new(dst: &Path, opts: &'o ApplyOptions) -> Result<Self> {
+        let umask = current_umask();
+        Ok(Applier {
+            res: Resolver::new(Root::open(dst)?, umask),
+            root_path: Arc::new(dst.to_path_buf()),
+            jobs: None,
+            opts,
+            privileged: meta::is_privileged(),
+            umask,
+            euid: rustix::process::geteuid().as_raw(),
+            egid: rustix::process::getegid().as_raw(),
+            dir_times: Vec::new(),
+            added: HashSet::new(),
+            added_parents: HashSet::new(),
+            plnk: false,
+            buf: Vec::new(),
+        })
+    }
+
+    fn shown(&self, rel: &[u8]) -> PathBuf {
+        self.res.root.display_path(Path::new(os(rel)))
+    }
+
+    fn entry<R: BufRead>(&mut self, rdr: &mut TarReader<'_, R>, h: Header) -> Result<()> {
+        let path = clean(&h.path)?;
+        for (k, _) in &h.xattrs {
+            if whiteout::is_overlay_xattr(k) {
+                return Err(unsafe_archive(format!(
+                    "{}: overlay metadata xattr {:?} in a layer",
+                    show(&h.path),
+                    show(k)
+                )));
+            }
+        }
+        if h.kind == Kind::Char && h.dev == (0, 0) {
+            // A 0/0 device is an overlayfs whiteout; in an image layer it
+            // would hide lower content when the tree is used as a lower dir.
+            return Err(unsafe_archive(format!(
+                "{}: a 0/0 character device (overlay whiteout) in a layer",
+                show(&h.path)
+            )));
+        }
+        if path.is_empty() {
+            if h.kind != Kind::Dir {
+                return Err(unsafe_archive(format!(
+                    "entry {:?} would replace the layer root with a non-directory",
+                    show(&h.path)
+                )));
+            }
+            return self.root_dir(&h);
+        }
+        let (parent, name) = split_last(&path);
+        match whiteout::classify(name)? {
+            Whiteout::No => {}
+            Whiteout::Remove(target) => return self.whiteout(parent, target),
+            Whiteout::Opaque => return self.opaque(parent),
+            Whiteout::Meta => {
+                if parent.is_empty() && name == whiteout::PLNK && h.kind == Kind::Dir {
+                    self.plnk = true;
+                } else {
+                    // Other AUFS metadata (.wh..wh.aufs, .wh..wh.orph) is
+                    // dropped, as moby's UnpackLayer does; its bytes stay in
+                    // the record.
+                    return Ok(());
+                }
+            }
+        }
+        let staged =
+            path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
+        let pfd = self.res.parent(parent, true)?;
+        let name = os(name);
+        match h.kind {
+            Kind::File => self.file(rdr, &pfd, name, &path, &h, staged)?,
+            Kind::Dir => self.dir(&pfd, name, &path, &h)?,
+            Kind::Symlink => {
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::symlinkat(os(&h.linkname), d, n)
+                })?;
+                self.meta(&pfd, name, &path, &h, false)?;
+            }
+            Kind::Hardlink => self.hardlink(&pfd, name, &path, &h)?,
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                let (ft, dev) = match h.kind {
+                    Kind::Char => (
+                        FileType::CharacterDevice,
+                        rustix::fs::makedev(h.dev.0, h.dev.1),
+                    ),
+                    Kind::Block => (FileType::BlockDevice, rustix::fs::makedev(h.dev.0, h.dev.1)),
+                    _ => (FileType::Fifo, 0),
+                };
+                let mode = Mode::from_raw_mode(h.mode & 0o777);
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::mknodat(d, n, ft, mode, dev)
+                })?;
+                self.meta(&pfd, name, &path, &h, true)?;
+            }
+        }
+        if self.opts.whiteouts == WhiteoutMode::Apply {
+            self.mark_added(&path);
+        }
+        Ok(())
+    }
+
+    fn mark_added(&mut self, path: &[u8]) {
+        let mut p = path;
+        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+            p = &p[..i];
+            if !self.added_parents.insert(p.to_vec()) {
+                break;
+            }
+        }
+        self.added.insert(path.to_vec());
+    }
+
+    /// Create `dir/name` with `make`, replacing whatever non-directory (or,
+    /// for non-directory entries, directory) stands there.
+    fn create(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        make: impl Fn(BorrowedFd<'_>, &OsStr) -> rustix::io::Result<()>,
+    ) -> Result<()> {
+        for _ in 0..3 {
+            match make(dir.as_fd(), name) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EXIST) => self.make_room(dir, name, path)?,
+                Err(e) => return Err(e).at("create", &self.shown(path)),
+            }
+        }
+        Err(Error::io(
+            "create",
+            self.shown(path),
+            std::io::Error::from_raw_os_error(libc::EEXIST),
+        ))
+    }
+
+    /// Remove `dir/name` so that a new entry can take its place (the old
+    /// inode may be shared with a parent layer: unlink, never write).
+    fn make_room(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8]) -> Result<()> {
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e).at("stat", &self.shown(path)),
+        };
+        let ft = FileType::from_raw_mode(st.st_mode);
+        if ft == FileType::Directory || ft == FileType::Symlink {
+            // The cached parent may have been reached through it.
+            self.res.cache = None;
+        }
+        whiteout::remove_all(dir.as_fd(), name).at("remove", &self.shown(path))
+    }
+
+    fn file<R: BufRead>(
+        &mut self,
+        rdr: &mut TarReader<'_, R>,
+        dir: &Parent,
+        name: &OsStr,
+        path: &[u8],
+        h: &Header,
+        staged: bool,
+    ) -> Result<()> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(h.mode & 0o777);
+        let mut fd = None;
+        for _ in 0..3 {
+            match rustix::fs::openat(dir, name, flags, mode) {
+                Ok(f) => {
+                    fd = Some(f);
+                    break;
+                }
+                Err(Errno::EXIST) => self.make_room(dir, name, path)?,
+                Err(e) => return Err(e).at("create", &self.shown(path)),
+            }
+        }
+        let fd = fd.ok_or_else(|| {
+            Error::io(
+                "create",
+                self.shown(path),
+                std::io::Error::from_raw_os_error(libc::EEXIST),
+            )
+        })?;
+        let mut file = std::fs::File::from(fd);
+        // A new file already has our ids unless its directory is setgid;
+        // skipping the chown then saves a syscall per file.
+        let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
+        let meta = FileMeta {
+            chown: (self.privileged && !owned).then_some((h.uid, h.gid)),
+            xattrs: h.xattrs.clone(),
+            chmod: needs_chmod(self.umask, h.mode, false).then_some(h.mode & 0o7777),
+            times: Timestamps {
+                last_access: ts(h.atime.unwrap_or(h.mtime)),
+                last_modification: ts(h.mtime),
+            },
+            privileged: self.privileged,
+            root: self.root_path.clone(),
+            path: path.to_vec(),
+        };
+        if staged {
+            // AUFS hard-link staging files are removed after the apply, so
+            // their payload goes into the record itself.
+            if self.buf.len() < 64 * 1024 {
+                self.buf.resize(64 * 1024, 0);
+            }
+            loop {
+                let n = rdr.read_payload(&mut self.buf)?;
+                if n == 0 {
+                    break;
+                }
+                file.write_all(&self.buf[..n]).at("write", &meta.shown())?;
+                rdr.record().raw(&self.buf[..n])?;
+            }
+            return meta.apply(file);
+        }
+        let mut crc = crc32fast::Hasher::new();
+        if let Some(jobs) = self.jobs.as_ref().filter(|_| h.size <= JOB_MAX) {
+            // Small files: the payload and the rest of the file's syscalls go
+            // to the writer thread; this one goes on parsing and creating.
+            let mut data = Vec::with_capacity(h.size as usize);
+            while rdr.with_payload(&mut |b| {
+                crc.update(b);
+                data.extend_from_slice(b);
+                Ok(())
+            })? {}
+            rdr.record().file(path, h.size, crc.finalize())?;
+            return jobs
+                .send(Job { file, data, meta })
+                .map_err(|_| Error::Archive(WRITER_GONE.into()));
+        }
+        let mut werr = None;
+        while rdr.with_payload(&mut |b| {
+            crc.update(b);
+            if let Err(e) = file.write_all(b) {
+                werr = Some(e);
+                return Err(Error::Archive(String::new()));
+            }
+            Ok(())
+        })? {}
+        if let Some(e) = werr {
+            return Err(Error::io("write", meta.shown(), e));
+        }
+        rdr.record().file(path, h.size, crc.finalize())?;
+        meta.apply(file)
+    }
+
+    fn needs_chmod(&self, mode: u32, existed: bool) -> bool {
+        needs_chmod(self.umask, mode, existed)
+    }
+
+    /// The mode to give a directory now and the one to set after the
+    /// layer: without CAP_DAC_OVERRIDE a 0555 directory could not be
+    /// filled, so it stays owner-writable until the end.
+    fn dir_modes(&self, mode: u32) -> (u32, Option<u32>) {
+        if self.privileged || mode & 0o300 == 0o300 {
+            (mode, None)
+        } else {
+            (mode | 0o300, Some(mode))
+        }
+    }
+
+    fn dir(&mut self, pdir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+        let (now, later) = self.dir_modes(h.mode);
+        let mode = Mode::from_raw_mode(now & 0o777);
+        let mut existed = false;
+        for _ in 0..3 {
+            match rustix::fs::mkdirat(pdir, name, mode) {
+                Ok(()) => break,
+                Err(Errno::EXIST) => {
+                    let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .at("stat", &self.shown(path))?;
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                        // Dir onto dir merges; the entry's metadata wins.
+                        existed = true;
+                        break;
+                    }
+                    self.make_room(pdir, name, path)?;
+                }
+                Err(e) => return Err(e).at("mkdir", &self.shown(path)),
+            }
+        }
+        self.owner_xattrs(pdir, name, path, h)?;
+        if self.needs_chmod(now, existed) {
+            rustix::fs::chmodat(
+                pdir,
+                name,
+                Mode::from_raw_mode(now & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
+        }
+        self.dir_times.push((path.to_vec(), self.times(h), later));
+        Ok(())
+    }
+
+    fn times(&self, h: &Header) -> Timestamps {
+        Timestamps {
+            last_access: ts(h.atime.unwrap_or(h.mtime)),
+            last_modification: ts(h.mtime),
+        }
+    }
+
+    fn root_dir(&mut self, h: &Header) -> Result<()> {
+        let fd = self.res.root.open_dir(Path::new(""))?;
+        let shown = self.res.root.path().to_path_buf();
+        if self.privileged {
+            meta::chown(&fd, OsStr::new(""), h.uid, h.gid, &shown)?;
+        }
+        for (k, v) in &h.xattrs {
+            if let Err(e) = xattr::set(&fd, OsStr::new(""), os(k), v, &shown) {
+                if !xattr::is_skippable(os(k), e, self.privileged) {
+                    return Err(e).at("setxattr", &shown);
+                }
+            }
+        }
+        let (now, later) = self.dir_modes(h.mode);
+        meta::chmod(&fd, OsStr::new(""), now, &shown)?;
+        self.dir_times.push((Vec::new(), self.times(h), later));
+        Ok(())
+    }
+
+    fn owner_xattrs(&self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+        if self.privileged {
+            meta::chown(dir, name, h.uid, h.gid, &self.shown(path))?;
+        }
+        for (k, v) in &h.xattrs {
+            if let Err(e) = xattr::set(dir, name, os(k), v, &self.shown(path)) {
+                if !xattr::is_skippable(os(k), e, self.privileged) {
+                    return Err(e).at("setxattr", &self.shown(path));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// lchown, xattrs, chmod (not for symlinks), times, for entries created
+    /// by name (symlinks, devices, FIFOs).
+    fn meta(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        h: &Header,
+        chmod: bool,
+    ) -> Result<()> {
+        self.owner_xattrs(dir, name, path, h)?;
+        if chmod && self.needs_chmod(h.mode, false) {
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(h.mode & 0o7777),
+                AtFlags::empty(),
+            )
+            .at("chmod", &self.shown(path))?;
+        }
+        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW)
+            .at("utimensat", &self.shown(path))
+    }
+
+    fn hardlink(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+        let target = clean(&h.linkname)?;
+        if target.is_empty() {
+            return Err(unsafe_archive(format!(
+                "hard link {} to the layer root",
+                show(&h.path)
+            )));
+        }
+        if target == path {
+            // A link to itself: the file is already what it names.
+            return Ok(());
+        }
+        let (tparent, tname) = split_last(&target);
+        let tdir = match self.res.parent(tparent, false) {
+            Ok(fd) => fd,
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(Error::Archive(format!(
+                    "hard link {} to {}, which does not exist",
+                    show(&h.path),
+                    show(&h.linkname)
+                )))
+            }
+            Err(e) => return Err(e),
+        };
+        let tname = os(tname);
+        match rustix::fs::statat(&*tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                return Err(unsafe_archive(format!(
+                    "hard link {} to the directory {}",
+                    show(&h.path),
+                    show(&h.linkname)
+                )))
+            }
+            Ok(_) => {}
+            Err(Errno::NOENT) => {
+                return Err(Error::Archive(format!(
+                    "hard link {} to {}, which does not exist",
+                    show(&h.path),
+                    show(&h.linkname)
+                )))
+            }
+            Err(e) => return Err(e).at("stat", &self.shown(&target)),
+        }
+        self.create(dir, name, path, |d, n| {
+            rustix::fs::linkat(&*tdir, tname, d, n, AtFlags::empty())
+        })
+    }
+
+    fn whiteout(&mut self, parent: &[u8], target: &[u8]) -> Result<()> {
+        let mut path = parent.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(target);
+        if self.opts.whiteouts == WhiteoutMode::Overlay {
+            let dir = self.res.parent(parent, true)?;
+            let dev = rustix::fs::makedev(0, 0);
+            return self.create(&dir, os(target), &path, |d, n| {
+                rustix::fs::mknodat(d, n, FileType::CharacterDevice, Mode::empty(), dev)
+            });
+        }
+        let dir = match self.res.parent(parent, false) {
+            Ok(fd) => fd,
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
+        self.res.cache = None;
+        whiteout::remove_all(dir.as_fd(), os(target)).at("remove", &self.shown(&path))
+    }
+
+    fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
+        if self.opts.whiteouts == WhiteoutMode::Overlay {
+            let dir = self.res.parent(dir_path, true)?;
+            let key: &[u8] = if self.opts.rootless_overlay {
+                b"user.overlay.opaque"
+            } else {
+                b"trusted.overlay.opaque"
+            };
+            return xattr::set(&*dir, OsStr::new(""), os(key), b"y", &self.shown(dir_path))
+                .at("setxattr", &self.shown(dir_path));
+        }
+        self.res.cache = None;
+        // Everything below dir_path that this layer did not write goes. The
+        // marker's directory is resolved like any parent (an escaping
+        // symlink is unsafe); below it nothing is followed.
+        let top = match self.res.resolve(dir_path) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(self.res.resolve_error(dir_path, e)),
+        };
+        let mut todo = vec![(top, dir_path.to_vec())];
+        while let Some((fd, d)) = todo.pop() {
+            let mut names = Vec::new();
+            // An O_PATH fd cannot be read; "." through it gives a readable one.
+            let rd = rustix::fs::openat(
+                &fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .at("open", &self.shown(&d))?;
+            for ent in rustix::fs::Dir::read_from(&rd).at("readdir", &self.shown(&d))? {
+                let ent = ent.at("readdir", &self.shown(&d))?;
+                let n = ent.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(n.to_vec());
+                }
+            }
+            for n in names {
+                let mut child = d.clone();
+                if !child.is_empty() {
+                    child.push(b'/');
+                }
+                child.extend_from_slice(&n);
+                if self.added.contains(&child) || self.added_parents.contains(&child) {
+                    match rustix::fs::openat(
+                        &fd,
+                        os(&n),
+                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    ) {
+                        Ok(sub) => todo.push((sub, child)),
+                        Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => {}
+                        Err(e) => return Err(e).at("open", &self.shown(&child)),
+                    }
+                } else {
+                    whiteout::remove_all(fd.as_fd(), os(&n)).at("remove", &self.shown(&child))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.res.cache = None;
+        if self.plnk {
+            whiteout::remove_all(self.res.root.fd(), os(whiteout::PLNK))
+                .at("remove", &self.shown(whiteout::PLNK))?;
+        }
+        let times = std::mem::take(&mut self.dir_times);
+        for (path, t, mode) in times.iter().rev() {
+            if path.is_empty() {
+                if let Some(m) = mode {
+                    let fd = self.res.root.open_dir(Path::new(""))?;
+                    meta::chmod(&fd, OsStr::new(""), *m, self.res.root.path())?;
+                }
+                rustix::fs::utimensat(self.res.root.fd(), "", t, AtFlags::EMPTY_PATH)
+                    .at("utimensat", self.res.root.path())?;
+                continue;
+            }
+            let (parent, name) = split_last(path);
+            let dir = match self.res.resolve(parent) {
+                Ok(fd) => fd,
+                Err(_) => continue, // removed later in the layer
+            };
+            match rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                    if let Some(m) = mode {
+                        rustix::fs::chmodat(
+                            &dir,
+                            os(name),
+                            Mode::from_raw_mode(m & 0o7777),
+                            AtFlags::empty(),
+                        )
+                        .at("chmod", &self.shown(path))?;
+                    }
+                    rustix::fs::utimensat(&dir, os(name), t, AtFlags::SYMLINK_NOFOLLOW)
+                        .at("utimensat", &self.shown(path))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_names() {
+        assert_eq!(clean(b"./a//b/./c/").unwrap(), b"a/b/c");
+        assert_eq!(clean(b"/usr/bin/x").unwrap(), b"usr/bin/x");
+        assert_eq!(clean(b"./").unwrap(), b"");
+        assert!(matches!(clean(b"a/../../b"), Err(Error::UnsafeArchive(_))));
+    }
+}
