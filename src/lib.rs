@@ -24,6 +24,11 @@
 //! Data flows one way: Python → bindings → graph → driver → archive / copy /
 //! fs → kernel. Every write inside a layer goes through [`fs::root`]
 //! (kernel-scoped resolution), never through string checks on joined paths.
+//!
+//! Diffs go the other way through [`archive`]: [`changes`] compares two
+//! trees, [`export_diff`] streams the tar of their differences (or of a whole
+//! tree), and [`upper_changes`] / [`write_upper_diff`] do the same from an
+//! overlay upper dir alone, at a cost proportional to the changes.
 
 pub mod archive;
 pub mod driver;
@@ -35,6 +40,9 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+pub use archive::changes::{changes, Change, ChangeKind, ChangesOptions};
+pub use archive::export::{export_diff, ExportOptions, ExportReport};
+pub use archive::upper::{upper_changes, write_upper_diff};
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use error::{Error, Result};
 pub use init_layer::{

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from lamina._lamina import (
     INIT_LAYER_ENTRIES,
+    Change,
     __version__,
     apply_layer,
+    changes,
+    export_diff,
+    export_upper_diff,
     setup_init_layer,
+    upper_changes,
 )
 from lamina.errors import (
     ArchiveError,
@@ -25,6 +30,7 @@ from lamina.errors import (
 __all__ = [
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
+    "Change",
     "DriverError",
     "LaminaError",
     "LayerExists",
@@ -33,5 +39,9 @@ __all__ = [
     "UnsafeArchive",
     "__version__",
     "apply_layer",
+    "changes",
+    "export_diff",
+    "export_upper_diff",
     "setup_init_layer",
+    "upper_changes",
 ]

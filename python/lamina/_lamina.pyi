@@ -2,11 +2,14 @@
 
 from collections.abc import Iterable
 from os import PathLike
-from typing import IO, Literal, TypeAlias
+from typing import IO, Literal, Protocol, TypeAlias, final, overload
 
 _Path: TypeAlias = str | PathLike[str]
 LayerSource: TypeAlias = str | PathLike[str] | bytes | bytearray | IO[bytes]
 InitEntry: TypeAlias = tuple[str, str] | tuple[str, str, str]
+
+class _BinaryWriter(Protocol):
+    def write(self, data: bytes, /) -> object: ...
 
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]
@@ -59,3 +62,105 @@ def _reassemble(record: _Path, root: _Path, out: _Path) -> int:
     """Write the exact original tar of the layer applied at ``root`` to
     ``out`` from its tar-split ``record``; returns the bytes written. A file
     changed since the apply raises :class:`lamina.ArchiveError` naming it."""
+@final
+class Change:
+    """One changed path, as ``docker diff`` lists it.
+
+    Frozen, hashable, ordered by (path, kind); ``Change("/etc/passwd", "C")``
+    builds one.
+    """
+
+    def __init__(self, path: str, kind: Literal["A", "C", "D"]) -> None: ...
+    @property
+    def path(self) -> str:
+        """The path inside the tree, starting with ``/``."""
+    @property
+    def kind(self) -> Literal["A", "C", "D"]:
+        """``"A"`` added, ``"C"`` changed, ``"D"`` deleted."""
+    def __lt__(self, other: Change) -> bool: ...
+    def __le__(self, other: Change) -> bool: ...
+    def __gt__(self, other: Change) -> bool: ...
+    def __ge__(self, other: Change) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def changes(old_dir: _Path, new_dir: _Path, *, content: bool = False) -> list[Change]:
+    """The changes that turn ``old_dir`` into ``new_dir``, parents first.
+
+    Compares type, mode, owner, rdev, symlink target, xattrs and (except for
+    directories) size and mtime to the nanosecond. ``content=True`` also
+    compares the bytes of files whose size and mtime agree (Docker misses
+    such changes). A deleted directory is listed alone; a directory is ``C``
+    when its own metadata or anything below it changed (moby's rule); the
+    root is never listed.
+    """
+
+def upper_changes(upper: _Path, lower: _Path) -> list[Change]:
+    """The changes an overlayfs upper dir makes over its lower tree.
+
+    Walks only ``upper`` and stats ``lower`` at those paths, so the cost is
+    O(changes). Equals ``changes(lower, merged)``. Raises ``UnsafeArchive``
+    for a real ``.wh.*`` file in ``upper`` and ``ValueError`` for
+    ``redirect``/``metacopy`` entries.
+    """
+
+@overload
+def export_diff(
+    old_dir: _Path | None,
+    new_dir: _Path,
+    dst: None = None,
+    *,
+    source_date_epoch: int | None = None,
+    content: bool = False,
+) -> bytes: ...
+@overload
+def export_diff(
+    old_dir: _Path | None,
+    new_dir: _Path,
+    dst: _Path | _BinaryWriter,
+    *,
+    source_date_epoch: int | None = None,
+    content: bool = False,
+) -> None: ...
+def export_diff(
+    old_dir: _Path | None,
+    new_dir: _Path,
+    dst: _Path | _BinaryWriter | None = None,
+    *,
+    source_date_epoch: int | None = None,
+    content: bool = False,
+) -> bytes | None:
+    """The tar of the changes from ``old_dir`` to ``new_dir`` (``old_dir=None``:
+    the whole tree, a base layer).
+
+    Returns the bytes, or writes them to ``dst`` (a path, or a binary file
+    object with ``write()``) and returns None. Deletions are ``.wh.`` entries
+    with a fixed time; hard links are stored once; PAX headers carry long
+    names, nanosecond times and ``security.capability``, ``user.*`` and ACL
+    xattrs. The same trees give the same bytes. ``source_date_epoch`` clamps
+    later mtimes down to it. Sockets are skipped with a ``RuntimeWarning``.
+    """
+
+@overload
+def export_upper_diff(
+    upper: _Path, lower: _Path, dst: None = None, *, source_date_epoch: int | None = None
+) -> bytes: ...
+@overload
+def export_upper_diff(
+    upper: _Path,
+    lower: _Path,
+    dst: _Path | _BinaryWriter,
+    *,
+    source_date_epoch: int | None = None,
+) -> None: ...
+def export_upper_diff(
+    upper: _Path,
+    lower: _Path,
+    dst: _Path | _BinaryWriter | None = None,
+    *,
+    source_date_epoch: int | None = None,
+) -> bytes | None:
+    """The tar of the changes an overlayfs upper dir makes over ``lower``,
+    from the upper dir alone: whiteout devices become ``.wh.`` entries, opaque
+    directories a ``.wh..wh..opq`` entry followed by their whole content.
+    Same output rules as :func:`export_diff`.
+    """

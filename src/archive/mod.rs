@@ -1,5 +1,6 @@
 //! Tar layers in and out.
 //!
+//! In:
 //! - [`reader`]: a streaming tar parser that keeps the raw bytes.
 //! - [`compression`]: plain / gzip / zstd by magic bytes.
 //! - [`apply`]: apply a layer onto a directory, safely ([`apply_layer`]).
@@ -7,13 +8,22 @@
 //! - [`tarsplit`]: the record that gives back the exact tar ([`reassemble`]).
 //! - [`digest`]: the diff ID, hashed on a second thread.
 //! - `writer`: the thread that finishes small files.
+//!
+//! Out: [`changes`] compares two trees, [`export`] writes the tar of their
+//! differences, [`upper`] does both for an overlay upper dir by walking only
+//! the upper dir, and [`tar_writer`] is the deterministic PAX writer under
+//! them.
 
 pub mod apply;
+pub mod changes;
 pub mod compression;
 pub mod digest;
+pub mod export;
 pub mod reader;
 mod resolve;
+pub mod tar_writer;
 pub mod tarsplit;
+pub mod upper;
 pub mod whiteout;
 mod writer;
 

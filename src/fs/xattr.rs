@@ -21,20 +21,25 @@ fn target(dir: impl AsFd, name: &OsStr) -> (PathBuf, bool) {
     (proc_path(dir, name), name.is_empty())
 }
 
-/// Read a sized value with the size-probe, then read, then retry on ERANGE
-/// (the value can grow between the two calls).
+/// Read a sized value into a buffer that grows on ERANGE, up to the
+/// kernel's 64 KiB limit for values and lists.
+///
+/// No size probe with an empty buffer: rustix's `*xattr` calls answer an
+/// empty buffer with 0, not with the size (it has separate `*_query`
+/// functions for that), and one call is cheaper than two for the small
+/// values that are the rule.
 fn read_sized(
     mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<Vec<u8>> {
+    let mut size = 256;
     loop {
-        let size = call(&mut [])?;
         let mut buf = vec![0u8; size];
         match call(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
                 return Ok(buf);
             }
-            Err(Errno::RANGE) => continue,
+            Err(Errno::RANGE) if size < 64 * 1024 => size *= 4,
             Err(e) => return Err(e),
         }
     }

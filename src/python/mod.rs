@@ -4,6 +4,7 @@
 
 mod archive;
 mod errors;
+mod export;
 mod init_layer;
 
 use pyo3::prelude::*;
@@ -16,6 +17,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::archive::{_apply_layer_report, _reassemble, apply_layer};
+
+    #[pymodule_export]
+    use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
 
     use pyo3::prelude::*;
 

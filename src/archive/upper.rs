@@ -1,0 +1,263 @@
+//! The native diff of an overlayfs upper dir: walk only the upper dir, so
+//! the cost is O(changes), not O(image) (moby/buildkit
+//! `util/overlay/overlay_linux.go`, containers/storage `OverlayChanges`).
+//!
+//! How the upper dir reads:
+//! - a 0/0 character device is a whiteout: `D` (a `.wh.NAME` entry), when
+//!   the lower tree has the path;
+//! - a directory with `trusted.overlay.opaque=y` (or `user.overlay.opaque=y`,
+//!   the rootless form) hides the lower one: the tar carries `.wh..wh..opq`
+//!   and the whole upper subtree as added; the change list compares it with
+//!   the lower directory, so it equals the naive diff of the merged view;
+//! - any other path of the upper dir is `C` when the lower tree has it, `A`
+//!   otherwise; a directory present in both is `C` only when its own
+//!   metadata or something below it changed (copy-up of a parent alone is
+//!   not a change). The lower tree is only ever stat-ed at the paths the
+//!   upper dir has.
+//!
+//! Refused: a real file named `.wh.*` in the upper dir (it would turn into a
+//! whiteout on apply), `redirect` xattrs (renamed directories, whose content
+//! lives elsewhere in the lower tree — buildkit refuses them too) and
+//! `metacopy` files (their data is in the lower tree).
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{FileType, Stat};
+use rustix::io::Errno;
+
+use super::changes::{
+    is_dir, join_rel, list_dir, lstat_at, open_dir, open_root, shown, Change, ChangeKind, ListSink,
+    Node, Sink, Walker,
+};
+use super::export::{ExportOptions, ExportReport, TarSink};
+use crate::error::{Error, IoContext, Result};
+use crate::fs::xattr;
+
+/// The changes an overlay upper dir makes over `lower` (the merged lower
+/// tree), in the order and with the rules of [`super::changes::changes`].
+pub fn upper_changes(upper: &Path, lower: &Path) -> Result<Vec<Change>> {
+    let mut sink = ListSink::default();
+    walk_upper(upper, lower, &mut sink)?;
+    Ok(sink.changes)
+}
+
+/// Write the tar of the changes an overlay upper dir makes over `lower`.
+pub fn write_upper_diff<W: Write>(
+    upper: &Path,
+    lower: &Path,
+    out: W,
+    opts: &ExportOptions,
+) -> Result<ExportReport> {
+    let mut sink = TarSink::new(out, opts, upper);
+    walk_upper(upper, lower, &mut sink)?;
+    sink.finish()
+}
+
+fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink) -> Result<()> {
+    let ufd = open_root(upper)?;
+    let lfd = open_root(lower)?;
+    let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
+    let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
+    let mut w = Walker::new(sink, false, lower, upper);
+    w.upper = true;
+    let e = OsStr::new("");
+    check_xattrs(&ufd, e, upper, &us)?;
+    if w.differs((lfd.as_fd(), e, &ls), (ufd.as_fd(), e, &us), b"/")? {
+        let node = Node {
+            rel: b"/",
+            dir: ufd.as_fd(),
+            name: e,
+            stat: &us,
+        };
+        w.emit(&node, ChangeKind::Modified)?;
+    }
+    let mut rel = b"/".to_vec();
+    upper_dir(&mut w, Some(&lfd), &ufd, &mut rel)
+}
+
+/// Refuse what cannot be exported from the upper dir alone; tell whether a
+/// directory is opaque.
+fn check_xattrs(dir: &OwnedFd, name: &OsStr, shown: &Path, st: &Stat) -> Result<bool> {
+    let ft = FileType::from_raw_mode(st.st_mode);
+    if ft != FileType::Directory && ft != FileType::RegularFile {
+        return Ok(false);
+    }
+    let mut opaque = false;
+    for key in xattr::list(dir, name, shown)? {
+        let k = key.as_bytes();
+        let Some(rest) = k
+            .strip_prefix(b"trusted.overlay.")
+            .or_else(|| k.strip_prefix(b"user.overlay."))
+        else {
+            continue;
+        };
+        match rest {
+            b"redirect" => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: renamed directory (overlay redirect_dir) in the upper dir; mount with redirect_dir=off",
+                    shown.display()
+                )))
+            }
+            b"metacopy" => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: metadata-only copy-up (overlay metacopy) in the upper dir; mount with metacopy=off",
+                    shown.display()
+                )))
+            }
+            b"opaque" => opaque = xattr::get(dir, name, &key, shown)?.as_deref() == Some(b"y"),
+            _ => {}
+        }
+    }
+    Ok(opaque)
+}
+
+/// lstat in the lower tree; absent (or under a non-directory) is `None`.
+fn lower_stat(lower: Option<&OwnedFd>, name: &OsStr, shown: &Path) -> Result<Option<Stat>> {
+    let Some(l) = lower else { return Ok(None) };
+    match lstat_at(l, name) {
+        Ok(s) => Ok(Some(s)),
+        Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
+        Err(e) => Err(e).at("lstat", shown),
+    }
+}
+
+fn is_whiteout(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
+}
+
+fn upper_dir<S: Sink>(
+    w: &mut Walker<'_, S>,
+    lower: Option<&OwnedFd>,
+    upper: &OwnedFd,
+    rel: &mut Vec<u8>,
+) -> Result<()> {
+    for name in list_dir(upper, &shown(&w.new_root, rel))? {
+        let len = rel.len();
+        join_rel(rel, &name);
+        let r = upper_entry(w, lower, upper, &name, rel);
+        rel.truncate(len);
+        r?;
+    }
+    Ok(())
+}
+
+fn upper_entry<S: Sink>(
+    w: &mut Walker<'_, S>,
+    lower: Option<&OwnedFd>,
+    upper: &OwnedFd,
+    name: &OsStr,
+    rel: &mut Vec<u8>,
+) -> Result<()> {
+    let ushown = shown(&w.new_root, rel);
+    if name.as_bytes().starts_with(b".wh.") {
+        return Err(Error::UnsafeArchive(format!(
+            "{}: a real file named .wh.* in an overlay upper dir would become a whiteout",
+            ushown.display()
+        )));
+    }
+    let us = lstat_at(upper, name).at("lstat", &ushown)?;
+    let ls = lower_stat(lower, name, &shown(&w.old_root, rel))?;
+    if is_whiteout(&us) {
+        if ls.is_some() {
+            w.emit_deleted(rel)?;
+        }
+        return Ok(());
+    }
+    let opaque = check_xattrs(upper, name, &ushown, &us)?;
+    let kind = if ls.is_some() {
+        ChangeKind::Modified
+    } else {
+        ChangeKind::Added
+    };
+    let node = Node {
+        rel,
+        dir: upper.as_fd(),
+        name,
+        stat: &us,
+    };
+    if !is_dir(&us) {
+        return w.emit(&node, kind);
+    }
+    let uchild = open_dir(upper, name).at("open", &ushown)?;
+    let lchild = match (lower, &ls) {
+        (Some(l), Some(s)) if is_dir(s) => {
+            Some(open_dir(l, name).at("open", &shown(&w.old_root, rel))?)
+        }
+        _ => None,
+    };
+    if opaque {
+        w.emit(&node, kind)?;
+        w.emit_opaque(rel)?;
+        // The tar needs every entry (the marker removed the lower ones); the
+        // change list is the naive diff of what the marker hid.
+        let old = if w.sink.opaque_as_added() {
+            None
+        } else {
+            lchild.as_ref()
+        };
+        return w.walk_dir(old, &uchild, rel);
+    }
+    match (&lchild, &ls) {
+        (Some(l), Some(s)) => {
+            let own = w.differs(
+                (l.as_fd(), OsStr::new(""), s),
+                (uchild.as_fd(), OsStr::new(""), &us),
+                rel,
+            )?;
+            if own {
+                w.emit(&node, kind)?;
+                upper_dir(w, Some(l), &uchild, rel)
+            } else {
+                w.push_pending(rel, &uchild, us)?;
+                let r = upper_dir(w, Some(l), &uchild, rel);
+                w.pop_pending();
+                r
+            }
+        }
+        _ => {
+            w.emit(&node, kind)?;
+            upper_dir(w, None, &uchild, rel)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn whiteout_named_file_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let (u, l) = (t.path().join("u"), t.path().join("l"));
+        fs::create_dir_all(&u).unwrap();
+        fs::create_dir_all(&l).unwrap();
+        fs::write(u.join(".wh.x"), "").unwrap();
+        assert!(matches!(
+            upper_changes(&u, &l),
+            Err(Error::UnsafeArchive(_))
+        ));
+    }
+
+    #[test]
+    fn upper_entries_are_added_or_changed() {
+        let t = tempfile::tempdir().unwrap();
+        let (u, l) = (t.path().join("u"), t.path().join("l"));
+        fs::create_dir_all(l.join("etc")).unwrap();
+        fs::write(l.join("etc/a"), "a").unwrap();
+        fs::create_dir_all(u.join("etc")).unwrap();
+        fs::write(u.join("etc/a"), "A").unwrap();
+        fs::write(u.join("etc/b"), "b").unwrap();
+        let got: Vec<_> = upper_changes(&u, &l)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.path.to_string_lossy().into_owned(), c.kind.code()))
+            .collect();
+        assert_eq!(got[1..], [("/etc/a".into(), "C"), ("/etc/b".into(), "A")]);
+        assert_eq!(got[0].0, "/etc");
+    }
+}
