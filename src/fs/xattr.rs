@@ -102,6 +102,25 @@ pub fn set(
     }
 }
 
+/// POSIX ACLs as the kernel stores them, in the `system.` namespace.
+pub const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+/// The default ACL of a directory: what new entries in it inherit.
+pub const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+/// Remove `key` from `dir/name`; a key that is not there is no error.
+pub fn remove(dir: impl AsFd, name: &OsStr, key: &OsStr) -> rustix::io::Result<()> {
+    let (p, follow) = target(dir, name);
+    let r = if follow {
+        rustix::fs::removexattr(&p, key)
+    } else {
+        rustix::fs::lremovexattr(&p, key)
+    };
+    match r {
+        Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => Ok(()),
+        r => r,
+    }
+}
+
 /// Every (name, value) pair on `dir/name`, sorted by name.
 pub fn get_all(dir: impl AsFd, name: &OsStr, shown: &Path) -> Result<Vec<(OsString, Vec<u8>)>> {
     let dir = dir.as_fd();

@@ -14,8 +14,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from lamina import _lamina
 from support import manifest as mf
 from support.rootfs import CACHE, debian_rootfs

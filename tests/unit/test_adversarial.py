@@ -16,8 +16,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from support import manifest as mf
 from support.tars import archive, header, member, pad, pax
 

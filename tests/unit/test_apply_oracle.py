@@ -12,8 +12,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import lamina
 import pytest
+
+import lamina
 from lamina import _lamina
 from support import manifest as mf
 from support.tars import PRIVILEGED, build, gnu_tar_extract
