@@ -31,6 +31,7 @@
 //! overlay upper dir alone, at a cost proportional to the changes.
 
 pub mod archive;
+pub mod copy;
 pub mod driver;
 pub mod error;
 pub mod fs;
@@ -44,6 +45,7 @@ pub use archive::changes::{changes, Change, ChangeKind, ChangesOptions};
 pub use archive::export::{export_diff, ExportOptions, ExportReport};
 pub use archive::upper::{upper_changes, write_upper_diff};
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
+pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
 pub use init_layer::{
     default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,

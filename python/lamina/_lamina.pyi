@@ -14,6 +14,29 @@ class _BinaryWriter(Protocol):
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]
 
+def copy_dir(src: _Path, dst: _Path, *, hardlink: bool = False) -> None:
+    """Copy the tree at ``src`` to ``dst`` losslessly.
+
+    ``dst`` must not exist (its parent must) or be an empty directory.
+    Every entry keeps its type (directories, regular files, symlinks with
+    their target unchanged, FIFOs, sockets, character and block devices),
+    owner, mode (setuid/setgid/sticky included), every extended attribute
+    (capabilities, POSIX ACLs, ``trusted.*``, ``user.*``, SELinux labels),
+    and atime and mtime to the nanosecond; hard-link groups stay groups.
+    Regular files are reflinked where the filesystem can, else copied with
+    ``copy_file_range``, keeping holes. With ``hardlink=True`` each regular
+    file becomes a hard link to the source's inode, which is never modified.
+
+    As a non-root caller, ownership that cannot be given is not (and the
+    setuid/setgid bits are then dropped), and ``trusted.*`` and
+    ``security.capability`` are skipped, as ``cp -a`` does; anything else
+    that cannot be copied (device nodes without CAP_MKNOD, unreadable
+    files) raises. Errors are ``OSError`` subclasses with ``errno`` and
+    ``filename`` set; the file being written is removed, but ``dst`` is
+    left partial. A ``dst`` inside ``src`` raises ``ValueError``. The GIL is
+    released while copying.
+    """
+
 def setup_init_layer(path: _Path, entries: Iterable[InitEntry] | None = None) -> None:
     """Create a container's ``-init`` layer entries under ``path``.
 
@@ -62,6 +85,7 @@ def _reassemble(record: _Path, root: _Path, out: _Path) -> int:
     """Write the exact original tar of the layer applied at ``root`` to
     ``out`` from its tar-split ``record``; returns the bytes written. A file
     changed since the apply raises :class:`lamina.ArchiveError` naming it."""
+
 @final
 class Change:
     """One changed path, as ``docker diff`` lists it.

@@ -3,6 +3,7 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod archive;
+mod copy;
 mod errors;
 mod export;
 mod init_layer;
@@ -12,6 +13,8 @@ use pyo3::prelude::*;
 /// The native module `lamina._lamina`; the public API is `lamina`.
 #[pymodule]
 mod _lamina {
+    #[pymodule_export]
+    use super::copy::copy_dir;
     #[pymodule_export]
     use super::init_layer::setup_init_layer;
 
