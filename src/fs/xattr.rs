@@ -28,7 +28,7 @@ fn target(dir: impl AsFd, name: &OsStr) -> (PathBuf, bool) {
 /// empty buffer with 0, not with the size (it has separate `*_query`
 /// functions for that), and one call is cheaper than two for the small
 /// values that are the rule.
-fn read_sized(
+pub fn read_sized(
     mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<Vec<u8>> {
     let mut size = 256;
