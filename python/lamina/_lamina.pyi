@@ -257,16 +257,7 @@ def export_diff(
     *,
     source_date_epoch: int | None = None,
     content: bool = False,
-) -> bytes: ...
-@overload
-def export_diff(
-    old_dir: _Path | None,
-    new_dir: _Path,
-    dst: _Path | _BinaryWriter,
-    *,
-    source_date_epoch: int | None = None,
-    content: bool = False,
-) -> None:
+) -> bytes:
     """The tar of the changes from ``old_dir`` to ``new_dir`` (``old_dir=None``:
     the whole tree, a base layer).
 
@@ -279,9 +270,24 @@ def export_diff(
     """
 
 @overload
+def export_diff(
+    old_dir: _Path | None,
+    new_dir: _Path,
+    dst: _Path | _BinaryWriter,
+    *,
+    source_date_epoch: int | None = None,
+    content: bool = False,
+) -> None: ...
+@overload
 def export_upper_diff(
     upper: _Path, lower: _Path, dst: None = None, *, source_date_epoch: int | None = None
-) -> bytes: ...
+) -> bytes:
+    """The tar of the changes an overlayfs upper dir makes over ``lower``,
+    from the upper dir alone: whiteout devices become ``.wh.`` entries, opaque
+    directories a ``.wh..wh..opq`` entry followed by their whole content.
+    Same output rules as :func:`export_diff`.
+    """
+
 @overload
 def export_upper_diff(
     upper: _Path,
@@ -289,9 +295,4 @@ def export_upper_diff(
     dst: _Path | _BinaryWriter,
     *,
     source_date_epoch: int | None = None,
-) -> None:
-    """The tar of the changes an overlayfs upper dir makes over ``lower``,
-    from the upper dir alone: whiteout devices become ``.wh.`` entries, opaque
-    directories a ``.wh..wh..opq`` entry followed by their whole content.
-    Same output rules as :func:`export_diff`.
-    """
+) -> None: ...

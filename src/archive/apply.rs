@@ -244,6 +244,34 @@ fn current_umask() -> u32 {
 /// Whether the mode a create call made (`mode & 0777 & ~umask`) differs
 /// from the entry's (setuid/setgid/sticky, or bits the umask took), or the
 /// inode existed before.
+/// ACLs a new inode inherited from its directory's default ACL.
+#[derive(Clone, Copy)]
+enum Inherited {
+    None,
+    /// A file, device or FIFO: an access ACL.
+    Access,
+    /// A directory: an access ACL and the default ACL itself.
+    AccessAndDefault,
+}
+
+impl Inherited {
+    fn new(parent: &Parent, is_dir: bool) -> Self {
+        match (parent.default_acl, is_dir) {
+            (false, _) => Inherited::None,
+            (true, false) => Inherited::Access,
+            (true, true) => Inherited::AccessAndDefault,
+        }
+    }
+
+    fn keys(self) -> &'static [&'static [u8]] {
+        match self {
+            Inherited::None => &[],
+            Inherited::Access => &[xattr::ACL_ACCESS],
+            Inherited::AccessAndDefault => &[xattr::ACL_ACCESS, xattr::ACL_DEFAULT],
+        }
+    }
+}
+
 fn needs_chmod(umask: u32, mode: u32, existed: bool) -> bool {
     existed || mode & 0o7000 != 0 || mode & 0o777 & umask != 0
 }
@@ -461,7 +489,10 @@ impl<'o> Applier<'o> {
         let meta = FileMeta {
             chown: (self.privileged && !owned).then_some((h.uid, h.gid)),
             xattrs: h.xattrs.clone(),
-            chmod: needs_chmod(self.umask, h.mode, false).then_some(h.mode & 0o7777),
+            // An inherited ACL set the mode without the umask: always chmod.
+            chmod: (dir.default_acl || needs_chmod(self.umask, h.mode, false))
+                .then_some(h.mode & 0o7777),
+            drop_inherited_acl: dir.default_acl,
             times: Timestamps {
                 last_access: ts(h.atime.unwrap_or(h.mtime)),
                 last_modification: ts(h.mtime),
@@ -532,7 +563,7 @@ impl<'o> Applier<'o> {
         }
     }
 
-    fn dir(&mut self, pdir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+    fn dir(&mut self, pdir: &Parent, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
         let (now, later) = self.dir_modes(h.mode);
         let mode = Mode::from_raw_mode(now & 0o777);
         let mut existed = false;
@@ -552,8 +583,14 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("mkdir", &self.shown(path)),
             }
         }
-        self.owner_xattrs(pdir, name, path, h)?;
-        if self.needs_chmod(now, existed) {
+        self.owner_xattrs(pdir, name, path, h, Inherited::new(pdir, true))?;
+        if let Some((cached, _)) = &self.res.cache {
+            // Its default ACL may have changed, and the cache knows the old one.
+            if cached == path {
+                self.res.cache = None;
+            }
+        }
+        if self.needs_chmod(now, existed) || pdir.default_acl {
             rustix::fs::chmodat(
                 pdir,
                 name,
@@ -592,9 +629,23 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
-    fn owner_xattrs(&self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+    fn owner_xattrs(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        path: &[u8],
+        h: &Header,
+        inherited: Inherited,
+    ) -> Result<()> {
         if self.privileged {
             meta::chown(dir, name, h.uid, h.gid, &self.shown(path))?;
+        }
+        // What the parent's default ACL gave the new inode is not the
+        // layer's: the tar entry lists every ACL the inode should have.
+        for key in inherited.keys() {
+            if !h.xattrs.iter().any(|(k, _)| k == key) {
+                xattr::remove(dir, name, os(key)).at("removexattr", &self.shown(path))?;
+            }
         }
         for (k, v) in &h.xattrs {
             if let Err(e) = xattr::set(dir, name, os(k), v, &self.shown(path)) {
@@ -610,14 +661,20 @@ impl<'o> Applier<'o> {
     /// by name (symlinks, devices, FIFOs).
     fn meta(
         &mut self,
-        dir: &OwnedFd,
+        dir: &Parent,
         name: &OsStr,
         path: &[u8],
         h: &Header,
         chmod: bool,
     ) -> Result<()> {
-        self.owner_xattrs(dir, name, path, h)?;
-        if chmod && self.needs_chmod(h.mode, false) {
+        // Symlinks (chmod false) have no ACLs.
+        let inherited = if chmod {
+            Inherited::new(dir, false)
+        } else {
+            Inherited::None
+        };
+        self.owner_xattrs(dir, name, path, h, inherited)?;
+        if chmod && (self.needs_chmod(h.mode, false) || dir.default_acl) {
             rustix::fs::chmodat(
                 dir,
                 name,

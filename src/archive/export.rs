@@ -36,6 +36,7 @@ use rustix::io::Errno;
 use super::changes::{file_xattrs, shown, walk_trees, ChangeKind, Node, Sink};
 use super::tar_writer::{EntryType, Header, TarWriter};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::xattr;
 
 /// Options of the diff writers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,27 +83,9 @@ pub fn is_exported_xattr(key: &[u8]) -> bool {
         || key == b"system.posix_acl_default"
 }
 
-/// Read into a buffer that grows on ERANGE up to the kernel's 64 KiB limit.
-fn sized(
-    mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
-) -> rustix::io::Result<Vec<u8>> {
-    let mut size = 256;
-    loop {
-        let mut buf = vec![0u8; size];
-        match call(&mut buf) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(buf);
-            }
-            Err(Errno::RANGE) if size < 64 * 1024 => size *= 4,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// The exported xattrs of an open regular file, sorted by name.
 fn fd_xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = match sized(|b| rustix::fs::flistxattr(fd, b)) {
+    let names = match xattr::read_sized(|b| rustix::fs::flistxattr(fd, b)) {
         Ok(n) => n,
         Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
         Err(e) => return Err(e).at("listxattr", shown),
@@ -115,7 +98,7 @@ fn fd_xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let key = OsStr::from_bytes(k);
-        match sized(|b| rustix::fs::fgetxattr(fd, key, b)) {
+        match xattr::read_sized(|b| rustix::fs::fgetxattr(fd, key, b)) {
             Ok(v) => out.push((k.to_vec(), v)),
             Err(Errno::NODATA) => {}
             Err(e) => return Err(e).at("getxattr", shown),

@@ -22,6 +22,7 @@ use rustix::io::Errno;
 use super::reader::show;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
+use crate::fs::xattr;
 
 fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
@@ -35,6 +36,9 @@ pub(crate) struct Parent {
     pub(crate) fd: OwnedFd,
     /// New entries inherit the directory's group (so need a chown).
     pub(crate) setgid: bool,
+    /// The directory has a default ACL, so new entries inherit ACLs (and a
+    /// mode the umask did not shape) that their tar entry may not have.
+    pub(crate) default_acl: bool,
 }
 
 impl AsFd for Parent {
@@ -85,9 +89,17 @@ impl Resolver {
             Err(e) => return Err(self.resolve_error(rel, e)),
         };
         let st = rustix::fs::fstat(&fd).at("stat", &self.shown(rel))?;
+        let default_acl = xattr::get(
+            &fd,
+            OsStr::new(""),
+            os(xattr::ACL_DEFAULT),
+            &self.shown(rel),
+        )?
+        .is_some();
         let fd = Rc::new(Parent {
             fd,
             setgid: st.st_mode & libc::S_ISGID != 0,
+            default_acl,
         });
         self.cache = Some((rel.to_vec(), fd.clone()));
         Ok(fd)

@@ -33,6 +33,9 @@ pub struct FileMeta {
     pub chown: Option<(u32, u32)>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub chmod: Option<u32>,
+    /// Created in a directory with a default ACL: remove the access ACL it
+    /// inherited unless the entry itself carries one.
+    pub drop_inherited_acl: bool,
     pub times: Timestamps,
     pub privileged: bool,
     pub root: Arc<PathBuf>,
@@ -53,6 +56,12 @@ impl FileMeta {
                 Some(rustix::fs::Gid::from_raw(gid)),
             )
             .at("chown", &self.shown())?;
+        }
+        if self.drop_inherited_acl && !self.xattrs.iter().any(|(k, _)| k == xattr::ACL_ACCESS) {
+            match rustix::fs::fremovexattr(fd, os(xattr::ACL_ACCESS)) {
+                Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                Err(e) => return Err(e).at("removexattr", &self.shown()),
+            }
         }
         for (k, v) in &self.xattrs {
             if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {

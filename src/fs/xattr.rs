@@ -28,7 +28,7 @@ fn target(dir: impl AsFd, name: &OsStr) -> (PathBuf, bool) {
 /// empty buffer with 0, not with the size (it has separate `*_query`
 /// functions for that), and one call is cheaper than two for the small
 /// values that are the rule.
-fn read_sized(
+pub fn read_sized(
     mut call: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
 ) -> rustix::io::Result<Vec<u8>> {
     let mut size = 256;
@@ -99,6 +99,25 @@ pub fn set(
         rustix::fs::setxattr(&p, key, value, XattrFlags::empty())
     } else {
         rustix::fs::lsetxattr(&p, key, value, XattrFlags::empty())
+    }
+}
+
+/// POSIX ACLs as the kernel stores them, in the `system.` namespace.
+pub const ACL_ACCESS: &[u8] = b"system.posix_acl_access";
+/// The default ACL of a directory: what new entries in it inherit.
+pub const ACL_DEFAULT: &[u8] = b"system.posix_acl_default";
+
+/// Remove `key` from `dir/name`; a key that is not there is no error.
+pub fn remove(dir: impl AsFd, name: &OsStr, key: &OsStr) -> rustix::io::Result<()> {
+    let (p, follow) = target(dir, name);
+    let r = if follow {
+        rustix::fs::removexattr(&p, key)
+    } else {
+        rustix::fs::lremovexattr(&p, key)
+    };
+    match r {
+        Err(Errno::NODATA) | Err(Errno::OPNOTSUPP) => Ok(()),
+        r => r,
     }
 }
 

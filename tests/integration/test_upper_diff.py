@@ -119,10 +119,12 @@ def test_upper_diff_round_trip(overlay: Overlay, tmp_path: Path) -> None:
     assert not any("trusted.overlay" in k for k in pax_keys)
     assert data == lamina.export_upper_diff(overlay.upper, overlay.lower)
 
-    target = tmp_path / "target"
-    cp_a(overlay.lower, target)
-    gnu_tar_apply(data, target)
-    assert_same(manifest(target), manifest(snap))
+    # lamina's own apply, and GNU tar plus whiteout handling as the oracle.
+    for name, apply in (("lamina", lambda d, t: lamina.apply_layer(t, d)), ("gnu", gnu_tar_apply)):
+        target = tmp_path / f"target-{name}"
+        cp_a(overlay.lower, target)
+        apply(data, target)
+        assert_same(manifest(target), manifest(snap))
 
 
 def test_untouched_lower_is_not_reported(overlay: Overlay) -> None:

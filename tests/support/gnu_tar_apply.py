@@ -1,12 +1,9 @@
 """Apply a layer tar with GNU tar plus whiteout post-processing.
 
-STAND-IN FOR ``lamina.apply_layer``: the export tests were written while the
-apply engine was built in parallel, so they apply diffs with GNU tar (an
-independent oracle) and then do what GNU tar does not: ``.wh.NAME`` removes
+The oracle beside ``lamina.apply_layer`` in the round-trip tests: GNU tar
+extracts the diff, then this does what GNU tar does not: ``.wh.NAME`` removes
 NAME, ``.wh..wh..opq`` empties its directory of everything the layer did not
-bring. Once ``apply_layer`` is merged, switch the round-trip tests'
-``apply`` fixture from ``gnu_tar_apply`` to ``lamina.apply_layer`` (and keep
-this one as the oracle).
+bring.
 """
 
 from __future__ import annotations

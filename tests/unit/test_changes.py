@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -32,6 +32,7 @@ from support.gnu_tar_apply import gnu_tar_apply
 from support.manifest import Record, assert_same, manifest
 
 ROOT = os.geteuid() == 0
+Applier = Callable[[bytes, Path], None]
 
 
 def _acl(p: Path) -> bool:
@@ -324,31 +325,38 @@ def test_unreadable_file_is_an_error_not_skipped(tmp_path: Path) -> None:
 # ------------------------------------------------------------- round trip
 
 
-def test_round_trip(trees: tuple[Path, Path], tmp_path: Path) -> None:
-    """export(parent, child) applied onto a copy of parent gives child.
+def _lamina_apply(data: bytes, target: Path) -> None:
+    lamina.apply_layer(target, data)
 
-    Applied with GNU tar + whiteout post-processing (``gnu_tar_apply``)
-    until ``lamina.apply_layer`` is merged: switch ``apply`` then.
-    """
+
+# Each round trip runs through lamina's own apply and through GNU tar plus
+# whiteout post-processing, an independent oracle for the same tar.
+APPLIERS = pytest.mark.parametrize("apply", [_lamina_apply, gnu_tar_apply], ids=["lamina", "gnu"])
+
+
+@APPLIERS
+def test_round_trip(trees: tuple[Path, Path], tmp_path: Path, apply: Applier) -> None:
+    """export(parent, child) applied onto a copy of parent gives child."""
     parent, child = trees
     if _acl(child / "etc/group"):
         subprocess.run(["setfacl", "-d", "-m", "u:4242:rx", str(child / "home/user")], check=True)
-    apply = gnu_tar_apply
     target = tmp_path / "target"
     _cp_a(parent, target)
     apply(lamina.export_diff(parent, child, content=True), target)
     assert_same(manifest(target), manifest(child))
 
 
-def test_round_trip_base_layer(trees: tuple[Path, Path], tmp_path: Path) -> None:
+@APPLIERS
+def test_round_trip_base_layer(trees: tuple[Path, Path], tmp_path: Path, apply: Applier) -> None:
     _, child = trees
     target = tmp_path / "target"
     target.mkdir()
-    gnu_tar_apply(lamina.export_diff(None, child), target)
+    apply(lamina.export_diff(None, child), target)
     assert_same(manifest(target), manifest(child))
 
 
-def test_round_trip_opaque_like_replace(tmp_path: Path) -> None:
+@APPLIERS
+def test_round_trip_opaque_like_replace(tmp_path: Path, apply: Applier) -> None:
     """rm -rf a directory and recreate it: the diff deletes the old children."""
     parent, child = tmp_path / "p", tmp_path / "c"
     build_parent(parent)
@@ -358,7 +366,7 @@ def test_round_trip_opaque_like_replace(tmp_path: Path) -> None:
     (child / "etc/passwd").write_text("new")
     target = tmp_path / "target"
     _cp_a(parent, target)
-    gnu_tar_apply(lamina.export_diff(parent, child), target)
+    apply(lamina.export_diff(parent, child), target)
     assert_same(manifest(target), manifest(child))
 
 
