@@ -131,7 +131,9 @@ pub struct Reconciled {
     pub dead_refs: u32,
     /// Layers whose counts were dropped because their mount is gone.
     pub vanished: Vec<String>,
-    /// Layers still mounted with no live reference (reused by the next get).
+    /// Layers still mounted with no live reference (reused by the next
+    /// get). With [`crate::driver::mounter::NoMounts`], layers whose every
+    /// owner is gone: their record is dropped, there is nothing to unmount.
     pub orphaned: Vec<String>,
 }
 
@@ -410,7 +412,7 @@ impl<M: Mounter> MountTxn<'_, M> {
                 continue;
             };
             out.dead_refs += self.prune(&mut rec);
-            if !points.contains(&rec.target) {
+            if !self.refs.mounter.is_mounted_in(&points, &rec.target) {
                 if !rec.refs.is_empty() {
                     out.vanished.push(id.clone());
                 }
@@ -646,5 +648,34 @@ mod tests {
         let unmounts = calls.len() - mounts;
         assert_eq!(mounts, unmounts);
         assert!(mounts >= 1);
+    }
+
+    #[test]
+    fn no_mounts_counts_live_only_and_never_vanish() {
+        let f = Fixture::new();
+        let r = MountRefs::open(&f.dir, crate::driver::mounter::NoMounts).unwrap();
+        let ghost = MountRefs::open(&f.dir, crate::driver::mounter::NoMounts)
+            .unwrap()
+            .with_owner(Owner {
+                pid: r.owner().unwrap().pid,
+                start_time: 0,
+            });
+        let (a, ta) = (id(11), PathBuf::from("/t/j"));
+        let (b, tb) = (id(12), PathBuf::from("/t/k"));
+        assert_eq!(r.get(&a, &ta, &MountSpec::Itself).unwrap(), 1);
+        ghost.get(&b, &tb, &MountSpec::Itself).unwrap();
+        // Absent from any mount table, a live reference stays.
+        let got = r.transaction().unwrap().reconcile().unwrap();
+        assert_eq!(got.dead_refs, 1);
+        assert!(got.vanished.is_empty());
+        assert_eq!(r.count(&a).unwrap(), 1);
+        assert!(matches!(
+            r.transaction().unwrap().release(&a, &ta),
+            Err(Error::LayerInUse(_))
+        ));
+        assert_eq!(r.count(&b).unwrap(), 0);
+        assert!(!f.dir.join(format!("{b}.json")).exists());
+        assert_eq!(r.put(&a, &ta).unwrap(), 0);
+        r.transaction().unwrap().release(&a, &ta).unwrap();
     }
 }

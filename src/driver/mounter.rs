@@ -39,6 +39,9 @@ pub enum MountSpec {
         /// The directory to bind.
         source: PathBuf,
     },
+    /// Nothing to mount: the target is the layer's own tree (vfs, whose
+    /// counts go through [`NoMounts`]).
+    Itself,
 }
 
 /// Linux takes mount data up to one page, NUL included; moby's overlay2
@@ -124,9 +127,15 @@ pub trait Mounter: Send + Sync {
     fn unmount(&self, target: &Path) -> Result<()>;
     /// Every mount point in this process's mount namespace.
     fn mount_points(&self) -> Result<HashSet<PathBuf>>;
+    /// Whether `target` counts as mounted, given `points` from
+    /// [`Mounter::mount_points`] (one read of the mount table serves many
+    /// targets when a store is reconciled).
+    fn is_mounted_in(&self, points: &HashSet<PathBuf>, target: &Path) -> bool {
+        points.contains(target)
+    }
     /// Whether something is mounted exactly at `target`.
     fn is_mounted(&self, target: &Path) -> Result<bool> {
-        Ok(self.mount_points()?.contains(target))
+        Ok(self.is_mounted_in(&self.mount_points()?, target))
     }
 }
 
@@ -140,6 +149,32 @@ impl<M: Mounter + ?Sized> Mounter for std::sync::Arc<M> {
     }
     fn mount_points(&self) -> Result<HashSet<PathBuf>> {
         (**self).mount_points()
+    }
+    fn is_mounted_in(&self, points: &HashSet<PathBuf>, target: &Path) -> bool {
+        (**self).is_mounted_in(points, target)
+    }
+}
+
+/// The mounter of a driver that never mounts (vfs: "mounting" a layer
+/// hands out its own directory). Every target counts as mounted, so the
+/// reference counts of [`crate::driver::mount`] are the whole truth: there
+/// is no kernel mount that could vanish behind lamina's back or outlive its
+/// process, and a reference goes only when it is put or its process dies.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoMounts;
+
+impl Mounter for NoMounts {
+    fn mount(&self, _spec: &MountSpec, _target: &Path) -> Result<()> {
+        Ok(())
+    }
+    fn unmount(&self, _target: &Path) -> Result<()> {
+        Ok(())
+    }
+    fn mount_points(&self) -> Result<HashSet<PathBuf>> {
+        Ok(HashSet::new())
+    }
+    fn is_mounted_in(&self, _points: &HashSet<PathBuf>, _target: &Path) -> bool {
+        true
     }
 }
 
@@ -188,6 +223,12 @@ impl Mounter for LinuxMounter {
                 }
                 Ok(())
             }
+            // Only NoMounts is handed this; here it would be a count with
+            // no mount behind it.
+            MountSpec::Itself => Err(Error::InvalidArgument(format!(
+                "nothing to mount on {}",
+                target.display()
+            ))),
         }
     }
 
@@ -390,5 +431,12 @@ mod tests {
         m.fail_next_mount(Errno::PERM);
         assert!(m.mount(&spec, Path::new("/t")).is_err());
         assert_eq!(m.mount_calls(), 3);
+    }
+
+    #[test]
+    fn no_mounts_counts_every_target_as_mounted() {
+        let m = std::sync::Arc::new(NoMounts);
+        assert!(m.is_mounted(Path::new("/nowhere")).unwrap());
+        assert!(m.mount_points().unwrap().is_empty());
     }
 }

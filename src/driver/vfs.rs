@@ -7,22 +7,26 @@
 //! ever shared between layers, so nothing needs mounting: "mounting" a
 //! layer returns its `root/` (writable or not, it is the caller's copy).
 //!
-//! Mount references are counted per open graph, in memory: with no kernel
-//! mount there is nothing another process could see or leak, so `delete`
-//! is refused only while the graph that deletes holds a reference.
+//! Mount references are persisted and shared by every process using the
+//! store, as the overlay driver's are ([`crate::driver::mount`]): a tree
+//! handed out to another process is in use just as a mount is, so `delete`
+//! is refused while any live process holds one. There is no kernel mount,
+//! so the counts go through [`NoMounts`]: a reference ends when it is put
+//! or its process dies, never for being absent from the mount table.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::archive::changes::{changes, ChangesOptions};
 use crate::archive::export::{export_diff, ExportOptions};
 use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
+use crate::driver::mount::MountRefs;
+use crate::driver::mounter::{MountSpec, NoMounts};
 use crate::driver::{content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
+use crate::graph::layout::Layout;
 
 /// The directory of a layer's tree.
 pub const ROOT: &str = "root";
@@ -30,21 +34,23 @@ pub const ROOT: &str = "root";
 /// The `vfs` driver; see the module docs.
 #[derive(Debug)]
 pub struct Vfs {
-    refs: Mutex<HashMap<String, u32>>,
+    refs: MountRefs<NoMounts>,
     probe: Option<HostProbe>,
 }
 
 impl Vfs {
-    /// A vfs driver; `probe` (if any) is reported by `status()`.
-    pub fn new(probe: Option<HostProbe>) -> Vfs {
-        Vfs {
-            refs: Mutex::new(HashMap::new()),
+    /// The vfs driver of the store at `layout`; `probe` (if any) is
+    /// reported by `status()`.
+    pub fn new(layout: &Layout, probe: Option<HostProbe>) -> Result<Vfs> {
+        Ok(Vfs {
+            refs: MountRefs::open(&layout.mounts_dir(), NoMounts)?,
             probe,
-        }
+        })
     }
 
-    fn refs(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.refs.lock().unwrap_or_else(|p| p.into_inner())
+    /// The mount reference counts (a store reconciles them when opened).
+    pub fn refs(&self) -> &MountRefs<NoMounts> {
+        &self.refs
     }
 }
 
@@ -107,13 +113,8 @@ impl Driver for Vfs {
         layer: LayerDir<'_>,
         remove_dir: &mut dyn FnMut() -> Result<()>,
     ) -> Result<()> {
-        let refs = self.refs();
-        if let Some(n) = refs.get(layer.id).filter(|n| **n > 0) {
-            return Err(Error::LayerInUse(format!(
-                "{} is mounted {n} time(s)",
-                layer.id
-            )));
-        }
+        let txn = self.refs.transaction()?;
+        txn.release(layer.id, &layer.dir.join(ROOT))?;
         remove_dir()
     }
 
@@ -126,29 +127,24 @@ impl Driver for Vfs {
         if !root.is_dir() {
             return Err(Error::Driver(format!("layer {} has no tree", layer.id)));
         }
-        *self.refs().entry(layer.id.to_owned()).or_insert(0) += 1;
+        self.refs.get(layer.id, &root, &MountSpec::Itself)?;
         Ok(root)
     }
 
     fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
-        let mut refs = self.refs();
-        match refs.get_mut(layer.id) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                let left = *n;
-                if left == 0 {
-                    refs.remove(layer.id);
-                }
-                Ok(left)
-            }
-            // Nothing to give back: vfs never mounts, so a layer "mounted"
-            // by a process that is gone is not mounted at all.
-            _ => Ok(0),
+        let root = layer.dir.join(ROOT);
+        let txn = self.refs.transaction()?;
+        if txn.own_count(layer.id)? == 0 {
+            // Nothing of ours to give back, and nothing is ever left
+            // mounted: the references of processes that are gone are
+            // dropped by the count itself.
+            return Ok(0);
         }
+        txn.put(layer.id, &root)
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
-        Ok(self.refs().get(layer.id).copied().unwrap_or(0))
+        self.refs.count(layer.id)
     }
 
     fn diff(

@@ -81,10 +81,15 @@ impl Graph {
         let tmp = store.layout().tmp_dir();
         let name = store.config().driver.clone();
         let driver: Box<dyn Driver> = match name.as_str() {
-            "vfs" => Box::new(Vfs::new(match probed {
-                Some(p) => Some(p),
-                None => HostProbe::run_with(&tmp, false).ok(),
-            })),
+            "vfs" => {
+                let probe = match probed {
+                    Some(p) => Some(p),
+                    None => HostProbe::run_with(&tmp, false).ok(),
+                };
+                let d = Vfs::new(store.layout(), probe)?;
+                d.refs().transaction()?.reconcile()?;
+                Box::new(d)
+            }
             "overlay" => {
                 let probe = match probed {
                     Some(p) => Some(p),

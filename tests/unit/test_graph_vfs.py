@@ -6,6 +6,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -75,3 +78,41 @@ def test_threads_share_a_graph(tmp_path: Path) -> None:
         for t in ts:
             t.join()
         assert len(set(seen)) == 40 and len(g) == 41
+
+
+# Opens the store, mounts the layer and stays alive holding it.
+HOLDER = """
+import sys, lamina
+g = lamina.Graph(sys.argv[1], driver="vfs")
+g[sys.argv[2]].mount()
+print("mounted", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_other_process_mount_blocks_delete_until_it_dies(tmp_path: Path) -> None:
+    root = tmp_path / "s"
+    with open_graph(root, "vfs") as g:
+        layer = g.register(BASE)
+        child = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(root), layer.id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "mounted\n"
+            assert layer.mount_count == 1
+            with pytest.raises(lamina.LayerInUse, match=str(child.pid)):
+                g.delete(layer)
+            # Our own unmount cannot give back the other process's reference.
+            layer.unmount()
+            assert layer.mount_count == 1
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+        # A process that died without unmounting never blocks delete.
+        assert layer.mount_count == 0
+        g.delete(layer)
+        assert len(g) == 0
