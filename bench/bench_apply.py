@@ -175,6 +175,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--markdown", type=Path, help="write the result table here")
     ap.add_argument("--no-memory", action="store_true")
+    # Iterating on one case is quicker than a full run of every filesystem.
+    ap.add_argument("--fs", action="append", choices=["ext4", "xfs", "tmpfs"], help="only these")
     args = ap.parse_args()
     reexec_in_namespace()
     from support.rootfs import debian_rootfs
@@ -205,6 +207,8 @@ def main() -> None:
         )
         lines.append("|---|---|---|---|---|---|---|")
         for fs, mnt in fss.items():
+            if args.fs and fs not in args.fs:
+                continue
             for tname, tar in tars.items():
                 best: dict[str, float] = {}
                 for tool, fn in TOOLS.items():

@@ -43,7 +43,7 @@ use super::reader::{show, Header, Kind, NoRecord, Record, TarReader};
 use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
-use super::writer::{writer, FileMeta, Job, JOBS, JOB_MAX, WRITER_GONE};
+use super::writer::{writer, FileMeta, Job, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX, WRITER_GONE};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
@@ -157,6 +157,10 @@ fn run(
             }
             Ok::<u64, Error>(n)
         })();
+        // The last batch goes too after a failure: the writer's own error,
+        // if it has one, is the one to report (see below).
+        let flushed = ap.flush_jobs();
+        let parsed = parsed.and_then(|n| flushed.map(|()| n));
         // Every file is complete before directory times are set.
         ap.jobs = None;
         let written = worker
@@ -280,7 +284,10 @@ struct Applier<'o> {
     res: Resolver,
     root_path: Arc<PathBuf>,
     /// The writer thread's queue, while it runs.
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<SyncSender<Vec<Job>>>,
+    /// Jobs not yet sent to the writer thread, and their payload bytes.
+    batch: Vec<Job>,
+    batch_bytes: usize,
     opts: &'o ApplyOptions,
     privileged: bool,
     umask: u32,
@@ -305,6 +312,8 @@ impl<'o> Applier<'o> {
             res: Resolver::new(Root::open(dst)?, umask),
             root_path: Arc::new(dst.to_path_buf()),
             jobs: None,
+            batch: Vec::new(),
+            batch_bytes: 0,
             opts,
             privileged: meta::is_privileged(),
             umask,
@@ -316,6 +325,21 @@ impl<'o> Applier<'o> {
             plnk: false,
             buf: Vec::new(),
         })
+    }
+
+    /// Send the pending batch of small files to the writer thread.
+    fn flush_jobs(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        match &self.jobs {
+            Some(jobs) => jobs
+                .send(batch)
+                .map_err(|_| Error::Archive(WRITER_GONE.into())),
+            None => Err(Error::Archive(WRITER_GONE.into())),
+        }
     }
 
     fn shown(&self, rel: &[u8]) -> PathBuf {
@@ -518,7 +542,7 @@ impl<'o> Applier<'o> {
             return meta.apply(file);
         }
         let mut crc = crc32fast::Hasher::new();
-        if let Some(jobs) = self.jobs.as_ref().filter(|_| h.size <= JOB_MAX) {
+        if self.jobs.is_some() && h.size <= JOB_MAX {
             // Small files: the payload and the rest of the file's syscalls go
             // to the writer thread; this one goes on parsing and creating.
             let mut data = Vec::with_capacity(h.size as usize);
@@ -528,9 +552,12 @@ impl<'o> Applier<'o> {
                 Ok(())
             })? {}
             rdr.record().file(path, h.size, crc.finalize())?;
-            return jobs
-                .send(Job { file, data, meta })
-                .map_err(|_| Error::Archive(WRITER_GONE.into()));
+            self.batch_bytes += data.len();
+            self.batch.push(Job { file, data, meta });
+            if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
+                return self.flush_jobs();
+            }
+            return Ok(());
         }
         let mut werr = None;
         while rdr.with_payload(&mut |b| {

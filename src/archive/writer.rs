@@ -23,8 +23,15 @@ fn os(b: &[u8]) -> &std::ffi::OsStr {
 /// written from the stream buffer directly: for them the copy into a job
 /// costs more than the syscalls it moves.
 pub const JOB_MAX: u64 = 64 << 10;
-/// Jobs queued for the writer thread (bounds memory at `JOBS * JOB_MAX`).
-pub const JOBS: usize = 16;
+/// Batches queued for the writer thread (bounds memory at about
+/// `JOBS * (BATCH_BYTES + JOB_MAX)`, and open fds at `JOBS * BATCH_JOBS`).
+pub const JOBS: usize = 4;
+/// Jobs go to the writer thread in batches: one job per send cost a futex
+/// wake-up and a context switch per small file (as many futex calls as
+/// files in `strace -c`), CPU that a 2-core machine needs for the rest.
+pub const BATCH_JOBS: usize = 32;
+/// A batch is sent early once its payloads reach this many bytes.
+pub const BATCH_BYTES: usize = 256 << 10;
 pub const WRITER_GONE: &str = "the file writer thread stopped";
 
 /// What is left to do to a created regular file once its payload is in:
@@ -87,8 +94,8 @@ pub struct Job {
 /// The writer thread: payload, metadata and close of small files, so that
 /// the kernel's per-file cost runs on both cores. It only ever touches fds
 /// the applying thread created, never a path.
-pub fn writer(jobs: Receiver<Job>) -> Result<()> {
-    for mut job in jobs {
+pub fn writer(jobs: Receiver<Vec<Job>>) -> Result<()> {
+    for mut job in jobs.into_iter().flatten() {
         job.file
             .write_all(&job.data)
             .map_err(|e| Error::io("write", job.meta.shown(), e))?;
