@@ -1,9 +1,11 @@
 //! The one error type of the core.
 //!
-//! Every failure of the crate is an [`Error`]. OS failures keep the
-//! [`std::io::Error`] as their source together with the operation and the
-//! path they failed on, so that the Python bindings can raise the matching
-//! `OSError` subclass with `errno` and `filename` set.
+//! Every failure of the crate is an [`Error`], one variant per kind of
+//! failure, so that a caller tells them apart by matching, never by reading
+//! a message. OS failures keep the [`std::io::Error`] (and so the errno) as
+//! their source together with the operation and the path they failed on,
+//! so that the Python bindings can raise the matching `OSError` subclass
+//! with `errno` and `filename` set; mount failures keep theirs the same way.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,24 +24,96 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// No layer has this id (or no id starts with this prefix).
-    #[error("layer not found: {0}")]
-    LayerNotFound(String),
+    /// Applying one entry of a layer tar failed with an OS error; `source`
+    /// names the file it failed on, `entry` the entry's name in the archive.
+    #[error("tar entry '{}': {source}", entry.escape_debug())]
+    Entry {
+        /// The entry's path as the archive spells it (lossy UTF-8).
+        entry: String,
+        /// What failed ([`Error::Io`]).
+        #[source]
+        source: Box<Error>,
+    },
+    /// No layer has this id, or no id starts with this prefix.
+    #[error("no layer '{}' in {}", reference.escape_debug(), root.display())]
+    LayerNotFound {
+        /// What was looked up: an id or a prefix.
+        reference: String,
+        /// The store's root directory.
+        root: PathBuf,
+    },
+    /// A prefix names more than one layer.
+    #[error(
+        "layer prefix '{}' is ambiguous in {}: {} layers match ({}{})",
+        reference.escape_debug(),
+        root.display(),
+        candidates.len(),
+        candidates.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+        if candidates.len() > 5 { ", ..." } else { "" }
+    )]
+    AmbiguousLayer {
+        /// The prefix looked up.
+        reference: String,
+        /// The store's root directory.
+        root: PathBuf,
+        /// Every id it matches, sorted.
+        candidates: Vec<String>,
+    },
     /// A layer with this id already exists.
-    #[error("layer already exists: {0}")]
+    #[error("layer {0} already exists")]
     LayerExists(String),
     /// The layer is mounted or has children.
-    #[error("layer in use: {0}")]
-    LayerInUse(String),
+    #[error("layer {id} is in use: {why}")]
+    LayerInUse {
+        /// The layer.
+        id: String,
+        /// What holds it (a mount by some process, a child layer).
+        why: String,
+    },
     /// A malformed tar archive.
     #[error("malformed archive: {0}")]
     Archive(String),
     /// A tar archive that tries to reach outside the layer it is applied to.
     #[error("unsafe archive: {0}")]
     UnsafeArchive(String),
-    /// A mount or storage-driver failure.
+    /// A mount or unmount call failed.
+    #[error("{op} {}: {source}", target.display())]
+    Mount {
+        /// `"mount overlay"`, `"bind mount"`, `"unmount"`, ...
+        op: &'static str,
+        /// The mount point.
+        target: PathBuf,
+        /// The OS error of the call.
+        #[source]
+        source: io::Error,
+    },
+    /// A storage-driver failure that is not an OS error.
     #[error("driver error: {0}")]
     Driver(String),
+    /// The store's own files are not what lamina wrote: unparsable, of a
+    /// newer format, or inconsistent.
+    #[error("corrupt store: {}: {what}", path.display())]
+    Corrupt {
+        /// The file or directory that is wrong.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: String,
+    },
+    /// A storage driver this build does not have.
+    #[error(
+        "unknown storage driver {name:?}: this build has {} (or \"auto\")",
+        crate::driver::NAMES.join(", ")
+    )]
+    UnknownDriver {
+        /// The name asked for.
+        name: String,
+    },
+    /// The graph was closed; nothing more can be done through it.
+    #[error("the graph is closed")]
+    Closed,
+    /// A worker thread of lamina panicked: a bug in lamina.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// A caller passed a value the API cannot accept.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -58,13 +132,62 @@ impl Error {
         }
     }
 
+    /// An [`Error::Io`] for `op` on `path` from a raw errno.
+    pub fn errno(op: &'static str, path: impl Into<PathBuf>, errno: i32) -> Self {
+        Error::io(op, path, io::Error::from_raw_os_error(errno))
+    }
+
+    /// An [`Error::Corrupt`] for `path`.
+    pub fn corrupt(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
     /// The OS error number, where this error came from the OS.
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
-            Error::Io { source, .. } => source.raw_os_error(),
+            Error::Io { source, .. } | Error::Mount { source, .. } => source.raw_os_error(),
+            Error::Entry { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
+
+    /// Whether this is an OS error with `errno`.
+    pub fn is_errno(&self, errno: i32) -> bool {
+        self.raw_os_error() == Some(errno)
+    }
+
+    /// The error with the tar entry it happened on named, where it is an
+    /// OS error (archive errors name their entry in their message already).
+    pub fn in_entry(self, entry: &[u8]) -> Error {
+        match self {
+            e @ Error::Io { .. } => Error::Entry {
+                entry: String::from_utf8_lossy(entry).into_owned(),
+                source: Box::new(e),
+            },
+            e => e,
+        }
+    }
+
+    /// The error under any [`Error::Entry`] wrapping.
+    pub fn root_cause(&self) -> &Error {
+        match self {
+            Error::Entry { source, .. } => source.root_cause(),
+            e => e,
+        }
+    }
+}
+
+/// The message of a panic payload, for an [`Error::Internal`].
+pub fn panic_message(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    Error::Internal(format!("{what} panicked: {msg}"))
 }
 
 /// Attach the operation and path to an OS error.

@@ -186,7 +186,7 @@ fn overlay_and_readonly_bind_refcounted() {
     assert_eq!(refs.get(&oid, &merged, &spec).unwrap(), 1);
     assert_eq!(mounted_at(&merged).len(), 1, "leftover mount stacked");
     match crashed.transaction().unwrap().release(&oid, &merged) {
-        Err(Error::LayerInUse(_)) => {}
+        Err(Error::LayerInUse { .. }) => {}
         other => panic!("release of a live mount: {other:?}"),
     }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit as _atexit
 
 from lamina._lamina import (
+    DRIVERS,
     INIT_LAYER_ENTRIES,
     Change,
     Graph,
@@ -25,6 +26,7 @@ from lamina._lamina import (
 )
 from lamina.errors import (
     ArchiveError,
+    CorruptStore,
     DriverError,
     LaminaError,
     LayerExists,
@@ -34,9 +36,11 @@ from lamina.errors import (
 )
 
 __all__ = [
+    "DRIVERS",
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
     "Change",
+    "CorruptStore",
     "DriverError",
     "Graph",
     "LaminaError",

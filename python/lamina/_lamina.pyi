@@ -15,6 +15,8 @@ class _BinaryWriter(Protocol):
 
 __version__: str
 INIT_LAYER_ENTRIES: tuple[InitEntry, ...]
+DRIVERS: tuple[str, ...]
+"""The storage drivers this build has (``Graph(driver=...)`` also takes ``"auto"``)."""
 
 def copy_dir(src: _Path, dst: _Path, *, hardlink: bool = False) -> None:
     """Copy the tree at ``src`` to ``dst`` losslessly.
@@ -119,7 +121,13 @@ class Layer:
     def metadata(self) -> dict[str, Any]: ...
     @property
     def size(self) -> int:
-        """Bytes of uncompressed tar the layer was registered from."""
+        """The seed's size: the content bytes of the layer tar's entries (the
+        sum of their header sizes, as ``docker images`` showed); 0 for a
+        layer made by :meth:`Graph.create`."""
+    @property
+    def tar_size(self) -> int | None:
+        """Bytes of the uncompressed tar the layer was registered from;
+        ``None`` for a layer made by :meth:`Graph.create`."""
     @property
     def diff_id(self) -> str | None:
         """``"sha256:<hex>"`` of the layer's uncompressed tar; ``None`` for
@@ -157,7 +165,10 @@ class Graph:
 
     def __init__(
         self, root: _Path, driver: Literal["auto", "overlay", "vfs"] | str = "auto"
-    ) -> None: ...
+    ) -> None:
+        """Open (or make) the store at ``root``. ``driver`` is one of
+        :data:`DRIVERS` or ``"auto"``; any other name is a ``ValueError``
+        raised before anything is written."""
     @property
     def root(self) -> str: ...
     @property
@@ -187,8 +198,9 @@ class Graph:
         """A writable layer's changes as a new read-only layer on the same
         image layer."""
     def get(self, ref: _Ref) -> Layer:
-        """By full id or unique prefix (:class:`LayerNotFound`, or
-        ``ValueError`` for an ambiguous prefix)."""
+        """By full id or unique prefix. :class:`LayerNotFound` names what was
+        looked up and where; for an ambiguous prefix its ``candidates`` list
+        the ids it matches."""
     def layers(self) -> list[Layer]: ...
     def heads(self) -> list[Layer]: ...
     def delete(self, layer: _Ref) -> None:

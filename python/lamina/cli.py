@@ -147,6 +147,7 @@ def _inspect(layer: Any) -> dict[str, Any]:
         "writable": layer.writable,
         "created": layer.created.isoformat(),
         "size": layer.size,
+        "tar_size": layer.tar_size,
         "diff_id": layer.diff_id,
         "chain_id": layer.chain_id,
         "mount_count": layer.mount_count,
@@ -157,7 +158,14 @@ def _inspect(layer: Any) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lamina", description="A container image layer store.")
     p.add_argument("--root", default=None, help="store directory ($LAMINA_ROOT, else per user)")
-    p.add_argument("--driver", default="auto", help="overlay | overlay2 | vfs | auto")
+    from lamina._lamina import DRIVERS
+
+    p.add_argument(
+        "--driver",
+        default="auto",
+        choices=[*DRIVERS, "auto"],
+        help="storage driver of a new store (default: the store's own, or the host's best)",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     v = verbs.add_parser("register", help="apply a tar layer (plain, gzip, zstd) as a layer")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveError",
+    "CorruptStore",
     "DriverError",
     "LaminaError",
     "LayerExists",
@@ -23,7 +24,15 @@ class LaminaError(Exception):
 
 
 class LayerNotFound(LaminaError, KeyError):
-    """No layer has this id, or no id starts with this prefix."""
+    """No layer has this id, or no id starts with this prefix; or the prefix
+    is ambiguous (then ``candidates`` lists the ids it matches).
+
+    ``reference`` is what was looked up, ``root`` the store it was looked up in.
+    """
+
+    reference: str = ""
+    root: str = ""
+    candidates: list[str] = []  # noqa: RUF012 - a class default, never mutated
 
     def __str__(self) -> str:
         # KeyError quotes its argument; a message reads better plain.
@@ -31,11 +40,15 @@ class LayerNotFound(LaminaError, KeyError):
 
 
 class LayerExists(LaminaError, FileExistsError):
-    """A layer with this id already exists."""
+    """A layer with this id already exists (``id``)."""
+
+    id: str = ""
 
 
 class LayerInUse(LaminaError):
-    """The layer is mounted or has children."""
+    """The layer ``id`` is mounted or has children."""
+
+    id: str = ""
 
 
 class ArchiveError(LaminaError, ValueError):
@@ -47,4 +60,13 @@ class UnsafeArchive(ArchiveError):
 
 
 class DriverError(LaminaError, OSError):
-    """A mount or storage-driver failure."""
+    """A mount or storage-driver failure. A failed mount or unmount call has
+    ``errno``, ``strerror`` and ``filename`` (the mount point) set."""
+
+
+class CorruptStore(LaminaError):
+    """The store's own files are not what lamina wrote: unparsable, of a newer
+    format, inconsistent, or changed since they were written. ``path`` names
+    the file or directory."""
+
+    path: str = ""

@@ -85,6 +85,10 @@ pub struct ApplyReport {
     pub diff_id: String,
     /// Entries in the tar (meta headers not counted).
     pub entries: u64,
+    /// The sum of every entry's header size: the content bytes of the
+    /// layer's files, what the seed's `UnpackLayer` returned and Docker
+    /// 1.8 saved as the image's size.
+    pub content_bytes: u64,
 }
 
 /// Apply the layer tar `source` (plain, gzip or zstd) onto `dst`.
@@ -150,12 +154,14 @@ fn run(
         ap.jobs = Some(jobs);
         let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
-            let mut n = 0u64;
+            let (mut n, mut content) = (0u64, 0u64);
             while let Some(h) = rdr.next_entry()? {
-                ap.entry(&mut rdr, h)?;
+                content += h.size;
+                let name = h.path.clone();
+                ap.entry(&mut rdr, h).map_err(|e| e.in_entry(&name))?;
                 n += 1;
             }
-            Ok::<u64, Error>(n)
+            Ok::<(u64, u64), Error>((n, content))
         })();
         // The last batch goes too after a failure: the writer's own error,
         // if it has one, is the one to report (see below).
@@ -165,22 +171,25 @@ fn run(
         ap.jobs = None;
         let written = worker
             .join()
-            .map_err(|_| Error::Archive("writer thread panicked".into()))?;
+            .map_err(|p| crate::error::panic_message("the file writer thread", p))?;
         let applied = match (parsed, written) {
-            (Err(Error::Archive(m)), Err(w)) if m == WRITER_GONE => Err(w),
+            // The writer stopped on an error of its own, and the parser
+            // failed to hand it more work: the writer's error is the cause.
+            (Err(_), Err(w)) if ap.writer_gone => Err(w),
             (Err(e), _) => Err(e),
             (Ok(_), Err(w)) => Err(w),
             (Ok(n), Ok(())) => ap.finish().map(|()| n),
         };
         let digest = pump
             .join()
-            .map_err(|_| Error::Archive("decompression thread panicked".into()))?;
-        let entries = applied?;
+            .map_err(|p| crate::error::panic_message("the decompression thread", p))?;
+        let (entries, content_bytes) = applied?;
         let d = digest.ok_or_else(|| Error::Archive("layer stream ended abnormally".into()))?;
         Ok(ApplyReport {
             bytes: d.size,
             diff_id: d.diff_id,
             entries,
+            content_bytes,
         })
     })
 }
@@ -287,6 +296,8 @@ struct Applier<'o> {
     jobs: Option<SyncSender<Vec<Job>>>,
     /// Jobs not yet sent to the writer thread, and their payload bytes.
     batch: Vec<Job>,
+    /// The writer thread stopped taking jobs (it failed on one).
+    writer_gone: bool,
     batch_bytes: usize,
     opts: &'o ApplyOptions,
     privileged: bool,
@@ -313,6 +324,7 @@ impl<'o> Applier<'o> {
             root_path: Arc::new(dst.to_path_buf()),
             jobs: None,
             batch: Vec::new(),
+            writer_gone: false,
             batch_bytes: 0,
             opts,
             privileged: meta::is_privileged(),
@@ -334,12 +346,15 @@ impl<'o> Applier<'o> {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        match &self.jobs {
-            Some(jobs) => jobs
-                .send(batch)
-                .map_err(|_| Error::Archive(WRITER_GONE.into())),
-            None => Err(Error::Archive(WRITER_GONE.into())),
+        let sent = match &self.jobs {
+            Some(jobs) => jobs.send(batch).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
         }
+        self.writer_gone = true;
+        Err(Error::Internal(WRITER_GONE.into()))
     }
 
     fn shown(&self, rel: &[u8]) -> PathBuf {
@@ -559,18 +574,11 @@ impl<'o> Applier<'o> {
             }
             return Ok(());
         }
-        let mut werr = None;
+        let shown = meta.shown();
         while rdr.with_payload(&mut |b| {
             crc.update(b);
-            if let Err(e) = file.write_all(b) {
-                werr = Some(e);
-                return Err(Error::Archive(String::new()));
-            }
-            Ok(())
+            file.write_all(b).at("write", &shown)
         })? {}
-        if let Some(e) = werr {
-            return Err(Error::io("write", meta.shown(), e));
-        }
         rdr.record().file(path, h.size, crc.finalize())?;
         meta.apply(file)
     }

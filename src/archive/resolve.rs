@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 use super::reader::show;
@@ -121,10 +121,17 @@ impl Resolver {
 
     /// Open directory `rel` inside the root. The fast path is
     /// `RESOLVE_BENEATH`; when it refuses (an absolute symlink, or a `..`
-    /// that climbs out), the path is checked for a symlink that escapes
-    /// (an [`Error::UnsafeArchive`], as `EXDEV`) and then resolved with
-    /// `RESOLVE_IN_ROOT`, where absolute targets land inside the root.
+    /// that climbs out), the path is walked by [`Self::walk`], which fails
+    /// with `EXDEV` where a symlink would take a naive extractor above the
+    /// root and otherwise resolves absolute targets inside the root.
     pub(crate) fn resolve(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+        match self.beneath(rel) {
+            Err(Errno::XDEV) => self.walk(rel, false),
+            r => r,
+        }
+    }
+
+    fn beneath(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
         let p: &Path = if rel.is_empty() {
             Path::new(".")
         } else {
@@ -135,50 +142,74 @@ impl Resolver {
         loop {
             match rustix::fs::openat2(self.root.fd(), p, flags, Mode::empty(), beneath) {
                 Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                Err(Errno::XDEV) => break,
                 r => return r,
             }
         }
-        if self.escapes(rel)? {
-            return Err(Errno::XDEV);
-        }
-        self.root.open_in(p, flags, Mode::empty())
     }
 
-    /// Whether resolving `rel` from the root, following symlinks the way a
-    /// naive extractor on the host would, climbs above the root with `..`.
-    /// Absolute targets restart at the root (they resolve inside it).
-    fn escapes(&self, rel: &[u8]) -> rustix::io::Result<bool> {
-        let mut todo: Vec<Vec<u8>> = rel
-            .split(|&b| b == b'/')
-            .rev()
-            .map(<[u8]>::to_vec)
-            .collect();
+    /// Walk `rel` from the root one component at a time, as a naive
+    /// extractor on the host would, except that absolute symlink targets
+    /// restart at the root (they resolve inside it, as in the container).
+    ///
+    /// - a `..` that climbs above the root is `EXDEV` (unsafe: CVE-2018-20990
+    ///   and CVE-2021-38511 write through exactly such links);
+    /// - more than [`MAX_HOPS`] symlinks is `ELOOP`;
+    /// - with `create`, a missing directory is made (0755, umask not
+    ///   applied) wherever the walk meets one, also behind a symlink whose
+    ///   target does not exist yet (`var/run -> /run` before `/run`, or a
+    ///   dangling relative link): the parents land inside the root, where
+    ///   moby's chrooted `UnpackLayer` and containerd's `RootPath` + mkparent
+    ///   put them.
+    ///
+    /// Every component is opened `O_NOFOLLOW` relative to the one before, so
+    /// the cost is linear in the path (and its symlink targets) and a
+    /// symlink is only ever followed the way this function reads it.
+    fn walk(&self, rel: &[u8], create: bool) -> rustix::io::Result<OwnedFd> {
+        let mut todo: Vec<Vec<u8>> = Vec::new();
+        push_components(&mut todo, rel);
         let mut done: Vec<Vec<u8>> = Vec::new();
+        let mut cur = self.beneath(b"")?;
         let mut hops = 0;
+        // Looks at one name, bounding the retries when someone keeps
+        // swapping a name we created.
+        let mut looks = 0;
         while let Some(c) = todo.pop() {
-            match &c[..] {
-                b"" | b"." => continue,
-                b".." => {
-                    if done.pop().is_none() {
-                        return Ok(true);
-                    }
-                    continue;
+            if c == b".." {
+                if done.pop().is_none() {
+                    return Err(Errno::XDEV);
                 }
-                _ => {}
+                // `done` holds no symlink, so it reopens exactly and never
+                // above the root, whatever was renamed meanwhile.
+                cur = self.real_dir(&done)?;
+                continue;
             }
-            let at = done.join(&b'/');
-            let dir = self.root.open_in(
-                Path::new(if at.is_empty() {
-                    OsStr::new(".")
-                } else {
-                    os(&at)
-                }),
-                OFlags::PATH | OFlags::DIRECTORY,
+            let name = os(&c);
+            let opened = rustix::fs::openat(
+                &cur,
+                name,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
-            )?;
-            match rustix::fs::readlinkat(&dir, os(&c), Vec::new()) {
-                Ok(target) => {
+            );
+            match opened {
+                Ok(fd) => {
+                    cur = fd;
+                    done.push(c);
+                    looks = 0;
+                }
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) => {
+                    let target = match rustix::fs::readlinkat(&cur, name, Vec::new()) {
+                        Ok(t) => t,
+                        // Not a symlink: a file where a directory should be.
+                        Err(Errno::INVAL) => return Err(Errno::NOTDIR),
+                        // Swapped meanwhile: look again.
+                        Err(Errno::NOENT) if looks < MAX_HOPS => {
+                            looks += 1;
+                            todo.push(c);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    looks = 0;
                     hops += 1;
                     if hops > MAX_HOPS {
                         return Err(Errno::LOOP);
@@ -186,60 +217,84 @@ impl Resolver {
                     let t = target.as_bytes();
                     if t.starts_with(b"/") {
                         done.clear();
+                        cur = self.beneath(b"")?;
                     }
-                    todo.extend(t.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
+                    push_components(&mut todo, t);
                 }
-                Err(Errno::INVAL) | Err(Errno::NOENT) => done.push(c),
+                Err(Errno::NOENT) if create && looks < MAX_HOPS => {
+                    looks += 1;
+                    match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => self.fix_new_dir_mode(&cur, name)?,
+                        Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    // Opened (and checked) like any component.
+                    todo.push(c);
+                }
                 Err(e) => return Err(e),
             }
         }
-        Ok(false)
+        Ok(cur)
+    }
+
+    /// The directory at `path`, a list of components without symlinks.
+    fn real_dir(&self, path: &[Vec<u8>]) -> rustix::io::Result<OwnedFd> {
+        let joined = path.join(&b'/');
+        let p: &Path = if joined.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(os(&joined))
+        };
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        loop {
+            match rustix::fs::openat2(
+                self.root.fd(),
+                p,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                how,
+            ) {
+                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// A directory this walk made has mode `0755 & ~umask`; give it 0755,
+    /// through a handle of the directory itself so that a symlink swapped
+    /// in meanwhile is never followed.
+    fn fix_new_dir_mode(&self, dir: &OwnedFd, name: &OsStr) -> rustix::io::Result<()> {
+        if self.umask & 0o755 == 0 {
+            return Ok(());
+        }
+        let fd = match rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            // Swapped for a non-directory: the walk looks at it again.
+            Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o755))
     }
 
     /// Create the missing directories of `rel` (0755, umask not applied),
-    /// walking from the root one component at a time with no-follow opens;
-    /// a symlink on the way is resolved by [`Self::resolve`].
+    /// including behind symlinks whose targets do not exist yet.
     fn mkdir_parents(&mut self, rel: &[u8]) -> Result<OwnedFd> {
-        let mut cur = self.resolve(b"").map_err(|e| self.resolve_error(b"", e))?;
-        let mut end = 0;
-        let comps: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
-        for c in comps {
-            end += c.len() + usize::from(end > 0);
-            let prefix = &rel[..end];
-            let name = os(c);
-            let open = |d: &OwnedFd| {
-                rustix::fs::openat(
-                    d,
-                    name,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-            };
-            cur = match open(&cur) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(e).at("mkdir", &self.shown(prefix)),
-                    }
-                    if self.umask & 0o755 != 0 {
-                        rustix::fs::chmodat(
-                            &cur,
-                            name,
-                            Mode::from_raw_mode(0o755),
-                            AtFlags::empty(),
-                        )
-                        .at("chmod", &self.shown(prefix))?;
-                    }
-                    open(&cur).at("open", &self.shown(prefix))?
-                }
-                // A symlink (or a non-directory) on the way.
-                Err(Errno::NOTDIR) | Err(Errno::LOOP) => self
-                    .resolve(prefix)
-                    .map_err(|e| self.resolve_error(prefix, e))?,
-                Err(e) => return Err(e).at("open", &self.shown(prefix)),
-            };
-        }
-        Ok(cur)
+        self.walk(rel, true).map_err(|e| self.resolve_error(rel, e))
     }
+}
+
+/// Push the components of `path` onto `todo` so that they pop in order;
+/// empty and `.` components are dropped.
+fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
+    todo.extend(
+        path.split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+            .rev()
+            .map(<[u8]>::to_vec),
+    );
 }

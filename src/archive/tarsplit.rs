@@ -168,15 +168,22 @@ impl<W: Write> Record for Recorder<W> {
     }
 }
 
+/// The path a damaged record is reported under; the graph, which knows
+/// the record's file, puts that in its place.
+pub const RECORD: &str = "<tar-split record>";
+
 fn corrupt(msg: &str) -> Error {
-    Error::Archive(format!("corrupt tar-split record: {msg}"))
+    Error::corrupt(RECORD, format!("tar-split record: {msg}"))
 }
 
 fn rerr(e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         corrupt("truncated")
+    } else if e.raw_os_error().is_none() {
+        // Not the OS: the zstd decoder refusing what it reads.
+        corrupt(&e.to_string())
     } else {
-        Error::io("read", "<tar-split record>", e)
+        Error::io("read", RECORD, e)
     }
 }
 
@@ -255,12 +262,15 @@ pub fn reassemble(record: impl Read, root: &Path, out: impl Write) -> Result<u64
                 out.flush().map_err(werr)?;
                 let got = out.hasher.finalize_reset();
                 if out.size != size || got[..] != digest[..] {
-                    return Err(Error::Archive(format!(
-                        "reassembled tar does not match the layer: {} bytes {} instead of {size} bytes {}",
-                        out.size,
-                        hex_id(&got),
-                        hex_id(&digest)
-                    )));
+                    return Err(Error::corrupt(
+                        root.path(),
+                        format!(
+                            "reassembled tar does not match the layer: {} bytes {} instead of {size} bytes {}",
+                            out.size,
+                            hex_id(&got),
+                            hex_id(&digest)
+                        ),
+                    ));
                 }
                 return Ok(out.size);
             }
@@ -281,11 +291,14 @@ fn copy_payload(
     let rel = Path::new(std::ffi::OsStr::from_bytes(name));
     let shown = root.display_path(rel);
     let changed = |why: String| {
-        Error::Archive(format!(
-            "cannot reassemble the layer: {} {why} since it was applied \
-             (or was replaced later in the same layer)",
-            show(name)
-        ))
+        Error::corrupt(
+            &shown,
+            format!(
+                "cannot reassemble the layer: {} {why} since it was applied \
+                 (or was replaced later in the same layer)",
+                show(name)
+            ),
+        )
     };
     // An O_PATH handle first: a FIFO or device put in the file's place must
     // not be opened (a FIFO blocks, a device open has side effects).
@@ -336,4 +349,88 @@ fn copy_payload(
         return Err(changed("changed content".into()));
     }
     Ok(())
+}
+
+/// The layer tar a record describes, with every payload read as zeros: all
+/// of the archive's structure (headers, meta headers, padding, trailer)
+/// without the tree, for what can be learnt from the headers alone.
+struct Skeleton<R: BufRead> {
+    rec: R,
+    /// Raw bytes or zero bytes left in the current record.
+    left: u64,
+    zeros: bool,
+    ended: bool,
+}
+
+impl<R: BufRead> Read for Skeleton<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_owned());
+        while self.left == 0 {
+            if self.ended {
+                return Ok(0);
+            }
+            let mut tag = [0u8];
+            self.rec.read_exact(&mut tag)?;
+            let varint = |r: &mut R| get_varint(r).map_err(|_| bad("bad varint"));
+            match tag[0] {
+                b'R' => {
+                    self.left = varint(&mut self.rec)?;
+                    self.zeros = false;
+                }
+                b'F' => {
+                    self.left = varint(&mut self.rec)?;
+                    self.zeros = true;
+                    let mut crc = [0u8; 4];
+                    self.rec.read_exact(&mut crc)?;
+                    let len = varint(&mut self.rec)?;
+                    io::copy(&mut (&mut self.rec).take(len), &mut io::sink())?;
+                }
+                b'E' => self.ended = true,
+                _ => return Err(bad("unknown record tag")),
+            }
+        }
+        let want = (buf.len() as u64).min(self.left) as usize;
+        let n = if self.zeros {
+            buf[..want].fill(0);
+            want
+        } else {
+            self.rec.read(&mut buf[..want])?
+        };
+        if n == 0 && want > 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// The seed's size of the layer a record describes: the sum of its
+/// entries' header sizes (see `ApplyReport::content_bytes`), read from the
+/// record alone.
+pub fn content_bytes(record: impl Read) -> Result<u64> {
+    let dec = zstd::stream::read::Decoder::new(record).map_err(rerr)?;
+    let mut rec = BufReader::with_capacity(64 * 1024, dec);
+    let mut magic = [0u8; 16];
+    rec.read_exact(&mut magic).map_err(rerr)?;
+    if &magic != MAGIC {
+        return Err(corrupt(
+            "bad magic (not a lamina tar-split record, or another version)",
+        ));
+    }
+    let skeleton = Skeleton {
+        rec,
+        left: 0,
+        zeros: false,
+        ended: false,
+    };
+    let mut none = super::reader::NoRecord;
+    let mut tar = super::reader::TarReader::new(BufReader::new(skeleton), &mut none);
+    let mut total = 0;
+    while let Some(h) = tar
+        .next_entry()
+        .map_err(|e| corrupt(&format!("its tar does not parse: {e}")))?
+    {
+        total += h.size;
+    }
+    Ok(total)
 }

@@ -139,3 +139,83 @@ fn escapes_are_unsafe() {
     assert!(matches!(r, Err(Error::UnsafeArchive(_))), "{r:?}");
     assert!(!t.path().join("escaped").exists());
 }
+
+fn tar_of(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut t: Vec<u8> = entries.concat();
+    t.extend([0u8; 1024]);
+    t
+}
+
+/// moby's chrooted `UnpackLayer` and containerd's `RootPath` + mkparent
+/// create missing parents behind an in-root symlink inside the layer; so
+/// does lamina, and nothing outside is touched.
+#[test]
+fn parents_behind_in_root_symlinks_are_made_inside() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let base = tar_of(&[
+        entry(b"var/", b'5', b"", b""),
+        entry(b"var/run", b'2', b"", b"/run"),
+        entry(b"rel", b'2', b"", b"not/yet"),
+        entry(b"dangling", b'2', b"", b"/nowhere/deep"),
+        entry(b"up", b'2', b"", b"var/../gone"),
+    ]);
+    apply_layer(&dst, &base[..], &ApplyOptions::default()).unwrap();
+    let layer = tar_of(&[
+        entry(b"var/run/a/b/file", b'0', b"one", b""),
+        entry(b"rel/x/file", b'0', b"two", b""),
+        entry(b"dangling/file", b'0', b"three", b""),
+        entry(b"up/file", b'0', b"four", b""),
+    ]);
+    let rep = apply_layer(&dst, &layer[..], &ApplyOptions::default()).unwrap();
+    assert_eq!(rep.content_bytes, 3 + 3 + 5 + 4);
+    let read = |p: &str| std::fs::read_to_string(dst.join(p)).unwrap();
+    assert_eq!(read("run/a/b/file"), "one");
+    assert_eq!(read("not/yet/x/file"), "two");
+    assert_eq!(read("nowhere/deep/file"), "three");
+    assert_eq!(read("gone/file"), "four");
+    for made in ["run/a/b", "not/yet", "nowhere/deep"] {
+        let m = std::fs::symlink_metadata(dst.join(made)).unwrap();
+        assert!(m.is_dir(), "{made}");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755, "{made}");
+    }
+    let outside: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+    assert_eq!(outside.len(), 1, "only dst in the parent directory");
+}
+
+/// A symlink chain that climbs out is still unsafe when it meets a
+/// missing directory first.
+#[test]
+fn made_parents_never_climb_out() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    let tar = tar_of(&[
+        entry(b"l", b'2', b"", b"missing/../../outside"),
+        entry(b"l/file", b'0', b"x", b""),
+    ]);
+    let r = apply_layer(&dst, &tar[..], &ApplyOptions::default());
+    assert!(matches!(r, Err(Error::UnsafeArchive(_))), "{r:?}");
+    assert!(!t.path().join("outside").exists());
+}
+
+/// An OS failure applying an entry names the entry and the file.
+#[test]
+fn entry_failures_name_the_entry() {
+    let t = tempfile::tempdir().unwrap();
+    let dst = t.path().join("dst");
+    std::fs::create_dir(&dst).unwrap();
+    std::fs::write(dst.join("file"), "").unwrap();
+    let tar = tar_of(&[entry(b"file/below", b'0', b"x", b"")]);
+    let e = apply_layer(&dst, &tar[..], &ApplyOptions::default()).unwrap_err();
+    match &e {
+        Error::Entry { entry, source } => {
+            assert_eq!(entry, "file/below");
+            assert!(source.is_errno(libc::ENOTDIR), "{source:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(e.to_string().contains("tar entry 'file/below'"), "{e}");
+}

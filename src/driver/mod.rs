@@ -29,7 +29,22 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::archive::ApplyReport;
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+/// The storage drivers this build has, by the name a store records.
+pub const NAMES: &[&str] = &["overlay", "vfs"];
+
+/// Check a driver name a caller asked for: one of [`NAMES`], or `"auto"`
+/// (the store's own driver, or for a new store the host's best).
+pub fn validate_name(name: &str) -> Result<()> {
+    if name == "auto" || NAMES.contains(&name) {
+        Ok(())
+    } else {
+        Err(Error::UnknownDriver {
+            name: name.to_owned(),
+        })
+    }
+}
 
 /// A layer as a driver sees it: its id (for messages and mount records)
 /// and the directory that holds it.

@@ -53,7 +53,7 @@ impl Owner {
         let pid = std::process::id();
         match Owner::of(pid)? {
             Some(o) => Ok(o),
-            None => Err(Error::Driver("cannot read /proc/self/stat".into())),
+            None => Err(Error::errno("read", "/proc/self/stat", libc::ENOENT)),
         }
     }
 
@@ -77,7 +77,7 @@ impl Owner {
         let start_time = fields
             .get(19)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| Error::Driver(format!("unparsable {}", path.display())))?;
+            .ok_or_else(|| Error::io("parse", &path, std::io::ErrorKind::InvalidData.into()))?;
         Ok(Some(Owner { pid, start_time }))
     }
 
@@ -260,7 +260,7 @@ impl<M: Mounter> MountTxn<'_, M> {
                 Err(e) => Err(Error::io("unlink", &path, e)),
             };
         }
-        let data = serde_json::to_vec(rec).map_err(|e| Error::Driver(e.to_string()))?;
+        let data = serde_json::to_vec(rec).expect("a MountRecord always encodes");
         layout::write_replace(
             &self.refs.dir,
             &format!("{id}.json"),
@@ -377,11 +377,10 @@ impl<M: Mounter> MountTxn<'_, M> {
         let (rec, mounted) = self.live(id, target)?;
         if !rec.refs.is_empty() {
             let pids: Vec<String> = rec.refs.iter().map(|r| r.owner.pid.to_string()).collect();
-            return Err(Error::LayerInUse(format!(
-                "{id} is mounted {} time(s) (pid {})",
-                rec.total(),
-                pids.join(", ")
-            )));
+            return Err(Error::LayerInUse {
+                id: id.to_owned(),
+                why: format!("mounted {} time(s) (pid {})", rec.total(), pids.join(", ")),
+            });
         }
         if mounted {
             self.refs.mounter.unmount(target)?;
@@ -504,7 +503,9 @@ mod tests {
         assert_eq!(other.get(&a, &t, &spec()).unwrap(), 2);
         assert_eq!(f.m.mount_calls(), 1);
         match me.transaction().unwrap().release(&a, &t) {
-            Err(Error::LayerInUse(m)) => assert!(m.contains(&parent.pid.to_string()), "{m}"),
+            Err(e @ Error::LayerInUse { .. }) => {
+                assert!(e.to_string().contains(&parent.pid.to_string()), "{e}")
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(me.put(&a, &t).unwrap(), 1);
@@ -671,7 +672,7 @@ mod tests {
         assert_eq!(r.count(&a).unwrap(), 1);
         assert!(matches!(
             r.transaction().unwrap().release(&a, &ta),
-            Err(Error::LayerInUse(_))
+            Err(Error::LayerInUse { .. })
         ));
         assert_eq!(r.count(&b).unwrap(), 0);
         assert!(!f.dir.join(format!("{b}.json")).exists());

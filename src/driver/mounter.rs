@@ -184,12 +184,10 @@ pub struct LinuxMounter;
 
 impl Mounter for LinuxMounter {
     fn mount(&self, spec: &MountSpec, target: &Path) -> Result<()> {
-        let failed = |e: Errno, what: &str| {
-            Error::Driver(format!(
-                "{what} on {}: {}",
-                target.display(),
-                std::io::Error::from_raw_os_error(e.raw_os_error())
-            ))
+        let failed = |e: Errno, op: &'static str| Error::Mount {
+            op,
+            target: target.to_owned(),
+            source: std::io::Error::from_raw_os_error(e.raw_os_error()),
         };
         match spec {
             MountSpec::Overlay { .. } => {
@@ -239,11 +237,11 @@ impl Mounter for LinuxMounter {
             Ok(()) => Ok(()),
             // EINVAL: not a mount point (any more); that is the wanted state.
             Err(Errno::INVAL) if !self.is_mounted(target)? => Ok(()),
-            Err(e) => Err(Error::Driver(format!(
-                "unmount {}: {}",
-                target.display(),
-                std::io::Error::from_raw_os_error(e.raw_os_error())
-            ))),
+            Err(e) => Err(Error::Mount {
+                op: "unmount",
+                target: target.to_owned(),
+                source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+            }),
         }
     }
 
@@ -343,7 +341,11 @@ impl Mounter for RecordingMounter {
         st.calls
             .push(MountCall::Mount(spec.clone(), target.to_owned()));
         if let Some(e) = st.fail_next.take() {
-            return Err(Error::Driver(format!("mount {}: {e}", target.display())));
+            return Err(Error::Mount {
+                op: "mount",
+                target: target.to_owned(),
+                source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+            });
         }
         if !st.mounted.insert(target.to_owned()) {
             // The refcounting must never stack a second mount on a target.

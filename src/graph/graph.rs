@@ -24,8 +24,7 @@ use crate::graph::layer::Layer;
 use crate::graph::record::LayerRecord;
 use crate::graph::store::Store;
 
-/// The tar-split record of a registered layer, in its directory.
-pub const TAR_SPLIT: &str = "tar-split.zst";
+pub use crate::graph::layout::TAR_SPLIT;
 
 /// User metadata: any JSON object.
 pub type Metadata = serde_json::Map<String, serde_json::Value>;
@@ -100,9 +99,10 @@ impl Graph {
                 Box::new(d)
             }
             other => {
-                return Err(Error::InvalidArgument(format!(
-                    "unknown storage driver {other:?} (known: overlay, vfs, auto)"
-                )))
+                return Err(Error::corrupt(
+                    store.layout().config_path(),
+                    format!("the store names an unknown storage driver {other:?}"),
+                ))
             }
         };
         Ok(Graph {
@@ -127,7 +127,7 @@ impl Graph {
 
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::InvalidArgument("the graph is closed".into()));
+            return Err(Error::Closed);
         }
         Ok(())
     }
@@ -149,8 +149,9 @@ impl Graph {
                 return Ok(l);
             }
         }
-        let all = self.inner.store.layout().layer_ids()?;
-        let id = ids::resolve_prefix(all.iter().map(String::as_str), reference)?;
+        let layout = self.inner.store.layout();
+        let all = layout.layer_ids()?;
+        let id = ids::resolve_prefix(all.iter().map(String::as_str), reference, layout.root())?;
         self.layer(&id)
     }
 
@@ -158,7 +159,7 @@ impl Graph {
     pub fn contains(&self, reference: &str) -> Result<bool> {
         match self.get(reference) {
             Ok(_) => Ok(true),
-            Err(Error::LayerNotFound(_)) => Ok(false),
+            Err(Error::LayerNotFound { .. }) | Err(Error::AmbiguousLayer { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -170,7 +171,7 @@ impl Graph {
             match self.layer(&id) {
                 Ok(l) => out.push(l),
                 // Deleted since it was listed.
-                Err(Error::LayerNotFound(_)) => {}
+                Err(Error::LayerNotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -238,55 +239,63 @@ impl Graph {
             )));
         }
         if let Some(id) = id {
-            ids::validate_id(id)?;
+            user_id(id)?;
             if self.inner.store.layout().has_layer(id)? {
                 return Err(Error::LayerExists(id.to_owned()));
             }
         }
-        let layout = self.inner.store.layout();
-        let st = layout.stage(&self.inner.store.read_lock()?, "register")?;
-        let pdir = parent
-            .as_ref()
-            .map(|p| self.layer_dir(p.id()))
-            .transpose()?;
-        let split = st.path().join(TAR_SPLIT);
-        let report = {
+        let defaulted = id.is_none();
+        let made = self.stage_layer("register", parent.as_ref(), |dir, pdir| {
+            let split = dir.join(TAR_SPLIT);
             let f = create_private(&split)?;
             let mut w = BufWriter::with_capacity(256 * 1024, f);
-            let report = self.inner.driver.apply_diff(
-                LayerDir {
-                    id: id.unwrap_or("(new layer)"),
-                    dir: st.path(),
-                },
-                parent
-                    .as_ref()
-                    .zip(pdir.as_deref())
-                    .map(|(p, d)| LayerDir { id: p.id(), dir: d }),
-                source,
-                &mut w,
-            )?;
+            let me = LayerDir {
+                id: id.unwrap_or("(new layer)"),
+                dir,
+            };
+            let report = self.inner.driver.apply_diff(me, pdir, source, &mut w)?;
             w.flush().at("write", &split)?;
-            report
-        };
-        let chain = ids::chain_id(parent.as_ref().and_then(|p| p.chain_id()), &report.diff_id)?;
-        let defaulted = id.is_none();
-        let id = match id {
-            Some(i) => i.to_owned(),
-            None => ids::digest_hex(&chain)?.to_owned(),
-        };
-        let mut rec = LayerRecord::new(&id, parent.as_ref().map(|p| p.id()), false);
-        rec.diff_id = Some(report.diff_id);
-        rec.chain_id = Some(chain);
-        rec.size = report.bytes;
-        rec.metadata = metadata;
-        st.write_record(&rec)?;
-        match self.land(st, parent.as_ref(), &id) {
+            let chain = ids::chain_id(parent.as_ref().and_then(|p| p.chain_id()), &report.diff_id)?;
+            let id = match id {
+                Some(i) => i.to_owned(),
+                None => ids::digest_hex(&chain)?.to_owned(),
+            };
+            let mut rec = LayerRecord::new(&id, parent.as_ref().map(|p| p.id()), false);
+            rec.diff_id = Some(report.diff_id);
+            rec.chain_id = Some(chain);
+            rec.size = report.content_bytes;
+            rec.tar_size = Some(report.bytes);
+            rec.metadata = metadata;
+            Ok(rec)
+        });
+        match made {
             // The same diff on the same parent, registered before (or by a
             // concurrent writer just now): one copy is enough.
-            Err(Error::LayerExists(_)) if defaulted => self.layer(&id),
-            Err(e) => Err(e),
-            Ok(()) => Ok(Layer::new(self.clone(), rec)),
+            Err(Error::LayerExists(id)) if defaulted => self.layer(&id),
+            made => made,
         }
+    }
+
+    /// Make a layer: a staging directory under `tmp/` (taken under the
+    /// store lock, shared) is filled by `build`, which is given it and the
+    /// parent as the driver sees it and returns the layer's record; the
+    /// directory then lands as `layers/<id>`.
+    fn stage_layer(
+        &self,
+        purpose: &str,
+        parent: Option<&Layer>,
+        build: impl FnOnce(&Path, Option<LayerDir<'_>>) -> Result<LayerRecord>,
+    ) -> Result<Layer> {
+        let layout = self.inner.store.layout();
+        let st = layout.stage(&self.inner.store.read_lock()?, purpose)?;
+        let pdir = parent.map(|p| self.layer_dir(p.id())).transpose()?;
+        let p = parent
+            .zip(pdir.as_deref())
+            .map(|(p, dir)| LayerDir { id: p.id(), dir });
+        let rec = build(st.path(), p)?;
+        st.write_record(&rec)?;
+        self.land(st, parent, &rec.id)?;
+        Ok(Layer::new(self.clone(), rec))
     }
 
     /// Rename a staged layer into place, under the store lock (shared)
@@ -296,10 +305,8 @@ impl Graph {
         let g = self.inner.store.read_lock()?;
         if let Some(p) = parent {
             if !layout.has_layer(p.id())? {
-                return Err(Error::LayerNotFound(format!(
-                    "{} (the parent, deleted meanwhile)",
-                    p.id()
-                )));
+                // The parent was deleted meanwhile.
+                return Err(layout.not_found(p.id()));
             }
         }
         st.commit(&g, layout, id)?;
@@ -321,12 +328,7 @@ impl Graph {
         let parent = self.parent_for_child(parent)?;
         let id = match id {
             Some(i) => {
-                ids::validate_id(i)?;
-                if ids::is_init_id(i) {
-                    return Err(Error::InvalidArgument(format!(
-                        "{i}: ids ending in -init are for init layers"
-                    )));
-                }
+                user_id(i)?;
                 i.to_owned()
             }
             None => ids::random_id()?,
@@ -341,42 +343,19 @@ impl Graph {
             if layout.has_layer(&iid)? {
                 return Err(Error::LayerExists(iid));
             }
-            let st = layout.stage(&self.inner.store.read_lock()?, "init")?;
-            let pdir = under.as_ref().map(|p| self.layer_dir(p.id())).transpose()?;
-            self.inner.driver.create_init(
-                LayerDir {
-                    id: &iid,
-                    dir: st.path(),
-                },
-                under
-                    .as_ref()
-                    .zip(pdir.as_deref())
-                    .map(|(p, d)| LayerDir { id: p.id(), dir: d }),
-            )?;
-            let rec = LayerRecord::new(&iid, under.as_ref().map(|p| p.id()), false);
-            st.write_record(&rec)?;
-            self.land(st, under.as_ref(), &iid)?;
-            under = Some(Layer::new(self.clone(), rec));
+            let made = self.stage_layer("init", under.as_ref(), |dir, pdir| {
+                let me = LayerDir { id: &iid, dir };
+                self.inner.driver.create_init(me, pdir)?;
+                Ok(LayerRecord::new(&iid, pdir.map(|p| p.id), false))
+            })?;
+            under = Some(made);
         }
-        let made = (|| {
-            let st = layout.stage(&self.inner.store.read_lock()?, "create")?;
-            let pdir = under.as_ref().map(|p| self.layer_dir(p.id())).transpose()?;
-            self.inner.driver.create(
-                LayerDir {
-                    id: &id,
-                    dir: st.path(),
-                },
-                under
-                    .as_ref()
-                    .zip(pdir.as_deref())
-                    .map(|(p, d)| LayerDir { id: p.id(), dir: d }),
-            )?;
-            let mut rec = LayerRecord::new(&id, under.as_ref().map(|p| p.id()), true);
+        let made = self.stage_layer("create", under.as_ref(), |dir, pdir| {
+            self.inner.driver.create(LayerDir { id: &id, dir }, pdir)?;
+            let mut rec = LayerRecord::new(&id, pdir.map(|p| p.id), true);
             rec.metadata = metadata;
-            st.write_record(&rec)?;
-            self.land(st, under.as_ref(), &id)?;
-            Ok(Layer::new(self.clone(), rec))
-        })();
+            Ok(rec)
+        });
         if made.is_err() && init {
             // Do not leave an init layer with no container on it.
             if let Some(u) = &under {
@@ -396,7 +375,7 @@ impl Graph {
         if let Some(p) = layer.parent_id() {
             if ids::init_id(layer.id()).ok().as_deref() == Some(p) {
                 match self.delete_id(p) {
-                    Ok(()) | Err(Error::LayerInUse(_)) | Err(Error::LayerNotFound(_)) => {}
+                    Ok(()) | Err(Error::LayerInUse { .. }) | Err(Error::LayerNotFound { .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -408,7 +387,7 @@ impl Graph {
         let layout = self.inner.store.layout();
         let g = self.inner.store.write_lock()?;
         if !layout.has_layer(id)? {
-            return Err(Error::LayerNotFound(id.to_owned()));
+            return Err(layout.not_found(id));
         }
         for other in layout.layer_ids()? {
             if other == id {
@@ -416,7 +395,10 @@ impl Graph {
             }
             if let Ok(r) = layout.read_layer(&other) {
                 if r.parent.as_deref() == Some(id) {
-                    return Err(Error::LayerInUse(format!("{id} has child layer {other}")));
+                    return Err(Error::LayerInUse {
+                        id: id.to_owned(),
+                        why: format!("it has the child layer {other}"),
+                    });
                 }
             }
         }
@@ -525,12 +507,19 @@ impl Graph {
                     dir: &dir,
                 };
                 let tree = self.inner.driver.tree(l).ok_or_else(|| {
-                    Error::Driver(format!(
-                        "layer {} has a tar-split record but no tree",
-                        layer.id()
-                    ))
+                    Error::corrupt(&dir, "a tar-split record but no tree to reassemble from")
                 })?;
-                crate::archive::reassemble(std::io::BufReader::new(f), &tree, out)
+                crate::archive::reassemble(std::io::BufReader::new(f), &tree, out).map_err(|e| {
+                    match e {
+                        // The record is the store's file; say which.
+                        Error::Corrupt { path, what }
+                            if path == Path::new(crate::archive::tarsplit::RECORD) =>
+                        {
+                            Error::corrupt(&split, what)
+                        }
+                        e => e,
+                    }
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.with_dirs(layer, |l, p| self.inner.driver.diff(l, p, out))
@@ -610,6 +599,19 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.release_mine();
     }
+}
+
+/// Check an id a caller chose for a new layer: a valid id, and not one of
+/// the `<id>-init` names, which belong to the init layers `create` makes
+/// (deleting a container deletes its `-init` layer with it).
+fn user_id(id: &str) -> Result<()> {
+    ids::validate_id(id)?;
+    if ids::is_init_id(id) {
+        return Err(Error::InvalidArgument(format!(
+            "{id}: ids ending in -init are reserved for init layers"
+        )));
+    }
+    Ok(())
 }
 
 fn create_private(path: &Path) -> Result<std::fs::File> {
@@ -699,7 +701,7 @@ mod tests {
         let root = c.mount(false).unwrap();
         std::fs::write(root.join("new"), "n").unwrap();
         std::fs::remove_file(root.join("bin/sh")).unwrap();
-        assert!(matches!(g.delete(c.id()), Err(Error::LayerInUse(_))));
+        assert!(matches!(g.delete(c.id()), Err(Error::LayerInUse { .. })));
         c.unmount().unwrap();
         let kinds: Vec<_> = c
             .changes()
@@ -713,7 +715,7 @@ mod tests {
         );
         let img = g.commit(&c, Metadata::new()).unwrap();
         assert_eq!(img.parent_id(), Some(base.id()));
-        assert!(matches!(g.delete(base.id()), Err(Error::LayerInUse(_))));
+        assert!(matches!(g.delete(base.id()), Err(Error::LayerInUse { .. })));
         g.delete(c.id()).unwrap();
         assert_eq!(g.len().unwrap(), 2);
         assert_eq!(g.heads().unwrap().len(), 1);

@@ -8,6 +8,8 @@
 //! Nothing else can reach the filesystem: no `/`, no `..`, no NUL, no
 //! upper case that would alias on case-insensitive backing filesystems.
 
+use std::path::Path;
+
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -140,19 +142,23 @@ pub fn chain_ids<S: AsRef<str>>(diff_ids: &[S]) -> Result<Vec<String>> {
 /// An exact match wins over longer ids it prefixes, and a prefix of both
 /// `<id>` and `<id>-init` names `<id>`. An empty reference, or one with characters no id has, is
 /// not found rather than matching everything. Several matches are an
-/// [`Error::InvalidArgument`] that lists them, as Docker's truncindex
-/// refuses an ambiguous prefix.
-pub fn resolve_prefix<'a, I>(ids: I, reference: &str) -> Result<String>
+/// [`Error::AmbiguousLayer`] that lists them, as Docker's truncindex
+/// refuses an ambiguous prefix. `root` (the store's) goes into the errors.
+pub fn resolve_prefix<'a, I>(ids: I, reference: &str, root: &Path) -> Result<String>
 where
     I: IntoIterator<Item = &'a str>,
 {
+    let not_found = || Error::LayerNotFound {
+        reference: reference.to_owned(),
+        root: root.to_owned(),
+    };
     let plausible = !reference.is_empty()
         && reference.len() <= 64 + INIT_SUFFIX.len()
         && reference
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b"-int".contains(&b));
     if !plausible {
-        return Err(Error::LayerNotFound(reference.to_owned()));
+        return Err(not_found());
     }
     let mut matches: Vec<&str> = Vec::new();
     for id in ids {
@@ -173,16 +179,15 @@ where
         }
     }
     match matches.len() {
-        0 => Err(Error::LayerNotFound(reference.to_owned())),
+        0 => Err(not_found()),
         1 => Ok(matches[0].to_owned()),
-        n => {
+        _ => {
             matches.sort_unstable();
-            let shown: Vec<&str> = matches.iter().take(5).copied().collect();
-            Err(Error::InvalidArgument(format!(
-                "layer prefix {reference:?} is ambiguous: {n} layers match ({}{})",
-                shown.join(", "),
-                if n > shown.len() { ", ..." } else { "" }
-            )))
+            Err(Error::AmbiguousLayer {
+                reference: reference.to_owned(),
+                root: root.to_owned(),
+                candidates: matches.into_iter().map(str::to_owned).collect(),
+            })
         }
     }
 }
@@ -248,20 +253,27 @@ mod tests {
         let b = format!("a3{}", "1".repeat(62));
         let init = format!("{A}-init");
         let ids = [A, b.as_str(), init.as_str()];
-        assert_eq!(resolve_prefix(ids, A).unwrap(), A);
-        assert_eq!(resolve_prefix(ids, "a3e").unwrap(), A);
-        assert_eq!(resolve_prefix(ids, "a31").unwrap(), b);
-        assert_eq!(resolve_prefix(ids, &init).unwrap(), init);
-        assert_eq!(resolve_prefix(ids, &format!("{A}-i")).unwrap(), init);
-        match resolve_prefix(ids, "a3") {
-            Err(Error::InvalidArgument(m)) => assert!(m.contains("ambiguous"), "{m}"),
+        let root = Path::new("/store");
+        let find = |r: &str| resolve_prefix(ids, r, root);
+        assert_eq!(find(A).unwrap(), A);
+        assert_eq!(find("a3e").unwrap(), A);
+        assert_eq!(find("a31").unwrap(), b);
+        assert_eq!(find(&init).unwrap(), init);
+        assert_eq!(find(&format!("{A}-i")).unwrap(), init);
+        match find("a3") {
+            Err(e @ Error::AmbiguousLayer { .. }) => {
+                let m = e.to_string();
+                assert!(m.contains("ambiguous in /store") && m.contains(&b), "{m}");
+            }
             other => panic!("{other:?}"),
         }
         for missing in ["", "b", "../", "A3"] {
-            assert!(matches!(
-                resolve_prefix(ids, missing),
-                Err(Error::LayerNotFound(_))
-            ));
+            match find(missing) {
+                Err(e @ Error::LayerNotFound { .. }) => {
+                    assert_eq!(e.to_string(), format!("no layer '{missing}' in /store"))
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

@@ -83,10 +83,16 @@ impl Layer {
         &self.rec.metadata
     }
 
-    /// Bytes of uncompressed tar the layer was registered from (0 for a
-    /// layer made by `create`).
+    /// The seed's layer size: the content bytes of the tar's entries (the
+    /// sum of their header sizes); 0 for a layer made by `create`.
     pub fn size(&self) -> u64 {
         self.rec.size
+    }
+
+    /// Bytes of the uncompressed tar the layer was registered from; `None`
+    /// for a layer made by `create`.
+    pub fn tar_size(&self) -> Option<u64> {
+        self.rec.tar_size
     }
 
     /// `sha256:<hex>` of the layer's uncompressed tar (registered layers).

@@ -36,6 +36,8 @@ pub const DIR_MODE: u32 = 0o700;
 pub const FILE_MODE: u32 = 0o600;
 /// A layer's metadata file inside its directory.
 pub const LAYER_JSON: &str = "layer.json";
+/// The tar-split record of a registered layer, in its directory.
+pub const TAR_SPLIT: &str = "tar-split.zst";
 
 /// The paths of one store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,14 @@ impl Layout {
     /// `<root>/mounts`.
     pub fn mounts_dir(&self) -> PathBuf {
         self.root.join("mounts")
+    }
+
+    /// [`Error::LayerNotFound`] for `id` in this store.
+    pub fn not_found(&self, id: &str) -> Error {
+        Error::LayerNotFound {
+            reference: id.to_owned(),
+            root: self.root.clone(),
+        }
     }
 
     /// `<root>/layers/<id>`, after checking `id`.
@@ -132,9 +142,7 @@ impl Layout {
         let path = self.layer_dir(id)?.join(LAYER_JSON);
         match std::fs::read(&path) {
             Ok(data) => LayerRecord::from_json(id, &data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::LayerNotFound(id.to_owned()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(id)),
             Err(e) => Err(Error::io("read", &path, e)),
         }
     }
@@ -144,7 +152,7 @@ impl Layout {
         rec.validate()?;
         let dir = self.layer_dir(&rec.id)?;
         if !dir.join(LAYER_JSON).exists() {
-            return Err(Error::LayerNotFound(rec.id.clone()));
+            return Err(self.not_found(&rec.id));
         }
         write_atomic(&dir, LAYER_JSON, &rec.to_json()?, FILE_MODE)
     }
@@ -228,7 +236,7 @@ impl Layout {
         let dir = self.layer_dir(id)?;
         let gone = self.stage(held, "rm")?;
         std::fs::rename(&dir, gone.path().join("layer")).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::LayerNotFound(id.to_owned()),
+            std::io::ErrorKind::NotFound => self.not_found(id),
             _ => Error::io("rename", &dir, e),
         })?;
         fsync_dir(&self.layers_dir())?;
@@ -513,11 +521,11 @@ mod tests {
         assert!(layout.layer_ids().unwrap().is_empty());
         assert!(matches!(
             layout.read_layer(&id),
-            Err(Error::LayerNotFound(_))
+            Err(Error::LayerNotFound { .. })
         ));
         assert!(matches!(
             layout.remove_layer(&g, &id),
-            Err(Error::LayerNotFound(_))
+            Err(Error::LayerNotFound { .. })
         ));
         assert_eq!(std::fs::read_dir(layout.tmp_dir()).unwrap().count(), 0);
         assert!(layout.layer_dir("../x").is_err());

@@ -29,9 +29,15 @@ pub struct LayerRecord {
     /// The OCI chain id; `None` for a writable layer.
     #[serde(default)]
     pub chain_id: Option<String>,
-    /// Bytes of file content this layer adds (the seed's `layersize`).
+    /// The seed's size: the sum of the header sizes of the layer tar's
+    /// entries, i.e. the content bytes of its files (`UnpackLayer`'s return
+    /// value, saved by Docker 1.8's `storeImage` and shown by `docker
+    /// images`). 0 for a writable layer.
     #[serde(default)]
     pub size: u64,
+    /// Bytes of the uncompressed layer tar; `None` for a writable layer.
+    #[serde(default)]
+    pub tar_size: Option<u64>,
     /// Whether the layer is a container's writable layer.
     #[serde(default)]
     pub writable: bool,
@@ -54,6 +60,7 @@ impl LayerRecord {
             diff_id: None,
             chain_id: None,
             size: 0,
+            tar_size: None,
             writable,
             metadata: serde_json::Map::new(),
             driver: BTreeMap::new(),

@@ -5,12 +5,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::graph::layout::{self, Layout};
 use crate::graph::lock::{LockGuard, StoreLock};
 
 /// The on-disk format this code reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// 2: a layer's `size` is the seed's (the content bytes of its tar's
+/// entries) and `tar_size` the tar's length; format 1 kept the tar's length
+/// in `size`. A format-1 store is migrated when opened.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What `lamina.json` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,25 +51,24 @@ impl Store {
         driver: &str,
         probe: impl FnOnce() -> Result<String>,
     ) -> Result<Store> {
-        if driver.is_empty() {
-            return Err(Error::InvalidArgument("empty driver name".into()));
-        }
+        // Before anything is written: a store made with a name that is not
+        // a driver could never be opened again.
+        crate::driver::validate_name(driver)?;
         let layout = Layout::new(root);
         layout.create_dirs()?;
         let lock = StoreLock::open(&layout.lock_path())?;
         let config = {
             let g = lock.write()?;
             let config = match read_config(&layout)? {
+                Some(mut c) if c.format < FORMAT_VERSION => {
+                    check_driver(root, driver, &c)?;
+                    migrate_sizes(&layout)?;
+                    c.format = FORMAT_VERSION;
+                    write_config(&layout, &c)?;
+                    c
+                }
                 Some(c) => {
-                    if driver != "auto" && driver != c.driver {
-                        return Err(Error::InvalidArgument(format!(
-                            "the store at {} uses the {:?} driver; it cannot be opened with {driver:?} \
-                             (use \"auto\" or {:?})",
-                            root.display(),
-                            c.driver,
-                            c.driver
-                        )));
-                    }
+                    check_driver(root, driver, &c)?;
                     c
                 }
                 None => {
@@ -113,6 +116,43 @@ impl Store {
     }
 }
 
+fn check_driver(root: &Path, driver: &str, c: &StoreConfig) -> Result<()> {
+    if driver != "auto" && driver != c.driver {
+        return Err(Error::InvalidArgument(format!(
+            "the store at {} uses the {:?} driver; it cannot be opened with {driver:?} \
+             (use \"auto\" or {:?})",
+            root.display(),
+            c.driver,
+            c.driver
+        )));
+    }
+    Ok(())
+}
+
+/// Format 1 → 2: the tar's length moves from `size` to `tar_size`, and
+/// `size` becomes the seed's, read from the layer's tar-split record.
+/// Idempotent, so a crash half-way is finished by the next open.
+fn migrate_sizes(layout: &Layout) -> Result<()> {
+    for id in layout.layer_ids()? {
+        let mut rec = layout.read_layer(&id)?;
+        if rec.diff_id.is_none() || rec.tar_size.is_some() {
+            continue;
+        }
+        let split = layout.layer_dir(&id)?.join(layout::TAR_SPLIT);
+        let f = std::fs::File::open(&split).at("open", &split)?;
+        let content = crate::archive::tarsplit::content_bytes(std::io::BufReader::new(f)).map_err(
+            |e| match e {
+                Error::Corrupt { what, .. } => Error::corrupt(&split, what),
+                e => e,
+            },
+        )?;
+        rec.tar_size = Some(rec.size);
+        rec.size = content;
+        layout.write_layer(&rec)?;
+    }
+    Ok(())
+}
+
 fn read_config(layout: &Layout) -> Result<Option<StoreConfig>> {
     let path = layout.config_path();
     let data = match std::fs::read(&path) {
@@ -120,24 +160,22 @@ fn read_config(layout: &Layout) -> Result<Option<StoreConfig>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("read", &path, e)),
     };
-    let c: StoreConfig = serde_json::from_slice(&data).map_err(|e| {
-        Error::Driver(format!(
-            "{}: corrupt store configuration: {e}",
-            path.display()
-        ))
-    })?;
+    let c: StoreConfig = serde_json::from_slice(&data)
+        .map_err(|e| Error::corrupt(&path, format!("unparsable store configuration: {e}")))?;
     if c.format > FORMAT_VERSION {
-        return Err(Error::Driver(format!(
-            "{}: store format {} is newer than this lamina reads ({FORMAT_VERSION})",
-            path.display(),
-            c.format
-        )));
+        return Err(Error::corrupt(
+            &path,
+            format!(
+                "store format {} is newer than this lamina reads ({FORMAT_VERSION})",
+                c.format
+            ),
+        ));
     }
     Ok(Some(c))
 }
 
 fn write_config(layout: &Layout, c: &StoreConfig) -> Result<()> {
-    let mut data = serde_json::to_vec_pretty(c).map_err(|e| Error::Driver(e.to_string()))?;
+    let mut data = serde_json::to_vec_pretty(c).expect("a StoreConfig always encodes");
     data.push(b'\n');
     layout::write_atomic(layout.root(), "lamina.json", &data, layout::FILE_MODE)
 }
@@ -180,8 +218,77 @@ mod tests {
         .unwrap();
         assert!(matches!(
             Store::open(&root, "vfs", probe_unused),
-            Err(Error::Driver(_))
+            Err(Error::Corrupt { .. })
         ));
+    }
+
+    /// A name that is no driver is refused before anything is written: a
+    /// store made with it could never be opened again.
+    #[test]
+    fn unknown_driver_writes_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("s");
+        for bad in ["overlay2", "", "VFS", "../x"] {
+            match Store::open(&root, bad, || unreachable!()) {
+                Err(e @ Error::UnknownDriver { .. }) => {
+                    let m = e.to_string();
+                    assert!(m.contains("this build has overlay, vfs"), "{m}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+            assert!(!root.exists(), "{bad:?} wrote the store");
+        }
+        let s = Store::open(&root, "auto", || Ok("vfs".into())).unwrap();
+        assert_eq!(s.config().driver, "vfs");
+    }
+
+    /// A format-1 store (size = the tar's length) is migrated when opened.
+    #[test]
+    fn format_1_sizes_are_migrated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let s = Store::open(root, "vfs", || unreachable!()).unwrap();
+        let layout = s.layout().clone();
+        // A layer whose tar has a 5-byte and a 3-byte file.
+        let tar = {
+            let src = tmp.path().join("src");
+            std::fs::create_dir(&src).unwrap();
+            std::fs::write(src.join("a"), "12345").unwrap();
+            std::fs::write(src.join("b"), "678").unwrap();
+            let mut out = Vec::new();
+            crate::archive::export::export_diff(None, &src, &mut out, &Default::default()).unwrap();
+            out
+        };
+        let id = "ef".repeat(32);
+        {
+            let g = s.write_lock().unwrap();
+            let st = layout.stage(&g, "layer").unwrap();
+            std::fs::create_dir(st.path().join("root")).unwrap();
+            let rec_file = std::fs::File::create(st.path().join(layout::TAR_SPLIT)).unwrap();
+            let rep = crate::archive::apply_layer_with_record(
+                &st.path().join("root"),
+                &tar[..],
+                &Default::default(),
+                rec_file,
+            )
+            .unwrap();
+            assert_eq!(rep.content_bytes, 8);
+            let mut rec = crate::graph::LayerRecord::new(&id, None, false);
+            rec.diff_id = Some(rep.diff_id);
+            rec.size = rep.bytes;
+            st.write_record(&rec).unwrap();
+            st.commit(&g, &layout, &id).unwrap();
+        }
+        drop(s);
+        std::fs::write(layout.config_path(), r#"{"format": 1, "driver": "vfs"}"#).unwrap();
+        let s = Store::open(root, "auto", || unreachable!()).unwrap();
+        assert_eq!(s.config().format, FORMAT_VERSION);
+        let rec = s.layout().read_layer(&id).unwrap();
+        assert_eq!((rec.size, rec.tar_size), (8, Some(tar.len() as u64)));
+        // Idempotent: a second open changes nothing.
+        drop(s);
+        let s = Store::open(root, "auto", || unreachable!()).unwrap();
+        assert_eq!(s.layout().read_layer(&id).unwrap().size, 8);
     }
 
     #[test]

@@ -114,6 +114,11 @@ impl PyLayer {
     }
 
     #[getter]
+    fn tar_size(&self) -> Option<u64> {
+        self.l.tar_size()
+    }
+
+    #[getter]
     fn diff_id(&self) -> Option<&str> {
         self.l.diff_id()
     }

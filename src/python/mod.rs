@@ -38,6 +38,10 @@ mod _lamina {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add(
+            "DRIVERS",
+            pyo3::types::PyTuple::new(m.py(), crate::driver::NAMES)?,
+        )?;
+        m.add(
             "INIT_LAYER_ENTRIES",
             super::init_layer::default_entries_py(m.py())?,
         )?;

@@ -54,4 +54,4 @@ def test_verbs(driver: str, tmp_path: Path) -> None:
         capture_output=True,
         check=False,
     )
-    assert r.returncode == 1 and b"has child layer" in r.stderr
+    assert r.returncode == 1 and b"has the child layer" in r.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
+import tarfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def test_docker_layers_round_trip(saved: list, driver: str, tmp_path: Path) -> N
             data = layer.diff()
             assert data == s.tar.read_bytes(), f"{s.tar}: diff() differs from the saved tar"
             assert "sha256:" + hashlib.sha256(data).hexdigest() == s.diff_id
+            # The seed's size, counted independently by tarfile.
+            with tarfile.open(s.tar) as t:
+                assert layer.size == sum(m.size for m in t.getmembers()), s.tar
+            assert layer.tar_size == s.tar.stat().st_size
 
 
 @pytest.mark.parametrize("driver", DRIVERS)

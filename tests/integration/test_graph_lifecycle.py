@@ -21,6 +21,12 @@ BASE = tar_of({"etc/": "", "etc/os-release": "ID=lamina\n", "bin/": "", "bin/sh"
 MID = tar_of({"etc/app.conf": "a=1\n", "bin/sh": None, "lib/": "", "lib/x": "->../etc/app.conf"})
 
 
+def content_bytes(tar: bytes) -> int:
+    """The seed's layer size, counted by tarfile: the members' sizes."""
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        return sum(m.size for m in t.getmembers())
+
+
 @pytest.fixture(params=DRIVERS)
 def graph(request: pytest.FixtureRequest, tmp_path: Path) -> lamina.Graph:
     with open_graph(tmp_path / "store", request.param) as g:
@@ -34,7 +40,7 @@ def test_register_get_and_dedupe(graph: lamina.Graph) -> None:
     assert base.id == base.chain_id.removeprefix("sha256:")
     assert base.parent is None and not base.writable
     assert base.metadata == {"from": "test"}
-    assert base.size == len(BASE)
+    assert base.tar_size == len(BASE) and base.size == content_bytes(BASE)
     assert base.created.tzinfo is not None
     assert base.created.utcoffset() == datetime.timedelta(0)
     mid = graph.register(io.BytesIO(MID), parent=base.id[:10])
@@ -147,8 +153,11 @@ def test_ambiguous_prefix(graph: lamina.Graph) -> None:
     for i in ids:
         graph.register(BASE, id=i)
     graph.register(BASE, id="ab" * 32)
-    with pytest.raises(ValueError, match="ambiguous"):
+    with pytest.raises(lamina.LayerNotFound, match="ambiguous") as e:
         graph.get("a")
+    assert e.value.reference == "a" and e.value.root == graph.root
+    assert e.value.candidates == ["a" * 64, "ab" * 32]
+    assert "a" not in graph
     assert graph.get("ab").id == "ab" * 32
 
 

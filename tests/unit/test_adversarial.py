@@ -80,8 +80,30 @@ CASES: dict[str, Case] = {
         ),
         U,
     ),
-    # Absolute targets resolve inside dst: here a dangling one, as GNU tar.
-    "symlink-absolute-write": (lambda s: archive(sym(b"l", s), f(b"l/secret")), FileNotFoundError),
+    # Absolute targets resolve inside dst; a missing one is made there, as
+    # moby's chrooted UnpackLayer and containerd's RootPath + mkparent do.
+    "symlink-absolute-write": (lambda s: archive(sym(b"l", s), f(b"l/secret")), OK),
+    # -- parents behind in-root symlinks (issue 7 §2) ---------------------------
+    "parents-behind-abs-symlink": (
+        lambda s: archive(d(b"var"), sym(b"var/run", b"/run"), f(b"var/run/a/b/file")),
+        OK,
+    ),
+    "parents-behind-relative-symlink": (
+        lambda s: archive(sym(b"l", b"not/yet"), f(b"l/x/file")),
+        OK,
+    ),
+    "parents-behind-dangling-abs-symlink": (
+        lambda s: archive(sym(b"l", s + b"/new"), f(b"l/file")),
+        OK,
+    ),
+    "parents-behind-symlink-then-dotdot": (
+        lambda s: archive(sym(b"l", b"missing/../../sentinel"), f(b"l/secret")),
+        U,
+    ),
+    "parents-behind-abs-symlink-dotdot": (
+        lambda s: archive(sym(b"l", b"/../sentinel"), f(b"l/secret")),
+        U,
+    ),
     "symlink-absolute-inside-write": (
         lambda s: archive(d(b"real"), sym(b"l", b"/real"), f(b"l/secret")),
         OK,
@@ -235,6 +257,16 @@ def tree_has_copy_of(dst: Path, sentinel_inodes: set[tuple[int, int]]) -> list[s
     return bad
 
 
+# Where an applied case's file must land inside dst (given the sentinel's
+# absolute path): absolute symlink targets resolve inside the layer.
+LANDS: dict[str, Callable[[bytes], bytes]] = {
+    "symlink-absolute-write": lambda s: s.lstrip(b"/") + b"/secret",
+    "parents-behind-abs-symlink": lambda s: b"run/a/b/file",
+    "parents-behind-relative-symlink": lambda s: b"not/yet/x/file",
+    "parents-behind-dangling-abs-symlink": lambda s: s.lstrip(b"/") + b"/new/file",
+}
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_case_is_contained(tmp_path: Path, name: str) -> None:
     make, expected = CASES[name]
@@ -254,6 +286,9 @@ def test_case_is_contained(tmp_path: Path, name: str) -> None:
     data = make(bytes(sentinel))
     if expected is None:
         lamina.apply_layer(dst, data)
+        if name in LANDS:
+            landed = dst / os.fsdecode(LANDS[name](bytes(sentinel)))
+            assert landed.read_bytes() == b"pwned" and not landed.is_symlink()
     else:
         with pytest.raises(expected) as err:
             lamina.apply_layer(dst, data)

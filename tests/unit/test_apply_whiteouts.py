@@ -153,17 +153,17 @@ def test_reassembly_names_a_changed_file(tmp_path: Path) -> None:
     data = bytearray((dst / "d/f").read_bytes())
     data[5000] ^= 1
     (dst / "d/f").write_bytes(bytes(data))
-    with pytest.raises(lamina.ArchiveError, match="d/f changed content"):
+    with pytest.raises(lamina.CorruptStore, match="d/f changed content"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
     (dst / "d/f").unlink()
-    with pytest.raises(lamina.ArchiveError, match="d/f was removed"):
+    with pytest.raises(lamina.CorruptStore, match="d/f was removed"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
     (dst / "d/f").symlink_to("/etc/passwd")
-    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
+    with pytest.raises(lamina.CorruptStore, match="d/f is no longer a regular file"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
     (dst / "d/f").unlink()
     os.mkfifo(dst / "d/f")  # must not block
-    with pytest.raises(lamina.ArchiveError, match="d/f is no longer a regular file"):
+    with pytest.raises(lamina.CorruptStore, match="d/f is no longer a regular file"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
 
 
@@ -172,7 +172,7 @@ def test_reassembly_of_overwritten_payload_fails_clearly(tmp_path: Path) -> None
     dst = tmp_path / "d"
     dst.mkdir()
     lamina.apply_layer(dst, tar, tar_split=tmp_path / "ts")
-    with pytest.raises(lamina.ArchiveError, match="replaced later in the same layer"):
+    with pytest.raises(lamina.CorruptStore, match="replaced later in the same layer"):
         _lamina._reassemble(tmp_path / "ts", dst, tmp_path / "out")
 
 
