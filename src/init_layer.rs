@@ -16,7 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::meta;
+use crate::fs::handle::Handle;
 
 /// What an init-layer entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub struct InitEntry {
 }
 
 impl InitEntry {
-    fn new(path: &str, kind: InitKind) -> Self {
+    pub(crate) fn new(path: &str, kind: InitKind) -> Self {
         InitEntry {
             path: PathBuf::from(path),
             kind,
@@ -166,6 +166,7 @@ fn setup_entry(root: &OwnedFd, layer: &Path, entry: &InitEntry) -> Result<()> {
                 Mode::from_raw_mode(FILE_MODE),
             )
             .at("create", &shown)?;
+            crate::fs::race::created(dir.as_fd(), leaf);
             rustix::fs::fchmod(&f, Mode::from_raw_mode(FILE_MODE)).at("chmod", &shown)
         }
         InitKind::Symlink(target) => {
@@ -177,7 +178,11 @@ fn setup_entry(root: &OwnedFd, layer: &Path, entry: &InitEntry) -> Result<()> {
 fn make_dir(dir: impl AsFd, name: &OsStr, shown: &Path) -> Result<()> {
     let dir = dir.as_fd();
     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(DIR_MODE)).at("mkdir", shown)?;
-    meta::chmod(dir, name, DIR_MODE, shown)
+    crate::fs::race::created(dir, name);
+    // Through a handle: a symlink swapped in after the mkdir is not followed.
+    Handle::open(dir, name, FileType::Directory, shown)?
+        .chmod(DIR_MODE)
+        .at("chmod", shown)
 }
 
 /// An entry that already has the right type (and, for files, is empty; for

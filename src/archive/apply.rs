@@ -46,6 +46,8 @@ use super::whiteout::{self, Whiteout};
 use super::writer::{writer, FileMeta, Job, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX, WRITER_GONE};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::handle::Handle;
+use crate::fs::race;
 use crate::fs::root::Root;
 use crate::fs::{meta, xattr};
 
@@ -416,7 +418,7 @@ impl<'o> Applier<'o> {
                 self.create(&pfd, name, &path, |d, n| {
                     rustix::fs::symlinkat(os(&h.linkname), d, n)
                 })?;
-                self.meta(&pfd, name, &path, &h, false)?;
+                self.meta(&pfd, name, &path, &h, FileType::Symlink)?;
             }
             Kind::Hardlink => self.hardlink(&pfd, name, &path, &h)?,
             Kind::Char | Kind::Block | Kind::Fifo => {
@@ -432,7 +434,7 @@ impl<'o> Applier<'o> {
                 self.create(&pfd, name, &path, |d, n| {
                     rustix::fs::mknodat(d, n, ft, mode, dev)
                 })?;
-                self.meta(&pfd, name, &path, &h, true)?;
+                self.meta(&pfd, name, &path, &h, ft)?;
             }
         }
         if self.opts.whiteouts == WhiteoutMode::Apply {
@@ -463,7 +465,10 @@ impl<'o> Applier<'o> {
     ) -> Result<()> {
         for _ in 0..3 {
             match make(dir.as_fd(), name) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    race::created(dir.as_fd(), name);
+                    return Ok(());
+                }
                 Err(Errno::EXIST) => self.make_room(dir, name, path)?,
                 Err(e) => return Err(e).at("create", &self.shown(path)),
             }
@@ -507,6 +512,7 @@ impl<'o> Applier<'o> {
         for _ in 0..3 {
             match rustix::fs::openat(dir, name, flags, mode) {
                 Ok(f) => {
+                    race::created(dir.as_fd(), name);
                     fd = Some(f);
                     break;
                 }
@@ -604,7 +610,10 @@ impl<'o> Applier<'o> {
         let mut existed = false;
         for _ in 0..3 {
             match rustix::fs::mkdirat(pdir, name, mode) {
-                Ok(()) => break,
+                Ok(()) => {
+                    race::created(pdir.as_fd(), name);
+                    break;
+                }
                 Err(Errno::EXIST) => {
                     let st = rustix::fs::statat(pdir, name, AtFlags::SYMLINK_NOFOLLOW)
                         .at("stat", &self.shown(path))?;
@@ -618,7 +627,9 @@ impl<'o> Applier<'o> {
                 Err(e) => return Err(e).at("mkdir", &self.shown(path)),
             }
         }
-        self.owner_xattrs(pdir, name, path, h, Inherited::new(pdir, true))?;
+        let shown = self.shown(path);
+        let dir = Handle::open(pdir, name, FileType::Directory, &shown)?;
+        self.owner_xattrs(&dir, path, h, Inherited::new(pdir, true))?;
         if let Some((cached, _)) = &self.res.cache {
             // Its default ACL may have changed, and the cache knows the old one.
             if cached == path {
@@ -626,13 +637,7 @@ impl<'o> Applier<'o> {
             }
         }
         if self.needs_chmod(now, existed) || pdir.default_acl {
-            rustix::fs::chmodat(
-                pdir,
-                name,
-                Mode::from_raw_mode(now & 0o7777),
-                AtFlags::empty(),
-            )
-            .at("chmod", &self.shown(path))?;
+            dir.chmod(now).at("chmod", &shown)?;
         }
         self.dir_times.push((path.to_vec(), self.times(h), later));
         Ok(())
@@ -646,44 +651,36 @@ impl<'o> Applier<'o> {
     }
 
     fn root_dir(&mut self, h: &Header) -> Result<()> {
-        let fd = self.res.root.open_dir(Path::new(""))?;
-        let shown = self.res.root.path().to_path_buf();
-        if self.privileged {
-            meta::chown(&fd, OsStr::new(""), h.uid, h.gid, &shown)?;
-        }
-        for (k, v) in &h.xattrs {
-            if let Err(e) = xattr::set(&fd, OsStr::new(""), os(k), v, &shown) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &shown);
-                }
-            }
-        }
+        let root = Handle::from_path_fd(self.res.root.open_dir(Path::new(""))?);
+        self.owner_xattrs(&root, b"", h, Inherited::None)?;
         let (now, later) = self.dir_modes(h.mode);
-        meta::chmod(&fd, OsStr::new(""), now, &shown)?;
+        root.chmod(now).at("chmod", self.res.root.path())?;
         self.dir_times.push((Vec::new(), self.times(h), later));
         Ok(())
     }
 
+    /// Owner, then xattrs (dropping the ACLs the inode inherited from its
+    /// directory that the entry does not carry), through the handle.
     fn owner_xattrs(
         &self,
-        dir: &OwnedFd,
-        name: &OsStr,
+        obj: &Handle,
         path: &[u8],
         h: &Header,
         inherited: Inherited,
     ) -> Result<()> {
         if self.privileged {
-            meta::chown(dir, name, h.uid, h.gid, &self.shown(path))?;
+            obj.chown(h.uid, h.gid).at("lchown", &self.shown(path))?;
         }
         // What the parent's default ACL gave the new inode is not the
         // layer's: the tar entry lists every ACL the inode should have.
         for key in inherited.keys() {
             if !h.xattrs.iter().any(|(k, _)| k == key) {
-                xattr::remove(dir, name, os(key)).at("removexattr", &self.shown(path))?;
+                obj.remove_xattr(os(key))
+                    .at("removexattr", &self.shown(path))?;
             }
         }
         for (k, v) in &h.xattrs {
-            if let Err(e) = xattr::set(dir, name, os(k), v, &self.shown(path)) {
+            if let Err(e) = obj.set_xattr(os(k), v) {
                 if !xattr::is_skippable(os(k), e, self.privileged) {
                     return Err(e).at("setxattr", &self.shown(path));
                 }
@@ -692,34 +689,31 @@ impl<'o> Applier<'o> {
         Ok(())
     }
 
-    /// lchown, xattrs, chmod (not for symlinks), times, for entries created
-    /// by name (symlinks, devices, FIFOs).
+    /// Owner, xattrs, mode (not for symlinks), times of an entry created by
+    /// name (symlinks, devices, FIFOs), through a handle opened without
+    /// following it, so a symlink swapped in meanwhile is never followed.
     fn meta(
         &mut self,
         dir: &Parent,
         name: &OsStr,
         path: &[u8],
         h: &Header,
-        chmod: bool,
+        kind: FileType,
     ) -> Result<()> {
-        // Symlinks (chmod false) have no ACLs.
-        let inherited = if chmod {
-            Inherited::new(dir, false)
-        } else {
+        let shown = self.shown(path);
+        let obj = Handle::open(dir, name, kind, &shown)?;
+        let symlink = kind == FileType::Symlink;
+        // Symlinks have no ACLs and no mode.
+        let inherited = if symlink {
             Inherited::None
+        } else {
+            Inherited::new(dir, false)
         };
-        self.owner_xattrs(dir, name, path, h, inherited)?;
-        if chmod && (self.needs_chmod(h.mode, false) || dir.default_acl) {
-            rustix::fs::chmodat(
-                dir,
-                name,
-                Mode::from_raw_mode(h.mode & 0o7777),
-                AtFlags::empty(),
-            )
-            .at("chmod", &self.shown(path))?;
+        self.owner_xattrs(&obj, path, h, inherited)?;
+        if !symlink && (self.needs_chmod(h.mode, false) || dir.default_acl) {
+            obj.chmod(h.mode).at("chmod", &shown)?;
         }
-        rustix::fs::utimensat(dir, name, &self.times(h), AtFlags::SYMLINK_NOFOLLOW)
-            .at("utimensat", &self.shown(path))
+        obj.set_times(&self.times(h)).at("utimensat", &shown)
     }
 
     fn hardlink(&mut self, dir: &OwnedFd, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
@@ -867,8 +861,8 @@ impl<'o> Applier<'o> {
         for (path, t, mode) in times.iter().rev() {
             if path.is_empty() {
                 if let Some(m) = mode {
-                    let fd = self.res.root.open_dir(Path::new(""))?;
-                    meta::chmod(&fd, OsStr::new(""), *m, self.res.root.path())?;
+                    let root = Handle::from_path_fd(self.res.root.open_dir(Path::new(""))?);
+                    root.chmod(*m).at("chmod", self.res.root.path())?;
                 }
                 rustix::fs::utimensat(self.res.root.fd(), "", t, AtFlags::EMPTY_PATH)
                     .at("utimensat", self.res.root.path())?;
@@ -879,22 +873,18 @@ impl<'o> Applier<'o> {
                 Ok(fd) => fd,
                 Err(_) => continue, // removed later in the layer
             };
-            match rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                    if let Some(m) = mode {
-                        rustix::fs::chmodat(
-                            &dir,
-                            os(name),
-                            Mode::from_raw_mode(m & 0o7777),
-                            AtFlags::empty(),
-                        )
-                        .at("chmod", &self.shown(path))?;
-                    }
-                    rustix::fs::utimensat(&dir, os(name), t, AtFlags::SYMLINK_NOFOLLOW)
-                        .at("utimensat", &self.shown(path))?;
-                }
-                _ => {}
+            let shown = self.shown(path);
+            let obj = match Handle::open(&dir, os(name), FileType::Directory, &shown) {
+                Ok(obj) => obj,
+                // Replaced by a non-directory or removed later in the layer.
+                Err(e) if e.is_errno(libc::ENOTDIR) || e.is_errno(libc::ELOOP) => continue,
+                Err(e) if e.is_errno(libc::ENOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            if let Some(m) = mode {
+                obj.chmod(*m).at("chmod", &shown)?;
             }
+            obj.set_times(t).at("utimensat", &shown)?;
         }
         Ok(())
     }

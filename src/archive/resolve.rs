@@ -224,7 +224,10 @@ impl Resolver {
                 Err(Errno::NOENT) if create && looks < MAX_HOPS => {
                     looks += 1;
                     match rustix::fs::mkdirat(&cur, name, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => self.fix_new_dir_mode(&cur, name)?,
+                        Ok(()) => {
+                            crate::fs::race::created(cur.as_fd(), name);
+                            self.fix_new_dir_mode(&cur, name)?
+                        }
                         Err(Errno::EXIST) => {}
                         Err(e) => return Err(e),
                     }

@@ -16,17 +16,19 @@
 //!    writing data or children would move mtime.
 //!
 //! Symlinks are never `chmod`-ed (Linux has no symlink modes); nothing here
-//! follows a symlink.
+//! follows a symlink. The copy is always named by a handle on its inode
+//! ([`Inode`]), never by a name someone could swap for a symlink meanwhile.
 
 use std::ffi::{CStr, OsStr};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Gid, Mode, Stat, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{FileType, Gid, Stat, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
 use crate::error::{IoContext, Result};
+use crate::fs::handle::Inode;
 use crate::fs::{proc_path, xattr::is_skippable};
 
 /// An inode named either by an fd open on it or by (directory fd, name).
@@ -107,13 +109,6 @@ fn get(t: &XattrTarget<'_>, key: &OsStr, buf: &mut Vec<u8>) -> rustix::io::Resul
     })
 }
 
-fn set(t: &XattrTarget<'_>, key: &OsStr, value: &[u8]) -> rustix::io::Result<()> {
-    match t {
-        XattrTarget::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, XattrFlags::empty()),
-        XattrTarget::Path(p) => rustix::fs::lsetxattr(p, key, value, XattrFlags::empty()),
-    }
-}
-
 /// What [`apply`] needs to know besides the two inodes.
 pub(super) struct Policy {
     /// Whether the caller may chown to any id and write `trusted.*`.
@@ -181,7 +176,7 @@ pub(super) fn apply(
     policy: &Policy,
     st: &Stat,
     src: Obj<'_>,
-    dst: Obj<'_>,
+    dst: Inode<'_>,
     created: Created,
     bufs: &mut XattrBufs,
     names: Names<'_>,
@@ -189,12 +184,10 @@ pub(super) fn apply(
     let (src_shown, dst_shown) = (names.src, names.dst);
     let is_symlink = FileType::from_raw_mode(st.st_mode) == FileType::Symlink;
     let (uid, gid) = (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid));
-    let chowned = match dst {
-        _ if created.owner => Ok(()),
-        Obj::Fd(fd) => rustix::fs::fchown(fd, Some(uid), Some(gid)),
-        Obj::At(dir, name) => {
-            rustix::fs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW)
-        }
+    let chowned = if created.owner {
+        Ok(())
+    } else {
+        dst.chown(uid.as_raw(), gid.as_raw())
     };
     // Like `cp -a` run by a user: ownership that only root may give is not
     // given, and then neither is setuid/setgid (else a user could mint a
@@ -212,20 +205,10 @@ pub(super) fn apply(
         if !owned {
             bits &= !0o6000;
         }
-        let mode = Mode::from_raw_mode(bits as _);
-        match dst {
-            Obj::Fd(fd) => rustix::fs::fchmod(fd, mode),
-            Obj::At(dir, name) => rustix::fs::chmodat(dir, name, mode, AtFlags::empty()),
-        }
-        .at("chmod", &dst_shown())?;
+        dst.chmod(bits).at("chmod", &dst_shown())?;
     }
 
-    let ts = times(st);
-    match dst {
-        Obj::Fd(fd) => rustix::fs::futimens(fd, &ts),
-        Obj::At(dir, name) => rustix::fs::utimensat(dir, name, &ts, AtFlags::SYMLINK_NOFOLLOW),
-    }
-    .at("utimensat", &dst_shown())
+    dst.set_times(&times(st)).at("utimensat", &dst_shown())
 }
 
 /// Copy every extended attribute of `src` to `dst`, skipping only the
@@ -233,7 +216,7 @@ pub(super) fn apply(
 fn copy_xattrs(
     policy: &Policy,
     src: Obj<'_>,
-    dst: Obj<'_>,
+    dst: Inode<'_>,
     bufs: &mut XattrBufs,
     src_shown: &dyn Fn() -> PathBuf,
     dst_shown: &dyn Fn() -> PathBuf,
@@ -247,7 +230,6 @@ fn copy_xattrs(
     if n == 0 {
         return Ok(());
     }
-    let to = dst.xattr_target();
     let names = std::mem::take(&mut bufs.names);
     let result = (|| {
         for key in names[..n].split(|&b| b == 0).filter(|k| !k.is_empty()) {
@@ -258,7 +240,7 @@ fn copy_xattrs(
                 Err(Errno::NODATA) => continue,
                 Err(e) => return Err(e).at("getxattr", &src_shown()),
             };
-            match set(&to, key, &bufs.value[..len]) {
+            match dst.set_xattr(key, &bufs.value[..len]) {
                 Ok(()) => {}
                 Err(e) if is_skippable(key, e, policy.privileged) => {}
                 Err(e) => return Err(e).at("setxattr", &dst_shown()),

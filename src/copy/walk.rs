@@ -27,7 +27,9 @@ use super::data::DataCopier;
 use super::links::{Added, Links};
 use super::CopyStats;
 use crate::error::{Error, IoContext, Result};
+use crate::fs::handle::{Handle, Inode};
 use crate::fs::proc_path;
+use crate::fs::race;
 
 /// Non-directory entries handed to a worker at once: big enough that most
 /// directories are filled by one worker (two creating in one directory
@@ -264,6 +266,7 @@ impl<'a> Walk<'a> {
         // mode, and private while it is incomplete.
         rustix::fs::mkdirat(&parent.dst, name, Mode::RWXU)
             .at("mkdir", &self.dst_path(&parent, Some(name)))?;
+        race::created(parent.dst.as_fd(), OsStr::from_bytes(name.to_bytes()));
         let dst = rustix::fs::openat(&parent.dst, name, dir_flags, Mode::empty())
             .at("open", &self.dst_path(&parent, Some(name)))?;
         let dst_gid = rustix::fs::fstat(&dst)
@@ -341,7 +344,7 @@ impl<'a> Walk<'a> {
                 &self.policy,
                 &cur.stat,
                 Obj::Fd(cur.src.as_fd()),
-                Obj::Fd(cur.dst.as_fd()),
+                Inode::fd(cur.dst.as_fd()),
                 Created::UNKNOWN,
                 &mut local.bufs,
                 Names {
@@ -434,6 +437,7 @@ impl<'a> Walk<'a> {
                 let made = rustix::fs::symlinkat(&target, &node.dst, name);
                 local.link_buf = target.into_bytes();
                 made.at("symlink", &dst_shown())?;
+                race::created(node.dst.as_fd(), OsStr::from_bytes(name.to_bytes()));
                 local.stats.symlinks += 1;
             }
             FileType::Fifo
@@ -451,6 +455,7 @@ impl<'a> Walk<'a> {
                     st.st_rdev as _,
                 )
                 .at("mknod", &dst_shown())?;
+                race::created(node.dst.as_fd(), OsStr::from_bytes(name.to_bytes()));
                 local.stats.specials += 1;
             }
             _ => {
@@ -461,33 +466,37 @@ impl<'a> Walk<'a> {
                 ))
             }
         }
-        let applied = attrs::apply(
-            &self.policy,
-            st,
-            Obj::At(node.src.as_fd(), name),
-            Obj::At(node.dst.as_fd(), name),
-            Created::UNKNOWN,
-            &mut local.bufs,
-            Names {
-                src: &|| self.src_path(node, Some(name)),
-                dst: &dst_shown,
-            },
-        );
-        if let Err(e) = applied {
-            let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
-            return Err(e);
+        // Through a handle on what was made: a symlink swapped in under the
+        // name meanwhile is never followed.
+        let applied = Handle::open(
+            &node.dst,
+            OsStr::from_bytes(name.to_bytes()),
+            kind,
+            &dst_shown(),
+        )
+        .and_then(|copy| {
+            attrs::apply(
+                &self.policy,
+                st,
+                Obj::At(node.src.as_fd(), name),
+                copy.inode(),
+                Created::UNKNOWN,
+                &mut local.bufs,
+                Names {
+                    src: &|| self.src_path(node, Some(name)),
+                    dst: &dst_shown,
+                },
+            )?;
+            Ok(copy)
+        });
+        match applied {
+            Ok(copy) if st.st_nlink > 1 => Ok(Some(copy.into_fd())),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&node.dst, name, AtFlags::empty());
+                Err(e)
+            }
         }
-        if st.st_nlink > 1 {
-            let fd = rustix::fs::openat(
-                &node.dst,
-                name,
-                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .at("open", &dst_shown())?;
-            return Ok(Some(fd));
-        }
-        Ok(None)
     }
 
     /// The mode to create a regular file's copy with, and what that leaves
@@ -532,6 +541,7 @@ impl<'a> Walk<'a> {
             Mode::from_raw_mode(create_mode as _),
         )
         .at("open", &self.dst_path(node, Some(name)))?;
+        race::created(node.dst.as_fd(), OsStr::from_bytes(name.to_bytes()));
         let written = (|| {
             let moved = self
                 .data
@@ -542,7 +552,7 @@ impl<'a> Walk<'a> {
                 &self.policy,
                 st,
                 Obj::Fd(src.as_fd()),
-                Obj::Fd(dst.as_fd()),
+                Inode::fd(dst.as_fd()),
                 created,
                 &mut local.bufs,
                 Names {

@@ -4,10 +4,14 @@
 //!   (`openat2` with `RESOLVE_IN_ROOT`), never by string checks.
 //! - [`xattr`]: list, read and write extended attributes without following
 //!   symlinks, on a directory fd plus one name.
-//! - [`meta`]: owner, mode and nanosecond times, fd-relative, in the order
-//!   that keeps setuid bits (chown, then chmod).
+//! - [`meta`]: whether the caller is privileged.
+//! - [`handle`]: a handle on an inode just made, through which its metadata
+//!   is set, so that a symlink swapped in after the creation is never
+//!   followed.
 
+pub mod handle;
 pub mod meta;
+pub(crate) mod race;
 pub mod root;
 pub mod xattr;
 
