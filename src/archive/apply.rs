@@ -48,6 +48,7 @@ use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::handle::Handle;
 use crate::fs::race;
+use crate::fs::remove::remove_all;
 use crate::fs::root::Root;
 use crate::fs::{meta, xattr};
 
@@ -493,7 +494,7 @@ impl<'o> Applier<'o> {
             // The cached parent may have been reached through it.
             self.res.cache = None;
         }
-        whiteout::remove_all(dir.as_fd(), name).at("remove", &self.shown(path))
+        remove_all(dir.as_fd(), name, &self.shown(path))
     }
 
     fn file<R: BufRead>(
@@ -785,7 +786,7 @@ impl<'o> Applier<'o> {
             Err(e) => return Err(e),
         };
         self.res.cache = None;
-        whiteout::remove_all(dir.as_fd(), os(target)).at("remove", &self.shown(&path))
+        remove_all(dir.as_fd(), os(target), &self.shown(&path))
     }
 
     fn opaque(&mut self, dir_path: &[u8]) -> Result<()> {
@@ -844,7 +845,7 @@ impl<'o> Applier<'o> {
                         Err(e) => return Err(e).at("open", &self.shown(&child)),
                     }
                 } else {
-                    whiteout::remove_all(fd.as_fd(), os(&n)).at("remove", &self.shown(&child))?;
+                    remove_all(fd.as_fd(), os(&n), &self.shown(&child))?;
                 }
             }
         }
@@ -854,8 +855,11 @@ impl<'o> Applier<'o> {
     fn finish(&mut self) -> Result<()> {
         self.res.cache = None;
         if self.plnk {
-            whiteout::remove_all(self.res.root.fd(), os(whiteout::PLNK))
-                .at("remove", &self.shown(whiteout::PLNK))?;
+            remove_all(
+                self.res.root.fd(),
+                os(whiteout::PLNK),
+                &self.shown(whiteout::PLNK),
+            )?;
         }
         let times = std::mem::take(&mut self.dir_times);
         for (path, t, mode) in times.iter().rev() {

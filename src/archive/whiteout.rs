@@ -10,13 +10,6 @@
 //! is a 0/0 character device, an opaque dir carries `trusted.overlay.opaque=y`
 //! (or `user.overlay.opaque=y` for a rootless `userxattr` mount).
 
-use std::ffi::OsStr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-
-use rustix::fs::{AtFlags, Mode, OFlags};
-use rustix::io::Errno;
-
 use super::reader::show;
 use crate::error::{Error, Result};
 
@@ -73,67 +66,6 @@ pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
-/// Remove `dir/name` and everything below it, never following a symlink.
-/// A missing name is not an error.
-///
-/// Iterative (an explicit stack of open directories), so a deep tree cannot
-/// overflow the stack.
-pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<()> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) | Err(Errno::PERM) => {}
-        Err(e) => return Err(e),
-    }
-    let open = |d: BorrowedFd<'_>, n: &OsStr| {
-        rustix::fs::openat(
-            d,
-            n,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-    };
-    let first = match open(dir, name) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut stack: Vec<(OwnedFd, Vec<u8>)> = vec![(first, name.as_bytes().to_vec())];
-    'outer: while let Some((top, _)) = stack.last() {
-        let mut sub: Option<Vec<u8>> = None;
-        for ent in rustix::fs::Dir::read_from(top)? {
-            let ent = ent?;
-            let n = ent.file_name().to_bytes();
-            if n == b"." || n == b".." {
-                continue;
-            }
-            let n = OsStr::from_bytes(n);
-            match rustix::fs::unlinkat(top, n, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => {}
-                Err(Errno::ISDIR) | Err(Errno::PERM) => {
-                    sub = Some(n.as_bytes().to_vec());
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(n) = sub {
-            let fd = open(top.as_fd(), OsStr::from_bytes(&n))?;
-            stack.push((fd, n));
-            continue 'outer;
-        }
-        let (_, n) = stack.pop().expect("non-empty");
-        let parent = match stack.last() {
-            Some((p, _)) => p.as_fd(),
-            None => dir,
-        };
-        match rustix::fs::unlinkat(parent, OsStr::from_bytes(&n), AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,22 +79,5 @@ mod tests {
         for bad in [&b".wh."[..], b".wh..", b".wh..."] {
             assert!(matches!(classify(bad), Err(Error::UnsafeArchive(_))));
         }
-    }
-
-    #[test]
-    fn removes_deep_trees() {
-        let t = tempfile::tempdir().unwrap();
-        let mut p = t.path().join("x");
-        for _ in 0..200 {
-            p.push("d");
-        }
-        std::fs::create_dir_all(&p).unwrap();
-        std::fs::write(p.join("f"), b"x").unwrap();
-        std::os::unix::fs::symlink("/", t.path().join("x/d/link")).unwrap();
-        let dir =
-            rustix::fs::open(t.path(), OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        remove_all(dir.as_fd(), OsStr::new("x")).unwrap();
-        assert!(!t.path().join("x").exists());
-        remove_all(dir.as_fd(), OsStr::new("x")).unwrap();
     }
 }

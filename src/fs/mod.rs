@@ -5,6 +5,8 @@
 //! - [`xattr`]: list, read and write extended attributes without following
 //!   symlinks, on a directory fd plus one name.
 //! - [`meta`]: whether the caller is privileged.
+//! - [`remove`]: removing a tree, never across a mount point, with fds
+//!   bounded whatever its depth.
 //! - [`handle`]: a handle on an inode just made, through which its metadata
 //!   is set, so that a symlink swapped in after the creation is never
 //!   followed.
@@ -12,6 +14,7 @@
 pub mod handle;
 pub mod meta;
 pub(crate) mod race;
+pub mod remove;
 pub mod root;
 pub mod xattr;
 

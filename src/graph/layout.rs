@@ -211,7 +211,14 @@ impl Layout {
             if is_dir {
                 // A staging dir is flocked by its owner from birth to death.
                 match lock_dir(&path, false) {
-                    Ok(Some(_lock)) => remove_tree(&path)?,
+                    // What cannot be removed (an immutable file, a mount
+                    // point inside) stays where it is: garbage under tmp/
+                    // must never keep the store from opening.
+                    Ok(Some(_lock)) => {
+                        if remove_tree(&path).is_err() {
+                            continue;
+                        }
+                    }
                     Ok(None) => continue,
                     Err(Error::Io { source, .. }) if gone(&source) => continue,
                     Err(e) => return Err(e),
@@ -347,33 +354,11 @@ fn lock_dir(path: &Path, wait: bool) -> Result<Option<File>> {
     }
 }
 
-/// Remove a tree we own. Directories left without write or search
-/// permission (an overlay `work/work` dir, a layer's 0500 dir) are opened
-/// up first so that an unprivileged owner can remove them too.
+/// Remove a tree the store owns: never across a mount point, never
+/// through a symlink, opening up directories left without write permission
+/// (see [`crate::fs::remove`]).
 fn remove_tree(path: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(first) => {
-            open_up(path);
-            std::fs::remove_dir_all(path).map_err(|_| Error::io("remove", path, first))
-        }
-    }
-}
-
-fn open_up(path: &Path) {
-    let Ok(meta) = path.symlink_metadata() else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
-    if let Ok(entries) = std::fs::read_dir(path) {
-        for e in entries.flatten() {
-            open_up(&e.path());
-        }
-    }
+    crate::fs::remove::remove_path(path)
 }
 
 /// fsync a directory, making the renames and creations in it durable.
