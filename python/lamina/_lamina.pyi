@@ -256,7 +256,8 @@ def upper_changes(upper: _Path, lower: _Path) -> list[Change]:
     """The changes an overlayfs upper dir makes over its lower tree.
 
     Walks only ``upper`` and stats ``lower`` at those paths, so the cost is
-    O(changes). Equals ``changes(lower, merged)``. Raises ``UnsafeArchive``
+    O(changes). Equals ``changes(lower, merged)``: an entry overlayfs copied
+    up without changing it is not listed. Raises ``UnsafeArchive``
     for a real ``.wh.*`` file in ``upper`` and ``ValueError`` for
     ``redirect``/``metacopy`` entries.
     """
@@ -275,10 +276,12 @@ def export_diff(
 
     Returns the bytes, or writes them to ``dst`` (a path, or a binary file
     object with ``write()``) and returns None. Deletions are ``.wh.`` entries
-    with a fixed time; hard links are stored once; PAX headers carry long
-    names, nanosecond times and ``security.capability``, ``user.*`` and ACL
-    xattrs. The same trees give the same bytes. ``source_date_epoch`` clamps
-    later mtimes down to it. Sockets are skipped with a ``RuntimeWarning``.
+    with a fixed time; hard links are stored once, and an unchanged name of a
+    file linked to a changed one is carried as a link so the group stays
+    whole (``changes()`` does not list it); PAX headers carry long names,
+    nanosecond times and ``security.capability``, ``user.*`` and ACL xattrs.
+    The same trees give the same bytes. ``source_date_epoch`` clamps later
+    mtimes down to it. Sockets are skipped with a ``RuntimeWarning``.
     """
 
 @overload
@@ -296,8 +299,9 @@ def export_upper_diff(
 ) -> bytes:
     """The tar of the changes an overlayfs upper dir makes over ``lower``,
     from the upper dir alone: whiteout devices become ``.wh.`` entries, opaque
-    directories a ``.wh..wh..opq`` entry followed by their whole content.
-    Same output rules as :func:`export_diff`.
+    directories a ``.wh..wh..opq`` entry followed by their whole content;
+    a copied-up file equal to what it shadows (metadata and bytes) is left
+    out. Same output rules as :func:`export_diff`.
     """
 
 @overload

@@ -109,6 +109,14 @@ pub(crate) trait Sink {
     fn opaque_as_added(&self) -> bool {
         false
     }
+    /// An unchanged regular file with more than one link. Not a change, but
+    /// a tar must carry it when another name of its inode is in the diff,
+    /// or the apply splits the hard-link group (see [`super::export`]).
+    /// Returns true to have it written now: the walker then reports its
+    /// pending parents and passes it to [`Sink::entry`] (as `Modified`).
+    fn link_partner(&mut self, _node: &Node<'_>) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// Collects a public change list; the root is left out.
@@ -324,6 +332,25 @@ impl<'s, S: Sink> Walker<'s, S> {
         self.pending.pop();
     }
 
+    /// A non-directory equal to its old counterpart `old`: not a change,
+    /// but offered to the sink as a link partner when it is a regular file
+    /// with other names. Skipped when it is the old inode itself (a tree
+    /// of hard-link copies of the old one): every file of such a tree has
+    /// other names, and the old tree already has this one's group.
+    pub fn unchanged(&mut self, node: &Node<'_>, old: &Stat) -> Result<()> {
+        let ns = node.stat;
+        if FileType::from_raw_mode(ns.st_mode) != FileType::RegularFile
+            || ns.st_nlink < 2
+            || (old.st_dev, old.st_ino) == (ns.st_dev, ns.st_ino)
+        {
+            return Ok(());
+        }
+        if self.sink.link_partner(node)? {
+            self.emit(node, ChangeKind::Modified)?;
+        }
+        Ok(())
+    }
+
     /// Whether an entry present on both sides with the same type differs.
     pub fn differs(
         &self,
@@ -479,10 +506,11 @@ impl<'s, S: Sink> Walker<'s, S> {
         }
         let own = self.differs((old.as_fd(), name, &os), (new.as_fd(), name, &ns), rel)?;
         if !is_dir(&ns) {
-            if own {
-                self.emit(&node, ChangeKind::Modified)?;
-            }
-            return Ok(());
+            return if own {
+                self.emit(&node, ChangeKind::Modified)
+            } else {
+                self.unchanged(&node, &os)
+            };
         }
         let nchild = open_dir(new, name).at("open", &shown(&self.new_root, rel))?;
         let ochild = open_dir(old, name).at("open", &shown(&self.old_root, rel))?;

@@ -14,6 +14,21 @@
 //!   `trusted.overlay.*` never);
 //! - hard links once: the second path of a (dev, inode) already in the
 //!   archive is a hard-link entry to the first;
+//! - hard-link groups whole: a name of a multiply-linked file that did not
+//!   change itself (by the rules of [`super::changes`]) is still written,
+//!   as a hard-link entry, when another name of its inode is in the diff,
+//!   or the diff applied onto the old tree would leave the two names
+//!   separate inodes (`ln /etc/passwd /opt/pw_link` in a container). moby's
+//!   naive differ drops it; overlayfs's copy-up keeps it in the upper dir,
+//!   so this is what makes every driver give one image of one container.
+//!   The change list does not list it: it is not a change. When such an
+//!   unchanged name comes before the first written name of its inode in
+//!   walk order, it is kept pending and written right after that first
+//!   name (an applier resolves a hard link's target in the tree it
+//!   writes, so the target must come first), preceded by its parent
+//!   directory's entry once more, so that the applier restores the
+//!   directory's time after unlinking the old name. Those entries are the
+//!   only ones out of sorted order;
 //! - sockets are skipped with a warning in [`ExportReport::warnings`] (tar
 //!   cannot carry them); devices and FIFOs are kept;
 //! - a name beginning with `.wh.` is refused: it would be read back as a
@@ -21,19 +36,29 @@
 //! - reproducible: no atime, ctime, user or group names; the same tree gives
 //!   the same bytes. `source_date_epoch` clamps every later mtime down to it
 //!   (containerd's `WithSourceDateEpoch`).
+//!
+//! Memory: file data streams through one buffer; what is kept is the first
+//! archive path of every multiply-linked inode written, and the pending
+//! unchanged names of multiply-linked inodes none of whose names is written
+//! yet — O(hard-linked files), never O(tree). An inode's pending names are
+//! dropped once all its links have been seen. In a tree whose unchanged
+//! files are the old tree's own inodes (hard-link copies, as the overlay
+//! driver's `root/` trees) every file has other names, so the walker
+//! offers no such file: a new name linked to an old inode there is written
+//! as a file of its own.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::changes::{file_xattrs, shown, walk_trees, ChangeKind, Node, Sink};
+use super::changes::{file_xattrs, open_dir, open_root, shown, walk_trees, ChangeKind, Node, Sink};
 use super::tar_writer::{EntryType, Header, TarWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::xattr;
@@ -107,11 +132,23 @@ fn fd_xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// Unchanged names of a multiply-linked inode none of whose names is in
+/// the archive yet.
+struct Partners {
+    /// The inode's link count: once that many names are pending, no name of
+    /// it can be in the diff.
+    nlink: usize,
+    /// `/a/b` and the hard-link header (without its target) of each name.
+    names: Vec<(Vec<u8>, Header)>,
+}
+
 /// A [`Sink`] that writes each change as tar entries.
 pub(crate) struct TarSink<W: Write> {
     tar: TarWriter<W>,
     /// First archive path of every multiply-linked inode written.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Unchanged link partners waiting for a name of their inode.
+    partners: HashMap<(u64, u64), Partners>,
     epoch: Option<i64>,
     root: PathBuf,
     report: ExportReport,
@@ -133,6 +170,26 @@ fn tar_name(rel: &[u8], dir: bool) -> Vec<u8> {
     p
 }
 
+/// The parent of `/a/b` (`/a`; `/` for `/a`).
+fn parent_rel(rel: &[u8]) -> &[u8] {
+    match rel.iter().rposition(|&c| c == b'/') {
+        Some(0) | None => b"/",
+        Some(i) => &rel[..i],
+    }
+}
+
+/// Refuse a name that an applier would read back as a whiteout.
+fn refuse_whiteout_name(rel: &[u8], root: &Path) -> Result<()> {
+    let base = rel.rsplit(|&c| c == b'/').next().unwrap_or(b"");
+    if base.starts_with(b".wh.") {
+        return Err(Error::UnsafeArchive(format!(
+            "{}: a file named .wh.* would be read back as a whiteout",
+            shown(root, rel).display()
+        )));
+    }
+    Ok(())
+}
+
 fn whiteout_name(rel: &[u8], name: &[u8]) -> Vec<u8> {
     let rel = rel.strip_prefix(b"/").unwrap_or(rel);
     let mut p = Vec::with_capacity(rel.len() + name.len() + 5);
@@ -150,6 +207,7 @@ impl<W: Write> TarSink<W> {
         TarSink {
             tar: TarWriter::new(out),
             links: HashMap::new(),
+            partners: HashMap::new(),
             epoch: opts.source_date_epoch,
             root: root.to_path_buf(),
             report: ExportReport::default(),
@@ -188,6 +246,67 @@ impl<W: Write> TarSink<W> {
         Ok(())
     }
 
+    /// Write the pending unchanged names of inode `key` as hard links to
+    /// `first`, its first name in the archive, each after the entries of
+    /// its parent directories (as the walk writes them before any change:
+    /// an applier that starts from an empty directory needs them, and the
+    /// unlink and link the apply does change the parent's time, which its
+    /// entry makes the applier set back).
+    fn write_partners(&mut self, key: (u64, u64), first: &[u8]) -> Result<()> {
+        let Some(p) = self.partners.remove(&key) else {
+            return Ok(());
+        };
+        let mut written: Vec<Vec<u8>> = Vec::new();
+        for (rel, mut h) in p.names {
+            refuse_whiteout_name(&rel, &self.root)?;
+            self.dir_entries(parent_rel(&rel), &mut written)?;
+            h.linkname = first.to_vec();
+            self.tar.write_header(&h).map_err(write_err)?;
+            self.report.entries += 1;
+        }
+        Ok(())
+    }
+
+    /// Write the entries of the directory `rel` of the tree and of its
+    /// ancestors below the root (the root's own when `rel` is `/`), less
+    /// those in `written`; each opened again from the root, no component
+    /// following a symlink.
+    fn dir_entries(&mut self, rel: &[u8], written: &mut Vec<Vec<u8>>) -> Result<()> {
+        let mut fd = open_root(&self.root)?;
+        if rel == b"/" {
+            return self.dir_entry_once(&fd, rel, written);
+        }
+        let mut at = Vec::with_capacity(rel.len());
+        for c in rel.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+            at.push(b'/');
+            at.extend_from_slice(c);
+            fd = open_dir(&fd, OsStr::from_bytes(c)).at("open", &shown(&self.root, &at))?;
+            self.dir_entry_once(&fd, &at, written)?;
+        }
+        Ok(())
+    }
+
+    fn dir_entry_once(
+        &mut self,
+        fd: &OwnedFd,
+        rel: &[u8],
+        written: &mut Vec<Vec<u8>>,
+    ) -> Result<()> {
+        if written.iter().any(|w| w == rel) {
+            return Ok(());
+        }
+        let st = rustix::fs::fstat(fd).at("stat", &shown(&self.root, rel))?;
+        let node = Node {
+            rel,
+            dir: fd.as_fd(),
+            name: OsStr::new(""),
+            stat: &st,
+        };
+        self.entry(&node, ChangeKind::Modified)?;
+        written.push(rel.to_vec());
+        Ok(())
+    }
+
     fn copy_payload(&mut self, file: &mut File, size: u64, shown: &Path) -> Result<()> {
         let mut left = size;
         while left > 0 {
@@ -221,13 +340,7 @@ impl<W: Write> Sink for TarSink<W> {
     fn entry(&mut self, node: &Node<'_>, _kind: ChangeKind) -> Result<()> {
         let st = node.stat;
         let shown = shown(&self.root, node.rel);
-        let base = node.rel.rsplit(|&c| c == b'/').next().unwrap_or(b"");
-        if base.starts_with(b".wh.") {
-            return Err(Error::UnsafeArchive(format!(
-                "{}: a file named .wh.* would be read back as a whiteout",
-                shown.display()
-            )));
-        }
+        refuse_whiteout_name(node.rel, &self.root)?;
         let ft = FileType::from_raw_mode(st.st_mode);
         let kind = match ft {
             FileType::RegularFile => EntryType::File,
@@ -257,8 +370,9 @@ impl<W: Write> Sink for TarSink<W> {
             dev: (0, 0),
             xattrs: Vec::new(),
         };
-        if kind == EntryType::File && st.st_nlink > 1 {
-            let key = (st.st_dev, st.st_ino);
+        let key = (st.st_dev, st.st_ino);
+        let linked = kind == EntryType::File && st.st_nlink > 1;
+        if linked {
             if let Some(first) = self.links.get(&key) {
                 h.kind = EntryType::HardLink;
                 h.linkname = first.clone();
@@ -305,7 +419,41 @@ impl<W: Write> Sink for TarSink<W> {
         h.size = st.st_size as u64;
         self.tar.write_header(&h).map_err(write_err)?;
         self.report.entries += 1;
-        self.copy_payload(&mut file, h.size, &shown)
+        self.copy_payload(&mut file, h.size, &shown)?;
+        if linked {
+            self.write_partners(key, &h.path)?;
+        }
+        Ok(())
+    }
+
+    fn link_partner(&mut self, node: &Node<'_>) -> Result<bool> {
+        let st = node.stat;
+        let key = (st.st_dev, st.st_ino);
+        if self.links.contains_key(&key) {
+            return Ok(true);
+        }
+        let h = Header {
+            path: tar_name(node.rel, false),
+            kind: EntryType::HardLink,
+            mode: st.st_mode & 0o7777,
+            uid: u64::from(st.st_uid),
+            gid: u64::from(st.st_gid),
+            size: 0,
+            mtime: self.clamp(st.st_mtime, st.st_mtime_nsec as u32),
+            linkname: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        };
+        let p = self.partners.entry(key).or_insert_with(|| Partners {
+            nlink: usize::try_from(st.st_nlink).unwrap_or(usize::MAX),
+            names: Vec::new(),
+        });
+        p.names.push((node.rel.to_vec(), h));
+        if p.names.len() >= p.nlink {
+            // Every name of the inode seen, none of them changed.
+            self.partners.remove(&key);
+        }
+        Ok(false)
     }
 
     fn deleted(&mut self, rel: &[u8]) -> Result<()> {
@@ -326,7 +474,7 @@ impl<W: Write> Sink for TarSink<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs;
 
@@ -350,6 +498,119 @@ mod tests {
             off += 512 + size.div_ceil(512) as usize * 512;
         }
         out
+    }
+
+    /// (name, type flag, link target) of each entry, PAX headers skipped.
+    pub(crate) fn entries(tar: &[u8]) -> Vec<(String, char, String)> {
+        let field = |b: &[u8]| {
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off + 512 <= tar.len() && tar[off] != 0 {
+            let h = &tar[off..off + 512];
+            let size = u64::from_str_radix(&field(&h[124..136]), 8).unwrap();
+            if h[156] != b'x' {
+                out.push((field(&h[..100]), h[156] as char, field(&h[157..257])));
+            }
+            off += 512 + size.div_ceil(512) as usize * 512;
+        }
+        out
+    }
+
+    fn cp_a(from: &Path, to: &Path) {
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn ino(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::symlink_metadata(p).unwrap().ino()
+    }
+
+    fn mtime(p: &Path) -> std::time::SystemTime {
+        fs::symlink_metadata(p).unwrap().modified().unwrap()
+    }
+
+    #[test]
+    fn unchanged_link_partners_keep_their_group() {
+        let t = tempfile::tempdir().unwrap();
+        let (old, new) = (t.path().join("old"), t.path().join("new"));
+        for d in ["etc", "opt", "z", "keep", "deep/er"] {
+            fs::create_dir_all(old.join(d)).unwrap();
+        }
+        fs::write(old.join("etc/passwd"), "root").unwrap();
+        fs::write(old.join("deep/er/f"), "f").unwrap();
+        fs::write(old.join("z/x"), "x").unwrap();
+        fs::write(old.join("keep/g1"), "g").unwrap();
+        fs::hard_link(old.join("keep/g1"), old.join("keep/g2")).unwrap();
+        cp_a(&old, &new);
+        // The unchanged name before the new one in walk order...
+        fs::hard_link(new.join("etc/passwd"), new.join("opt/pw_link")).unwrap();
+        // ... and after it.
+        fs::hard_link(new.join("z/x"), new.join("a_link")).unwrap();
+        // Before it, and below directories the diff has no other reason
+        // to carry.
+        fs::hard_link(new.join("deep/er/f"), new.join("zz_deep")).unwrap();
+
+        let listed: Vec<_> = crate::archive::changes::changes(&old, &new, &Default::default())
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.path.to_string_lossy().into_owned(), c.kind.code()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("/a_link", "A"),
+                ("/opt", "C"),
+                ("/opt/pw_link", "A"),
+                ("/zz_deep", "A")
+            ]
+            .map(|(p, k)| (p.to_owned(), k))
+        );
+
+        let mut tar = Vec::new();
+        export_diff(Some(&old), &new, &mut tar, &ExportOptions::default()).unwrap();
+        let e = |n: &str, f: char, l: &str| (n.to_owned(), f, l.to_owned());
+        assert_eq!(
+            entries(&tar),
+            [
+                e("./", '5', ""),
+                e("a_link", '0', ""),
+                e("opt/", '5', ""),
+                e("opt/pw_link", '0', ""),
+                // Kept pending until a name of its inode was written; its
+                // directory comes again so that its time is set back.
+                e("etc/", '5', ""),
+                e("etc/passwd", '1', "opt/pw_link"),
+                e("z/", '5', ""),
+                e("z/x", '1', "a_link"),
+                e("zz_deep", '0', ""),
+                e("deep/", '5', ""),
+                e("deep/er/", '5', ""),
+                e("deep/er/f", '1', "zz_deep"),
+            ]
+        );
+
+        let target = t.path().join("target");
+        cp_a(&old, &target);
+        crate::archive::apply_layer(&target, &tar[..], &Default::default()).unwrap();
+        assert_eq!(
+            ino(&target.join("etc/passwd")),
+            ino(&target.join("opt/pw_link"))
+        );
+        assert_eq!(ino(&target.join("z/x")), ino(&target.join("a_link")));
+        assert_eq!(ino(&target.join("deep/er/f")), ino(&target.join("zz_deep")));
+        assert_eq!(ino(&target.join("keep/g1")), ino(&target.join("keep/g2")));
+        for d in ["", "etc", "opt", "z", "keep", "deep", "deep/er"] {
+            assert_eq!(mtime(&target.join(d)), mtime(&new.join(d)), "/{d}");
+        }
     }
 
     #[test]

@@ -9,11 +9,28 @@
 //!   the rootless form) hides the lower one: the tar carries `.wh..wh..opq`
 //!   and the whole upper subtree as added; the change list compares it with
 //!   the lower directory, so it equals the naive diff of the merged view;
-//! - any other path of the upper dir is `C` when the lower tree has it, `A`
-//!   otherwise; a directory present in both is `C` only when its own
-//!   metadata or something below it changed (copy-up of a parent alone is
-//!   not a change). The lower tree is only ever stat-ed at the paths the
-//!   upper dir has.
+//! - a path the lower tree does not have is `A`;
+//! - a path the lower tree has is compared with what it shadows, by the
+//!   rules of the naive diff ([`super::changes`]: type, mode, owner, rdev,
+//!   size, mtime, xattrs less overlay bookkeeping, symlink target), and is
+//!   `C` only when they differ. overlayfs copies a file up for much that
+//!   changes nothing: opening it for writing, a chmod undone, a hard link
+//!   made to it (`ln /etc/passwd /opt/pw_link`); `docker diff` lists none
+//!   of those, and neither does the naive diff of the merged view. A
+//!   directory copied up is `C` only when its own metadata or something
+//!   below it changed. The tar is more careful than the list: a copied-up
+//!   file whose metadata all agrees is also compared byte for byte before
+//!   it is left out (the upper dir holds only what was copied up, so this
+//!   stays O(changes)), and an unchanged one with other names in the diff
+//!   is written as a hard link, so the link group survives
+//!   ([`super::export`]). The lower tree is only ever stat-ed at the paths
+//!   the upper dir has.
+//!
+//! The lower tree is what the upper dir was made over: the lower dir
+//! itself, or — for an upper dir that started as a copy of another layer's
+//! (the seed's container on its `-init` layer) — that layer's merged view,
+//! so that the copied entries, equal to what they shadow there, are not
+//! the container's changes.
 //!
 //! Refused: a real file named `.wh.*` in the upper dir (it would turn into a
 //! whiteout on apply), `redirect` xattrs (renamed directories, whose content
@@ -45,30 +62,8 @@ pub fn upper_changes(upper: &Path, lower: &Path) -> Result<Vec<Change>> {
     Ok(sink.changes)
 }
 
-/// [`upper_changes`] of an upper dir that started as a copy of another
-/// layer's upper dir (the seed's container on its `-init` layer), against
-/// `view`, that layer's merged view: an entry equal to the view's (type,
-/// mode, owner, times, size, xattrs and bytes) is a copied one, not a
-/// change. Still O(changes + copied entries), never O(image).
-pub fn upper_changes_over(upper: &Path, view: &Path) -> Result<Vec<Change>> {
-    let mut sink = ListSink::default();
-    walk_upper(upper, view, &mut sink, true)?;
-    Ok(sink.changes)
-}
-
-/// [`write_upper_diff`] with the rule of [`upper_changes_over`].
-pub fn write_upper_diff_over<W: Write>(
-    upper: &Path,
-    view: &Path,
-    out: W,
-    opts: &ExportOptions,
-) -> Result<ExportReport> {
-    let mut sink = TarSink::new(out, opts, upper);
-    walk_upper(upper, view, &mut sink, true)?;
-    sink.finish()
-}
-
-/// Write the tar of the changes an overlay upper dir makes over `lower`.
+/// Write the tar of the changes an overlay upper dir makes over `lower`
+/// (copied-up files compared byte for byte; see the module docs).
 pub fn write_upper_diff<W: Write>(
     upper: &Path,
     lower: &Path,
@@ -76,18 +71,18 @@ pub fn write_upper_diff<W: Write>(
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
     let mut sink = TarSink::new(out, opts, upper);
-    walk_upper(upper, lower, &mut sink, false)?;
+    walk_upper(upper, lower, &mut sink, true)?;
     sink.finish()
 }
 
-/// With `copied`, non-directory entries equal to the lower's are skipped
-/// (see [`upper_changes_over`]).
-fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink, copied: bool) -> Result<()> {
+/// With `content`, files whose metadata agrees with the lower's are also
+/// compared byte for byte.
+fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink, content: bool) -> Result<()> {
     let ufd = open_root(upper)?;
     let lfd = open_root(lower)?;
     let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
     let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
-    let mut w = Walker::new(sink, copied, lower, upper);
+    let mut w = Walker::new(sink, content, lower, upper);
     w.upper = true;
     let e = OsStr::new("");
     check_xattrs(&ufd, e, upper, &us)?;
@@ -205,13 +200,10 @@ fn upper_entry<S: Sink>(
         stat: &us,
     };
     if !is_dir(&us) {
-        if let (true, Some(l), Some(s)) = (w.content, lower, &ls) {
-            // A file linked in this layer stays, or its link group would
-            // be split in the tar.
-            if us.st_nlink == 1
-                && !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)?
-            {
-                return Ok(());
+        if let (Some(l), Some(s)) = (lower, &ls) {
+            if !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)? {
+                // Copied up, not changed.
+                return w.unchanged(&node, s);
             }
         }
         return w.emit(&node, kind);
@@ -277,6 +269,89 @@ mod tests {
         ));
     }
 
+    fn cp_a(from: &Path, to: &Path) {
+        let ok = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn same_time(from: &Path, to: &Path) {
+        let m = fs::symlink_metadata(from).unwrap().modified().unwrap();
+        fs::File::open(to).unwrap().set_modified(m).unwrap();
+    }
+
+    fn listed(u: &Path, l: &Path) -> Vec<(String, &'static str)> {
+        upper_changes(u, l)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.path.to_string_lossy().into_owned(), c.kind.code()))
+            .collect()
+    }
+
+    #[test]
+    fn copied_up_entries_equal_to_the_lower_are_not_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let (u, l) = (t.path().join("u"), t.path().join("l"));
+        fs::create_dir_all(l.join("etc")).unwrap();
+        fs::create_dir_all(l.join("usr/bin")).unwrap();
+        fs::write(l.join("etc/passwd"), "root").unwrap();
+        fs::write(l.join("etc/group"), "wheel").unwrap();
+        fs::write(l.join("usr/bin/tool"), "tool").unwrap();
+        // What copy-up leaves for `open(O_WRONLY)` + close or a chmod
+        // undone: the lower's entries, metadata and all.
+        fs::create_dir(&u).unwrap();
+        cp_a(&l.join("etc"), &u.join("etc"));
+        same_time(&l, &u);
+        assert_eq!(listed(&u, &l), []);
+        let mut tar = Vec::new();
+        write_upper_diff(&u, &l, &mut tar, &ExportOptions::default()).unwrap();
+        assert_eq!(super::super::export::tests::entries(&tar), []);
+
+        // `ln /etc/passwd /pw_link`: only the new name is a change; the tar
+        // carries the copied-up name too, as a link, so the group survives.
+        fs::hard_link(u.join("etc/passwd"), u.join("pw_link")).unwrap();
+        same_time(&l, &u);
+        assert_eq!(listed(&u, &l), [("/pw_link".to_owned(), "A")]);
+        let mut tar = Vec::new();
+        write_upper_diff(&u, &l, &mut tar, &ExportOptions::default()).unwrap();
+        let e = |n: &str, f: char, t: &str| (n.to_owned(), f, t.to_owned());
+        assert_eq!(
+            super::super::export::tests::entries(&tar),
+            [
+                e("pw_link", '0', ""),
+                e("etc/", '5', ""),
+                e("etc/passwd", '1', "pw_link")
+            ]
+        );
+
+        // Same size and time, other bytes: not a change by the naive rules,
+        // but the tar does not drop it.
+        let m = fs::metadata(u.join("etc/group")).unwrap();
+        fs::write(u.join("etc/group"), "WHEEL").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(u.join("etc/group"))
+            .unwrap()
+            .set_modified(m.modified().unwrap())
+            .unwrap();
+        same_time(&l.join("etc"), &u.join("etc"));
+        assert_eq!(listed(&u, &l), [("/pw_link".to_owned(), "A")]);
+        let mut tar = Vec::new();
+        write_upper_diff(&u, &l, &mut tar, &ExportOptions::default()).unwrap();
+        let names: Vec<_> = super::super::export::tests::entries(&tar)
+            .into_iter()
+            .map(|(n, ..)| n)
+            .collect();
+        assert_eq!(
+            names,
+            ["etc/", "etc/group", "pw_link", "etc/", "etc/passwd"]
+        );
+    }
+
     #[test]
     fn upper_entries_are_added_or_changed() {
         let t = tempfile::tempdir().unwrap();
@@ -284,7 +359,9 @@ mod tests {
         fs::create_dir_all(l.join("etc")).unwrap();
         fs::write(l.join("etc/a"), "a").unwrap();
         fs::create_dir_all(u.join("etc")).unwrap();
-        fs::write(u.join("etc/a"), "A").unwrap();
+        // Another size: the same size within one timestamp tick would be
+        // no change by the naive rules.
+        fs::write(u.join("etc/a"), "AA").unwrap();
         fs::write(u.join("etc/b"), "b").unwrap();
         let got: Vec<_> = upper_changes(&u, &l)
             .unwrap()

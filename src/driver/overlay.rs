@@ -29,9 +29,7 @@ use std::sync::Arc;
 
 use crate::archive::changes::{changes, ChangesOptions};
 use crate::archive::export::{export_diff, ExportOptions};
-use crate::archive::upper::{
-    upper_changes, upper_changes_over, write_upper_diff, write_upper_diff_over,
-};
+use crate::archive::upper::{upper_changes, write_upper_diff};
 use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
 use crate::driver::mount::MountRefs;
@@ -152,24 +150,25 @@ impl Overlay {
     /// a read-only layer; a container on its `-init` layer, whose `upper/`
     /// started as a copy of the init layer's, is compared with the init
     /// layer's merged view, mounted read-only for the time of `f`, so the
-    /// init layer's files are not the container's changes and only the
-    /// paths of the container's `upper/` are looked at.
+    /// init layer's files (equal to what they shadow there) are not the
+    /// container's changes and only the paths of the container's `upper/`
+    /// are looked at.
     fn with_lower_view<T>(
         &self,
         layer: LayerDir<'_>,
         parent: Option<LayerDir<'_>>,
-        f: impl FnOnce(&Path, bool) -> Result<T>,
+        f: impl FnOnce(&Path) -> Result<T>,
     ) -> Result<T> {
         match parent {
             Some(p) if p.dir.join(UPPER).is_dir() => {
                 let view = self.get(p, false)?;
-                let r = f(&view, true);
+                let r = f(&view);
                 let put = self.put(p);
                 let v = r?;
                 put?;
                 Ok(v)
             }
-            _ => f(&self.lower_of(layer.dir)?, false),
+            _ => f(&self.lower_of(layer.dir)?),
         }
     }
 }
@@ -361,13 +360,9 @@ impl Driver for Overlay {
             let r = export_diff(old.as_deref(), &root, out, &ExportOptions::default())?;
             return Ok(r.bytes);
         }
-        self.with_lower_view(layer, parent, |lower, copied| {
-            let (upper, opts) = (layer.dir.join(UPPER), ExportOptions::default());
-            let r = if copied {
-                write_upper_diff_over(&upper, lower, &mut *out, &opts)?
-            } else {
-                write_upper_diff(&upper, lower, &mut *out, &opts)?
-            };
+        self.with_lower_view(layer, parent, |lower| {
+            let upper = layer.dir.join(UPPER);
+            let r = write_upper_diff(&upper, lower, &mut *out, &ExportOptions::default())?;
             Ok(r.bytes)
         })
     }
@@ -381,13 +376,8 @@ impl Driver for Overlay {
             };
             return changes(&old, &root, &ChangesOptions::default());
         }
-        self.with_lower_view(layer, parent, |lower, copied| {
-            let upper = layer.dir.join(UPPER);
-            if copied {
-                upper_changes_over(&upper, lower)
-            } else {
-                upper_changes(&upper, lower)
-            }
+        self.with_lower_view(layer, parent, |lower| {
+            upper_changes(&layer.dir.join(UPPER), lower)
         })
     }
 

@@ -370,6 +370,28 @@ def test_round_trip_opaque_like_replace(tmp_path: Path, apply: Applier) -> None:
     assert_same(manifest(target), manifest(child))
 
 
+@APPLIERS
+def test_round_trip_keeps_link_groups(tmp_path: Path, apply: Applier) -> None:
+    """New names of unchanged files (``ln`` in a container): the diff carries
+    the unchanged names as links too, or the apply splits the groups; the
+    change list does not list them."""
+    parent, child = tmp_path / "p", tmp_path / "c"
+    build_parent(parent)
+    _cp_a(parent, child)
+    os.link(child / "etc/passwd", child / "home/user/pw_link")  # after the unchanged name
+    os.link(child / "usr/bin/tool", child / "data/tool-link")  # before both of its group
+    os.link(child / "deep" / LONG / "file", child / "zz")  # below unchanged directories
+    listed = dict(as_pairs(lamina.changes(parent, child)))
+    assert "/etc/passwd" not in listed and "/usr/bin/tool2" not in listed
+    target = tmp_path / "target"
+    _cp_a(parent, target)
+    apply(lamina.export_diff(parent, child), target)
+    got = manifest(target)
+    assert_same(got, manifest(child))
+    assert got["/etc/passwd"].link_group == "/etc/passwd"
+    assert got["/usr/bin/tool2"].link_group == "/data/tool-link"
+
+
 def test_export_memory_is_flat(tmp_path: Path) -> None:
     """A 512 MiB file streams through in chunks: peak RSS stays near an
     idle interpreter's, whatever the file's size."""
