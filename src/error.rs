@@ -108,6 +108,15 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A limit that protects the process was reached (memory kept for a
+    /// layer's paths, a zstd window): the input needs more than allowed.
+    #[error("limit exceeded: {what} needs more than {limit} bytes")]
+    LimitExceeded {
+        /// What needed more.
+        what: String,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The graph was closed; nothing more can be done through it.
     #[error("the graph is closed")]
     Closed,

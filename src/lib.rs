@@ -41,6 +41,9 @@ pub mod init_layer;
 #[cfg(feature = "python")]
 mod python;
 
+#[cfg(test)]
+mod testutil;
+
 pub use archive::changes::{changes, Change, ChangeKind, ChangesOptions};
 pub use archive::export::{export_diff, ExportOptions, ExportReport};
 pub use archive::upper::{upper_changes, write_upper_diff};

@@ -32,6 +32,7 @@ from lamina.errors import (
     LayerExists,
     LayerInUse,
     LayerNotFound,
+    LimitExceeded,
     UnsafeArchive,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
+    "LimitExceeded",
     "UnsafeArchive",
     "__version__",
     "apply_layer",

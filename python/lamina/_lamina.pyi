@@ -57,6 +57,8 @@ def apply_layer(
     whiteouts: Literal["apply", "overlay"] = "apply",
     rootless_overlay: bool = False,
     tar_split: _Path | None = None,
+    memory_limit: int | None = None,
+    zstd_window_log_max: int | None = None,
 ) -> int:
     """Apply a layer tar (plain, gzip or zstd, by magic bytes) onto ``dst``.
 
@@ -72,6 +74,14 @@ def apply_layer(
     ``rootless_overlay=True``). ``tar_split`` writes the record that
     :func:`_reassemble` turns back into the exact tar (file mode 0600).
     Owners are kept when running as root; the GIL is released throughout.
+
+    Memory stays flat in the layer's size: what grows with its entries (the
+    paths an opaque marker keeps, directory times) is kept compactly, under
+    ``memory_limit`` bytes (512 MiB by default), and a zstd layer may ask for
+    a window of at most ``2**zstd_window_log_max`` bytes (2**25, 32 MiB, by
+    default): past either, :class:`lamina.LimitExceeded`. A stream that ends
+    early leaves the files written so far in ``dst`` (as GNU tar does); a
+    :class:`Graph` stages every layer, so nothing half-applied is listed.
     """
 
 def _apply_layer_report(

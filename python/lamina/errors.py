@@ -15,6 +15,7 @@ __all__ = [
     "LayerExists",
     "LayerInUse",
     "LayerNotFound",
+    "LimitExceeded",
     "UnsafeArchive",
 ]
 
@@ -70,3 +71,10 @@ class CorruptStore(LaminaError):
     the file or directory."""
 
     path: str = ""
+
+
+class LimitExceeded(LaminaError, MemoryError):
+    """A limit that protects the process was reached: the memory an apply may
+    keep about a layer's paths (``apply_layer(memory_limit=...)``, 512 MiB by
+    default), or the zstd window a layer asks for (``zstd_window_log_max``,
+    2^25 = 32 MiB by default)."""

@@ -26,7 +26,6 @@
 //! and creates every name, and a writer (`archive/writer.rs`) finishes small
 //! files through the fds it is handed.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{BufRead, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -44,6 +43,7 @@ use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
 use super::writer::{writer, FileMeta, Job, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX, WRITER_GONE};
+use super::written::{self, Written};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::handle::Handle;
@@ -77,6 +77,14 @@ pub struct ApplyOptions {
     /// Write the tar-split record (see [`super::tarsplit`]) to this file,
     /// created with mode 0600 (replaced if it exists).
     pub tar_split: Option<PathBuf>,
+    /// The most memory the apply may keep about the layer's paths
+    /// (default [`written::DEFAULT_LIMIT`], 512 MiB); past it the apply
+    /// fails with [`Error::LimitExceeded`].
+    pub memory_limit: Option<u64>,
+    /// The largest zstd window a layer may ask for, as a power of two
+    /// (default [`compression::ZSTD_WINDOW_LOG_MAX`], 32 MiB): the decoder
+    /// allocates the window up front.
+    pub zstd_window_log_max: Option<u32>,
 }
 
 /// What an apply did.
@@ -145,7 +153,8 @@ fn run(
     let mut ap = Applier::new(dst, opts)?;
     std::thread::scope(|s| {
         let (tx, pool, chunks) = digest::pipeline();
-        let pump = s.spawn(move || match compression::decompress(source) {
+        let window = opts.zstd_window_log_max;
+        let pump = s.spawn(move || match compression::decompress_with(source, window) {
             Ok(r) => digest::pump(r, tx, pool),
             Err(e) => {
                 let _ = tx.send(Err(e));
@@ -224,6 +233,22 @@ fn clean(path: &[u8]) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// `a` + `/` + `b`, either possibly empty.
+fn join_path(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut p = a.to_vec();
+    if !p.is_empty() && !b.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(b);
+    p
+}
+
+/// Open the directory `sub` below `dir` for reading, no component a
+/// symlink, never above `dir`.
+fn open_beneath(dir: &OwnedFd, sub: &[u8]) -> rustix::io::Result<OwnedFd> {
+    crate::fs::root::open_dir_beneath(dir, sub, OFlags::RDONLY)
 }
 
 fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
@@ -307,14 +332,12 @@ struct Applier<'o> {
     umask: u32,
     euid: u32,
     egid: u32,
-    /// Directory times, set after the whole layer (children change them).
-    /// With the mode to set last, for a directory an unprivileged caller
-    /// could not write into (GNU tar's delayed_set_stat does the same).
-    dir_times: Vec<(Vec<u8>, Timestamps, Option<u32>)>,
-    /// Paths this layer wrote, and their ancestors: what an opaque marker
-    /// keeps. Only kept in [`WhiteoutMode::Apply`].
-    added: HashSet<Vec<u8>>,
-    added_parents: HashSet<Vec<u8>>,
+    /// Paths this layer wrote (what an opaque marker keeps; only marked in
+    /// [`WhiteoutMode::Apply`]), and directory times, set after the whole
+    /// layer (children change them), with the mode to set last for a
+    /// directory an unprivileged caller could not write into (GNU tar's
+    /// delayed_set_stat does the same).
+    written: Written,
     plnk: bool,
     buf: Vec<u8>,
 }
@@ -334,9 +357,7 @@ impl<'o> Applier<'o> {
             umask,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
-            dir_times: Vec::new(),
-            added: HashSet::new(),
-            added_parents: HashSet::new(),
+            written: Written::new(opts.memory_limit.unwrap_or(written::DEFAULT_LIMIT)),
             plnk: false,
             buf: Vec::new(),
         })
@@ -439,20 +460,9 @@ impl<'o> Applier<'o> {
             }
         }
         if self.opts.whiteouts == WhiteoutMode::Apply {
-            self.mark_added(&path);
+            self.written.mark(&path)?;
         }
         Ok(())
-    }
-
-    fn mark_added(&mut self, path: &[u8]) {
-        let mut p = path;
-        while let Some(i) = p.iter().rposition(|&b| b == b'/') {
-            p = &p[..i];
-            if !self.added_parents.insert(p.to_vec()) {
-                break;
-            }
-        }
-        self.added.insert(path.to_vec());
     }
 
     /// Create `dir/name` with `make`, replacing whatever non-directory (or,
@@ -640,7 +650,7 @@ impl<'o> Applier<'o> {
         if self.needs_chmod(now, existed) || pdir.default_acl {
             dir.chmod(now).at("chmod", &shown)?;
         }
-        self.dir_times.push((path.to_vec(), self.times(h), later));
+        self.written.push_time(path, self.times(h), later)?;
         Ok(())
     }
 
@@ -656,7 +666,7 @@ impl<'o> Applier<'o> {
         self.owner_xattrs(&root, b"", h, Inherited::None)?;
         let (now, later) = self.dir_modes(h.mode);
         root.chmod(now).at("chmod", self.res.root.path())?;
-        self.dir_times.push((Vec::new(), self.times(h), later));
+        self.written.push_time(b"", self.times(h), later)?;
         Ok(())
     }
 
@@ -809,43 +819,40 @@ impl<'o> Applier<'o> {
             Err(Errno::NOENT) => return Ok(()),
             Err(e) => return Err(self.res.resolve_error(dir_path, e)),
         };
-        let mut todo = vec![(top, dir_path.to_vec())];
-        while let Some((fd, d)) = todo.pop() {
+        // Below the marker's directory: by path from it, never following
+        // a symlink, one directory open at a time.
+        let mut todo: Vec<(Option<u32>, Vec<u8>)> = vec![(self.written.find(dir_path), Vec::new())];
+        while let Some((node, sub)) = todo.pop() {
+            let at = join_path(dir_path, &sub);
+            let fd = match open_beneath(&top, &sub) {
+                Ok(fd) => fd,
+                // Replaced meanwhile by what this layer wrote later: kept.
+                Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e).at("open", &self.shown(&at)),
+            };
             let mut names = Vec::new();
-            // An O_PATH fd cannot be read; "." through it gives a readable one.
-            let rd = rustix::fs::openat(
-                &fd,
-                ".",
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .at("open", &self.shown(&d))?;
-            for ent in rustix::fs::Dir::read_from(&rd).at("readdir", &self.shown(&d))? {
-                let ent = ent.at("readdir", &self.shown(&d))?;
+            for ent in rustix::fs::Dir::read_from(&fd).at("readdir", &self.shown(&at))? {
+                let ent = ent.at("readdir", &self.shown(&at))?;
                 let n = ent.file_name().to_bytes();
-                if n != b"." && n != b".." {
-                    names.push(n.to_vec());
+                if n == b"." || n == b".." {
+                    continue;
                 }
+                let is_dir = match ent.file_type() {
+                    FileType::Unknown => rustix::fs::statat(&fd, os(n), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory),
+                    t => t == FileType::Directory,
+                };
+                names.push((n.to_vec(), is_dir));
             }
-            for n in names {
-                let mut child = d.clone();
-                if !child.is_empty() {
-                    child.push(b'/');
-                }
-                child.extend_from_slice(&n);
-                if self.added.contains(&child) || self.added_parents.contains(&child) {
-                    match rustix::fs::openat(
-                        &fd,
-                        os(&n),
-                        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                        Mode::empty(),
-                    ) {
-                        Ok(sub) => todo.push((sub, child)),
-                        Err(Errno::NOTDIR) | Err(Errno::LOOP) | Err(Errno::NOENT) => {}
-                        Err(e) => return Err(e).at("open", &self.shown(&child)),
+            for (n, is_dir) in names {
+                let child = node.and_then(|p| self.written.child(p, &n));
+                match child {
+                    Some(c) if self.written.kept(c) => {
+                        if is_dir {
+                            todo.push((Some(c), join_path(&sub, &n)));
+                        }
                     }
-                } else {
-                    remove_all(fd.as_fd(), os(&n), &self.shown(&child))?;
+                    _ => remove_all(fd.as_fd(), os(&n), &self.shown(&join_path(&at, &n)))?,
                 }
             }
         }
@@ -861,8 +868,9 @@ impl<'o> Applier<'o> {
                 &self.shown(whiteout::PLNK),
             )?;
         }
-        let times = std::mem::take(&mut self.dir_times);
-        for (path, t, mode) in times.iter().rev() {
+        let times = self.written.take_times();
+        for (node, t, mode) in times.iter().rev() {
+            let path = self.written.path(*node);
             if path.is_empty() {
                 if let Some(m) = mode {
                     let root = Handle::from_path_fd(self.res.root.open_dir(Path::new(""))?);
@@ -872,12 +880,12 @@ impl<'o> Applier<'o> {
                     .at("utimensat", self.res.root.path())?;
                 continue;
             }
-            let (parent, name) = split_last(path);
+            let (parent, name) = split_last(&path);
             let dir = match self.res.resolve(parent) {
                 Ok(fd) => fd,
                 Err(_) => continue, // removed later in the layer
             };
-            let shown = self.shown(path);
+            let shown = self.shown(&path);
             let obj = match Handle::open(&dir, os(name), FileType::Directory, &shown) {
                 Ok(obj) => obj,
                 // Replaced by a non-directory or removed later in the layer.

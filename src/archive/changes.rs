@@ -79,7 +79,7 @@ pub struct ChangesOptions {
 /// siblings sorted by name.
 pub fn changes(old: &Path, new: &Path, opts: &ChangesOptions) -> Result<Vec<Change>> {
     let mut sink = ListSink::default();
-    walk_trees(Some(old), new, opts.content, &mut sink)?;
+    super::walk::walk_trees(Some(old), new, opts.content, &mut sink)?;
     Ok(sink.changes)
 }
 
@@ -142,27 +142,6 @@ impl Sink for ListSink {
         });
         Ok(())
     }
-}
-
-/// A directory present on both sides whose own metadata is unchanged: it is
-/// reported only once something below it is.
-struct Pending {
-    rel: Vec<u8>,
-    fd: OwnedFd,
-    stat: Stat,
-    flushed: bool,
-}
-
-/// The shared machinery of the tree walk and the overlay upper walk.
-pub(crate) struct Walker<'s, S: Sink> {
-    pub sink: &'s mut S,
-    pub content: bool,
-    pub old_root: PathBuf,
-    pub new_root: PathBuf,
-    /// The new tree is (part of) an overlay upper dir: 0/0 character
-    /// devices are whiteouts, and real `.wh.*` names are refused.
-    pub upper: bool,
-    pending: Vec<Pending>,
 }
 
 /// `rel` + `/` + `name`, without doubling the root's slash.
@@ -244,14 +223,33 @@ pub(crate) fn file_xattrs(
     Ok(all)
 }
 
-fn open_file(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path) -> Result<File> {
+/// Open the regular file `dir/name` for reading: `O_NONBLOCK` (a FIFO
+/// swapped in since the `lstat` must not block the walk) and checked to be
+/// the inode `st` describes (else the file changed under the walk:
+/// `ESTALE`).
+pub(crate) fn open_file(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    st: &Stat,
+    shown: &Path,
+) -> Result<File> {
     let fd = rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
         Mode::empty(),
     )
     .at("open", shown)?;
+    let now = rustix::fs::fstat(&fd).at("stat", shown)?;
+    if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+        || FileType::from_raw_mode(now.st_mode) != FileType::RegularFile
+    {
+        return Err(Error::errno(
+            "open (replaced during the walk)",
+            shown,
+            libc::ESTALE,
+        ));
+    }
     Ok(File::from(fd))
 }
 
@@ -269,293 +267,59 @@ fn read_full(f: &mut File, buf: &mut [u8], shown: &Path) -> Result<usize> {
     Ok(n)
 }
 
-impl<'s, S: Sink> Walker<'s, S> {
-    pub fn new(sink: &'s mut S, content: bool, old_root: &Path, new_root: &Path) -> Self {
-        Walker {
-            sink,
-            content,
-            old_root: old_root.to_path_buf(),
-            new_root: new_root.to_path_buf(),
-            pending: Vec::new(),
-            upper: false,
-        }
+/// Whether an entry present on both sides with the same type differs
+/// (`roots` are the old and new trees' paths and `rel` the entry's, for
+/// messages); see the module docs for the rules. With `content`, regular
+/// files whose metadata agrees are compared byte for byte.
+pub(crate) fn differs(
+    content: bool,
+    (old_root, new_root, rel): (&Path, &Path, &[u8]),
+    (odir, oname, os): (BorrowedFd<'_>, &OsStr, &Stat),
+    (ndir, nname, ns): (BorrowedFd<'_>, &OsStr, &Stat),
+) -> Result<bool> {
+    if os.st_mode != ns.st_mode || os.st_uid != ns.st_uid || os.st_gid != ns.st_gid {
+        return Ok(true);
     }
-
-    /// Report every pending ancestor (outermost first) before a change
-    /// below it.
-    fn flush(&mut self) -> Result<()> {
-        for i in 0..self.pending.len() {
-            if !self.pending[i].flushed {
-                self.pending[i].flushed = true;
-                let p = &self.pending[i];
-                let node = Node {
-                    rel: &p.rel,
-                    dir: p.fd.as_fd(),
-                    name: OsStr::new(""),
-                    stat: &p.stat,
-                };
-                self.sink.entry(&node, ChangeKind::Modified)?;
-            }
-        }
-        Ok(())
+    let ft = FileType::from_raw_mode(ns.st_mode);
+    if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice) && os.st_rdev != ns.st_rdev {
+        return Ok(true);
     }
-
-    pub fn emit(&mut self, node: &Node<'_>, kind: ChangeKind) -> Result<()> {
-        self.flush()?;
-        self.sink.entry(node, kind)
+    if os.st_mtime != ns.st_mtime || os.st_mtime_nsec != ns.st_mtime_nsec {
+        return Ok(true);
     }
-
-    pub fn emit_deleted(&mut self, rel: &[u8]) -> Result<()> {
-        self.flush()?;
-        self.sink.deleted(rel)
+    if ft != FileType::Directory && os.st_size != ns.st_size {
+        return Ok(true);
     }
-
-    pub fn emit_opaque(&mut self, rel: &[u8]) -> Result<()> {
-        self.flush()?;
-        self.sink.opaque(rel)
-    }
-
-    pub fn push_pending(&mut self, rel: &[u8], fd: &OwnedFd, stat: Stat) -> Result<()> {
-        let fd = fd
-            .try_clone()
-            .map_err(|e| Error::io("dup", shown(&self.new_root, rel), e))?;
-        self.pending.push(Pending {
-            rel: rel.to_vec(),
-            fd,
-            stat,
-            flushed: false,
-        });
-        Ok(())
-    }
-
-    pub fn pop_pending(&mut self) {
-        self.pending.pop();
-    }
-
-    /// A non-directory equal to its old counterpart `old`: not a change,
-    /// but offered to the sink as a link partner when it is a regular file
-    /// with other names. Skipped when it is the old inode itself (a tree
-    /// of hard-link copies of the old one): every file of such a tree has
-    /// other names, and the old tree already has this one's group.
-    pub fn unchanged(&mut self, node: &Node<'_>, old: &Stat) -> Result<()> {
-        let ns = node.stat;
-        if FileType::from_raw_mode(ns.st_mode) != FileType::RegularFile
-            || ns.st_nlink < 2
-            || (old.st_dev, old.st_ino) == (ns.st_dev, ns.st_ino)
-        {
-            return Ok(());
-        }
-        if self.sink.link_partner(node)? {
-            self.emit(node, ChangeKind::Modified)?;
-        }
-        Ok(())
-    }
-
-    /// Whether an entry present on both sides with the same type differs.
-    pub fn differs(
-        &self,
-        (odir, oname, os): (BorrowedFd<'_>, &OsStr, &Stat),
-        (ndir, nname, ns): (BorrowedFd<'_>, &OsStr, &Stat),
-        rel: &[u8],
-    ) -> Result<bool> {
-        if os.st_mode != ns.st_mode || os.st_uid != ns.st_uid || os.st_gid != ns.st_gid {
+    let oshown = || shown(old_root, rel);
+    let nshown = || shown(new_root, rel);
+    if ft == FileType::Symlink {
+        let a = rustix::fs::readlinkat(odir, oname, Vec::new()).at("readlink", &oshown())?;
+        let b = rustix::fs::readlinkat(ndir, nname, Vec::new()).at("readlink", &nshown())?;
+        if a != b {
             return Ok(true);
         }
-        let ft = FileType::from_raw_mode(ns.st_mode);
-        if matches!(ft, FileType::CharacterDevice | FileType::BlockDevice)
-            && os.st_rdev != ns.st_rdev
-        {
-            return Ok(true);
-        }
-        if os.st_mtime != ns.st_mtime || os.st_mtime_nsec != ns.st_mtime_nsec {
-            return Ok(true);
-        }
-        if ft != FileType::Directory && os.st_size != ns.st_size {
-            return Ok(true);
-        }
-        let oshown = || shown(&self.old_root, rel);
-        let nshown = || shown(&self.new_root, rel);
-        if ft == FileType::Symlink {
-            let a = rustix::fs::readlinkat(odir, oname, Vec::new()).at("readlink", &oshown())?;
-            let b = rustix::fs::readlinkat(ndir, nname, Vec::new()).at("readlink", &nshown())?;
-            if a != b {
+    }
+    if file_xattrs(odir, oname, &oshown())? != file_xattrs(ndir, nname, &nshown())? {
+        return Ok(true);
+    }
+    if content && ft == FileType::RegularFile && ns.st_size > 0 {
+        let (os_, ns_) = (oshown(), nshown());
+        let mut a = open_file(odir, oname, os, &os_)?;
+        let mut b = open_file(ndir, nname, ns, &ns_)?;
+        let mut ba = vec![0u8; 128 * 1024];
+        let mut bb = vec![0u8; 128 * 1024];
+        loop {
+            let na = read_full(&mut a, &mut ba, &os_)?;
+            let nb = read_full(&mut b, &mut bb, &ns_)?;
+            if ba[..na] != bb[..nb] {
                 return Ok(true);
             }
-        }
-        if file_xattrs(odir, oname, &oshown())? != file_xattrs(ndir, nname, &nshown())? {
-            return Ok(true);
-        }
-        if self.content && ft == FileType::RegularFile && ns.st_size > 0 {
-            let (os_, ns_) = (oshown(), nshown());
-            let mut a = open_file(odir, oname, &os_)?;
-            let mut b = open_file(ndir, nname, &ns_)?;
-            let mut ba = vec![0u8; 128 * 1024];
-            let mut bb = vec![0u8; 128 * 1024];
-            loop {
-                let na = read_full(&mut a, &mut ba, &os_)?;
-                let nb = read_full(&mut b, &mut bb, &ns_)?;
-                if ba[..na] != bb[..nb] {
-                    return Ok(true);
-                }
-                if na < ba.len() {
-                    break;
-                }
-            }
-        }
-        Ok(false)
-    }
-
-    /// Compare the directory `new` (at `rel`) with `old` (or with nothing),
-    /// reporting what differs below it.
-    pub fn walk_dir(
-        &mut self,
-        old: Option<&OwnedFd>,
-        new: &OwnedFd,
-        rel: &mut Vec<u8>,
-    ) -> Result<()> {
-        let new_names = list_dir(new, &shown(&self.new_root, rel))?;
-        let old_names = match old {
-            Some(fd) => list_dir(fd, &shown(&self.old_root, rel))?,
-            None => Vec::new(),
-        };
-        let (mut i, mut j) = (0, 0);
-        while i < old_names.len() || j < new_names.len() {
-            let ord = match (old_names.get(i), new_names.get(j)) {
-                (Some(a), Some(b)) => a.cmp(b),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
-            };
-            let len = rel.len();
-            match ord {
-                std::cmp::Ordering::Less => {
-                    join_rel(rel, &old_names[i]);
-                    self.emit_deleted(rel)?;
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    let name = &new_names[j];
-                    join_rel(rel, name);
-                    self.visit(None, new, name, rel)?;
-                    j += 1;
-                }
-                std::cmp::Ordering::Equal => {
-                    let name = &new_names[j];
-                    join_rel(rel, name);
-                    self.visit(old, new, name, rel)?;
-                    i += 1;
-                    j += 1;
-                }
-            }
-            rel.truncate(len);
-        }
-        Ok(())
-    }
-
-    /// One name of the new tree, with its old counterpart when `old` is the
-    /// old parent directory.
-    fn visit(
-        &mut self,
-        old: Option<&OwnedFd>,
-        new: &OwnedFd,
-        name: &OsStr,
-        rel: &mut Vec<u8>,
-    ) -> Result<()> {
-        if self.upper && name.as_bytes().starts_with(b".wh.") {
-            return Err(Error::UnsafeArchive(format!(
-                "{}: a real file named .wh.* in an overlay upper dir would become a whiteout",
-                shown(&self.new_root, rel).display()
-            )));
-        }
-        let ns = lstat_at(new, name).at("lstat", &shown(&self.new_root, rel))?;
-        let os = match old {
-            Some(fd) => Some(lstat_at(fd, name).at("lstat", &shown(&self.old_root, rel))?),
-            None => None,
-        };
-        if self.upper
-            && FileType::from_raw_mode(ns.st_mode) == FileType::CharacterDevice
-            && ns.st_rdev == 0
-        {
-            // A whiteout inside an opaque directory: the path is absent.
-            return match os {
-                Some(_) => self.emit_deleted(rel),
-                None => Ok(()),
-            };
-        }
-        let node = Node {
-            rel,
-            dir: new.as_fd(),
-            name,
-            stat: &ns,
-        };
-        let (Some(old), Some(os)) = (old, os) else {
-            self.emit(&node, ChangeKind::Added)?;
-            if is_dir(&ns) {
-                let child = open_dir(new, name).at("open", &shown(&self.new_root, rel))?;
-                self.walk_dir(None, &child, rel)?;
-            }
-            return Ok(());
-        };
-        let same_type = FileType::from_raw_mode(os.st_mode) == FileType::from_raw_mode(ns.st_mode);
-        if !same_type {
-            self.emit(&node, ChangeKind::Modified)?;
-            if is_dir(&ns) {
-                let child = open_dir(new, name).at("open", &shown(&self.new_root, rel))?;
-                self.walk_dir(None, &child, rel)?;
-            }
-            return Ok(());
-        }
-        let own = self.differs((old.as_fd(), name, &os), (new.as_fd(), name, &ns), rel)?;
-        if !is_dir(&ns) {
-            return if own {
-                self.emit(&node, ChangeKind::Modified)
-            } else {
-                self.unchanged(&node, &os)
-            };
-        }
-        let nchild = open_dir(new, name).at("open", &shown(&self.new_root, rel))?;
-        let ochild = open_dir(old, name).at("open", &shown(&self.old_root, rel))?;
-        if own {
-            self.emit(&node, ChangeKind::Modified)?;
-            self.walk_dir(Some(&ochild), &nchild, rel)
-        } else {
-            self.push_pending(rel, &nchild, ns)?;
-            let r = self.walk_dir(Some(&ochild), &nchild, rel);
-            self.pop_pending();
-            r
-        }
-    }
-}
-
-/// Walk `new` against `old` (or against nothing: everything is added),
-/// root included, into `sink`.
-pub(crate) fn walk_trees(
-    old: Option<&Path>,
-    new: &Path,
-    content: bool,
-    sink: &mut impl Sink,
-) -> Result<()> {
-    let nfd = open_root(new)?;
-    let ns = rustix::fs::fstat(&nfd).at("stat", new)?;
-    let ofd = old.map(open_root).transpose()?;
-    let mut w = Walker::new(sink, content, old.unwrap_or(Path::new("")), new);
-    let root = Node {
-        rel: b"/",
-        dir: nfd.as_fd(),
-        name: OsStr::new(""),
-        stat: &ns,
-    };
-    match &ofd {
-        None => w.emit(&root, ChangeKind::Added)?,
-        Some(ofd) => {
-            let os = rustix::fs::fstat(ofd).at("stat", old.unwrap_or(Path::new("")))?;
-            let e = OsStr::new("");
-            if w.differs((ofd.as_fd(), e, &os), (nfd.as_fd(), e, &ns), b"/")? {
-                w.emit(&root, ChangeKind::Modified)?;
+            if na < ba.len() {
+                break;
             }
         }
     }
-    let mut rel = b"/".to_vec();
-    w.walk_dir(ofd.as_ref(), &nfd, &mut rel)
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -51,15 +51,16 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags};
+use rustix::fs::FileType;
 use rustix::io::Errno;
 
-use super::changes::{file_xattrs, open_dir, open_root, shown, walk_trees, ChangeKind, Node, Sink};
+use super::changes::{file_xattrs, open_dir, open_file, open_root, shown, ChangeKind, Node, Sink};
 use super::tar_writer::{EntryType, Header, TarWriter};
+use super::walk::walk_trees;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::xattr;
 
@@ -109,7 +110,7 @@ pub fn is_exported_xattr(key: &[u8]) -> bool {
 }
 
 /// The exported xattrs of an open regular file, sorted by name.
-fn fd_xattrs(fd: &OwnedFd, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn fd_xattrs(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let names = match xattr::read_sized(|b| rustix::fs::flistxattr(fd, b)) {
         Ok(n) => n,
         Err(Errno::OPNOTSUPP) => return Ok(Vec::new()),
@@ -405,17 +406,12 @@ impl<W: Write> Sink for TarSink<W> {
             self.report.entries += 1;
             return Ok(());
         }
-        let fd = rustix::fs::openat(
-            node.dir,
-            node.name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        )
-        .at("open", &shown)?;
+        // O_NONBLOCK and checked to be the inode lstat-ed: a FIFO swapped
+        // in meanwhile neither blocks the export nor is read.
+        let mut file = open_file(node.dir, node.name, st, &shown)?;
         // The file is open anyway: its xattrs by fd are half the cost of a
         // lookup through /proc for the l*xattr calls.
-        h.xattrs = fd_xattrs(&fd, &shown)?;
-        let mut file = File::from(fd);
+        h.xattrs = fd_xattrs(file.as_fd(), &shown)?;
         h.size = st.st_size as u64;
         self.tar.write_header(&h).map_err(write_err)?;
         self.report.entries += 1;

@@ -9,7 +9,7 @@
 //! - [`digest`]: the diff ID, hashed on a second thread.
 //! - `writer`: the thread that finishes small files.
 //!
-//! Out: [`changes`] compares two trees, [`export`] writes the tar of their
+//! Out: `walk` is the iterative walk under every diff; [`changes`] compares two trees, [`export`] writes the tar of their
 //! differences, [`upper`] does both for an overlay upper dir by walking only
 //! the upper dir, and [`tar_writer`] is the deterministic PAX writer under
 //! them.
@@ -24,8 +24,10 @@ mod resolve;
 pub mod tar_writer;
 pub mod tarsplit;
 pub mod upper;
+mod walk;
 pub mod whiteout;
 mod writer;
+pub mod written;
 
 pub use apply::{apply_layer, apply_layer_with_record, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use tarsplit::reassemble;

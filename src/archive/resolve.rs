@@ -126,7 +126,9 @@ impl Resolver {
     /// root and otherwise resolves absolute targets inside the root.
     pub(crate) fn resolve(&self, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
         match self.beneath(rel) {
-            Err(Errno::XDEV) => self.walk(rel, false),
+            // EAGAIN: renames keep racing the kernel's walk; ours is
+            // fd-relative and cannot be made to retry.
+            Err(Errno::XDEV) | Err(Errno::AGAIN) => self.walk(rel, false),
             r => r,
         }
     }
@@ -137,14 +139,9 @@ impl Resolver {
         } else {
             Path::new(os(rel))
         };
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
         let beneath = ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
-        loop {
-            match rustix::fs::openat2(self.root.fd(), p, flags, Mode::empty(), beneath) {
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                r => return r,
-            }
-        }
+        crate::fs::root::openat2(self.root.fd(), p, flags, Mode::empty(), beneath)
     }
 
     /// Walk `rel` from the root one component at a time, as a naive
@@ -242,25 +239,7 @@ impl Resolver {
 
     /// The directory at `path`, a list of components without symlinks.
     fn real_dir(&self, path: &[Vec<u8>]) -> rustix::io::Result<OwnedFd> {
-        let joined = path.join(&b'/');
-        let p: &Path = if joined.is_empty() {
-            Path::new(".")
-        } else {
-            Path::new(os(&joined))
-        };
-        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        loop {
-            match rustix::fs::openat2(
-                self.root.fd(),
-                p,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-                how,
-            ) {
-                Err(Errno::AGAIN) | Err(Errno::INTR) => continue,
-                r => return r,
-            }
-        }
+        crate::fs::root::open_dir_beneath(self.root.fd(), &path.join(&b'/'), OFlags::PATH)
     }
 
     /// A directory this walk made has mode `0755 & ~umask`; give it 0755,

@@ -219,3 +219,45 @@ fn entry_failures_name_the_entry() {
     }
     assert!(e.to_string().contains("tar entry 'file/below'"), "{e}");
 }
+
+/// What an apply keeps about its paths is bounded: past the ceiling a
+/// typed error, not an abort.
+#[test]
+fn path_memory_has_a_ceiling() {
+    let t = tempfile::tempdir().unwrap();
+    let long = "n".repeat(90);
+    let mut entries = vec![entry(b"d/", b'5', b"", b"")];
+    for i in 0..2000 {
+        let name = format!("d/{long}{i}");
+        entries.push(entry(name.as_bytes(), b'0', b"", b""));
+    }
+    let tar = tar_of(&entries);
+    let opts = ApplyOptions {
+        memory_limit: Some(64 << 10),
+        ..Default::default()
+    };
+    let r = apply_layer(t.path(), &tar[..], &opts);
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    let t2 = tempfile::tempdir().unwrap();
+    apply_layer(t2.path(), &tar[..], &ApplyOptions::default()).unwrap();
+}
+
+/// A zstd layer asking for a window over the limit is refused before the
+/// decoder allocates it; asked for, it is taken.
+#[test]
+fn zstd_window_has_a_ceiling() {
+    let tar = tar_of(&[entry(b"f", b'0', &b"x".repeat(100_000), b"")]);
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.window_log(27).unwrap();
+    enc.long_distance_matching(true).unwrap();
+    std::io::Write::write_all(&mut enc, &tar).unwrap();
+    let z = enc.finish().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let r = apply_layer(t.path(), &z[..], &ApplyOptions::default());
+    assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+    let opts = ApplyOptions {
+        zstd_window_log_max: Some(27),
+        ..Default::default()
+    };
+    apply_layer(t.path(), &z[..], &opts).unwrap();
+}

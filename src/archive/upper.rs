@@ -39,7 +39,7 @@
 
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -47,10 +47,10 @@ use rustix::fs::{FileType, Stat};
 use rustix::io::Errno;
 
 use super::changes::{
-    is_dir, join_rel, list_dir, lstat_at, open_dir, open_root, shown, Change, ChangeKind, ListSink,
-    Node, Sink, Walker,
+    differs, is_dir, lstat_at, open_dir, shown, Change, ChangeKind, ListSink, Sink,
 };
 use super::export::{ExportOptions, ExportReport, TarSink};
+use super::walk::{Child, Listing, Walker};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::xattr;
 
@@ -78,30 +78,23 @@ pub fn write_upper_diff<W: Write>(
 /// With `content`, files whose metadata agrees with the lower's are also
 /// compared byte for byte.
 fn walk_upper(upper: &Path, lower: &Path, sink: &mut impl Sink, content: bool) -> Result<()> {
-    let ufd = open_root(upper)?;
-    let lfd = open_root(lower)?;
-    let us = rustix::fs::fstat(&ufd).at("stat", upper)?;
-    let ls = rustix::fs::fstat(&lfd).at("stat", lower)?;
-    let mut w = Walker::new(sink, content, lower, upper);
+    let mut w = Walker::open(sink, content, Some(lower), upper)?;
     w.upper = true;
+    let (ufd, lfd) = w.roots();
+    let lfd = lfd.expect("opened with a lower tree");
+    let us = rustix::fs::fstat(ufd).at("stat", upper)?;
+    let ls = rustix::fs::fstat(lfd).at("stat", lower)?;
     let e = OsStr::new("");
-    check_xattrs(&ufd, e, upper, &us)?;
-    if w.differs((lfd.as_fd(), e, &ls), (ufd.as_fd(), e, &us), b"/")? {
-        let node = Node {
-            rel: b"/",
-            dir: ufd.as_fd(),
-            name: e,
-            stat: &us,
-        };
-        w.emit(&node, ChangeKind::Modified)?;
+    check_xattrs(ufd, e, upper, &us)?;
+    if differs(content, (lower, upper, b"/"), (lfd, e, &ls), (ufd, e, &us))? {
+        w.emit_root(&us, ChangeKind::Modified)?;
     }
-    let mut rel = b"/".to_vec();
-    upper_dir(&mut w, Some(&lfd), &ufd, &mut rel)
+    w.run(Listing::Upper)
 }
 
 /// Refuse what cannot be exported from the upper dir alone; tell whether a
 /// directory is opaque.
-fn check_xattrs(dir: &OwnedFd, name: &OsStr, shown: &Path, st: &Stat) -> Result<bool> {
+fn check_xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path, st: &Stat) -> Result<bool> {
     let ft = FileType::from_raw_mode(st.st_mode);
     if ft != FileType::Directory && ft != FileType::RegularFile {
         return Ok(false);
@@ -136,7 +129,7 @@ fn check_xattrs(dir: &OwnedFd, name: &OsStr, shown: &Path, st: &Stat) -> Result<
 }
 
 /// lstat in the lower tree; absent (or under a non-directory) is `None`.
-fn lower_stat(lower: Option<&OwnedFd>, name: &OsStr, shown: &Path) -> Result<Option<Stat>> {
+fn lower_stat(lower: Option<BorrowedFd<'_>>, name: &OsStr, shown: &Path) -> Result<Option<Stat>> {
     let Some(l) = lower else { return Ok(None) };
     match lstat_at(l, name) {
         Ok(s) => Ok(Some(s)),
@@ -145,47 +138,29 @@ fn lower_stat(lower: Option<&OwnedFd>, name: &OsStr, shown: &Path) -> Result<Opt
     }
 }
 
-fn is_whiteout(st: &Stat) -> bool {
+/// Whether an upper-dir entry is an overlay whiteout (a 0/0 char device).
+pub(crate) fn is_whiteout(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0
 }
 
-fn upper_dir<S: Sink>(
-    w: &mut Walker<'_, S>,
-    lower: Option<&OwnedFd>,
-    upper: &OwnedFd,
-    rel: &mut Vec<u8>,
-) -> Result<()> {
-    for name in list_dir(upper, &shown(&w.new_root, rel))? {
-        let len = rel.len();
-        join_rel(rel, &name);
-        let r = upper_entry(w, lower, upper, &name, rel);
-        rel.truncate(len);
-        r?;
-    }
-    Ok(())
-}
-
-fn upper_entry<S: Sink>(
-    w: &mut Walker<'_, S>,
-    lower: Option<&OwnedFd>,
-    upper: &OwnedFd,
-    name: &OsStr,
-    rel: &mut Vec<u8>,
-) -> Result<()> {
-    let ushown = shown(&w.new_root, rel);
+/// One name of the upper dir being walked; the directory to descend into,
+/// if any.
+pub(crate) fn visit<S: Sink>(w: &mut Walker<'_, S>, name: &OsStr) -> Result<Option<Child>> {
+    let ushown = shown(&w.new_root, w.rel());
     if name.as_bytes().starts_with(b".wh.") {
         return Err(Error::UnsafeArchive(format!(
             "{}: a real file named .wh.* in an overlay upper dir would become a whiteout",
             ushown.display()
         )));
     }
+    let (upper, lower) = w.dirs();
     let us = lstat_at(upper, name).at("lstat", &ushown)?;
-    let ls = lower_stat(lower, name, &shown(&w.old_root, rel))?;
+    let ls = lower_stat(lower, name, &shown(&w.old_root, w.rel()))?;
     if is_whiteout(&us) {
         if ls.is_some() {
-            w.emit_deleted(rel)?;
+            w.emit_deleted()?;
         }
-        return Ok(());
+        return Ok(None);
     }
     let opaque = check_xattrs(upper, name, &ushown, &us)?;
     let kind = if ls.is_some() {
@@ -193,60 +168,68 @@ fn upper_entry<S: Sink>(
     } else {
         ChangeKind::Added
     };
-    let node = Node {
-        rel,
-        dir: upper.as_fd(),
-        name,
-        stat: &us,
-    };
     if !is_dir(&us) {
-        if let (Some(l), Some(s)) = (lower, &ls) {
-            if !w.differs((l.as_fd(), name, s), (upper.as_fd(), name, &us), rel)? {
+        if let Some(s) = &ls {
+            if !w.differs(name, s, &us)? {
                 // Copied up, not changed.
-                return w.unchanged(&node, s);
+                return w.unchanged(name, &us, s).map(|()| None);
             }
         }
-        return w.emit(&node, kind);
+        return w.emit(name, &us, kind).map(|()| None);
     }
-    let uchild = open_dir(upper, name).at("open", &ushown)?;
+    let Some(uchild) = w.open_new_dir(name)? else {
+        // A mount point inside the upper dir: its entry, nothing below.
+        return w.emit(name, &us, kind).map(|()| None);
+    };
     let lchild = match (lower, &ls) {
         (Some(l), Some(s)) if is_dir(s) => {
-            Some(open_dir(l, name).at("open", &shown(&w.old_root, rel))?)
+            Some(open_dir(l, name).at("open", &shown(&w.old_root, w.rel()))?)
         }
         _ => None,
     };
     if opaque {
-        w.emit(&node, kind)?;
-        w.emit_opaque(rel)?;
+        w.emit(name, &us, kind)?;
+        w.emit_opaque()?;
         // The tar needs every entry (the marker removed the lower ones); the
         // change list is the naive diff of what the marker hid.
         let old = if w.sink.opaque_as_added() {
             None
         } else {
-            lchild.as_ref()
+            lchild
         };
-        return w.walk_dir(old, &uchild, rel);
+        return Ok(Some(Child {
+            new: uchild,
+            old,
+            mode: Listing::Trees,
+            pending: None,
+        }));
     }
-    match (&lchild, &ls) {
+    match (lchild, &ls) {
         (Some(l), Some(s)) => {
-            let own = w.differs(
+            let own = differs(
+                w.content,
+                (&w.old_root, &w.new_root, w.rel()),
                 (l.as_fd(), OsStr::new(""), s),
                 (uchild.as_fd(), OsStr::new(""), &us),
-                rel,
             )?;
             if own {
-                w.emit(&node, kind)?;
-                upper_dir(w, Some(l), &uchild, rel)
-            } else {
-                w.push_pending(rel, &uchild, us)?;
-                let r = upper_dir(w, Some(l), &uchild, rel);
-                w.pop_pending();
-                r
+                w.emit(name, &us, kind)?;
             }
+            Ok(Some(Child {
+                new: uchild,
+                old: Some(l),
+                mode: Listing::Upper,
+                pending: (!own).then_some(us),
+            }))
         }
         _ => {
-            w.emit(&node, kind)?;
-            upper_dir(w, None, &uchild, rel)
+            w.emit(name, &us, kind)?;
+            Ok(Some(Child {
+                new: uchild,
+                old: None,
+                mode: Listing::Upper,
+                pending: None,
+            }))
         }
     }
 }

@@ -146,6 +146,26 @@ pub trait Driver: Send + Sync {
     fn status(&self) -> Vec<(String, String)>;
 }
 
+/// Refuse to remove a layer while a filesystem is mounted inside its
+/// directory (a volume bind-mounted into a container's tree): removal
+/// would stop at the mount point anyway ([`crate::fs::remove`]), but only
+/// after taking the layer out of the store half-removed. Call it after the
+/// driver took its own mount down.
+pub(crate) fn refuse_mounts_inside(layer: LayerDir<'_>) -> Result<()> {
+    let inside = mountinfo::read()?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p.starts_with(layer.dir))
+        .min();
+    match inside {
+        Some(p) => Err(Error::LayerInUse {
+            id: layer.id.to_owned(),
+            why: format!("a filesystem is mounted at {} inside it", p.display()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Bytes of the regular files among `changes` (added or modified), as found
 /// in `tree`: what [`Driver::diff_size`] reports.
 pub(crate) fn content_size(changes: &[Change], tree: &Path) -> Result<u64> {

@@ -239,10 +239,12 @@ impl<M: Mounter> MountTxn<'_, M> {
 
     fn load(&self, id: &str) -> Result<Option<MountRecord>> {
         let path = self.file(id)?;
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io("read", &path, e)),
+        // A record that is not a regular file counts as none, as one that
+        // does not parse (below): dropped, rather than wedging the layer.
+        let data = match crate::fs::private::read(&path) {
+            Ok(Some(d)) => d,
+            Ok(None) | Err(Error::Corrupt { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         // Records are replaced by rename, so a running system never sees a
         // torn one; after a power loss one may be empty (no fsync), but it

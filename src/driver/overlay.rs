@@ -109,15 +109,17 @@ impl Overlay {
     /// own `empty/`.
     fn lower_of(&self, dir: &Path) -> Result<PathBuf> {
         let file = dir.join(LOWER_ID);
-        match std::fs::read_to_string(&file) {
-            Ok(id) => {
+        match crate::fs::private::read(&file)? {
+            Some(id) => {
                 // Read from disk, so checked before it becomes a path.
+                let id = String::from_utf8_lossy(&id);
                 let id = id.trim();
-                ids::validate_id(id)?;
+                if !ids::is_valid_id(id) {
+                    return Err(Error::corrupt(&file, "does not name a layer"));
+                }
                 Ok(self.layout.layer_dir(id)?.join(ROOT))
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir.join(EMPTY)),
-            Err(e) => Err(Error::io("read", &file, e)),
+            None => Ok(dir.join(EMPTY)),
         }
     }
 
@@ -218,17 +220,14 @@ impl Driver for Overlay {
             Some(p) if p.dir.join(UPPER).is_dir() => {
                 // The seed: inherit the parent's lower, copy its upper. A
                 // full copy: this upper is written in place by overlayfs.
-                match std::fs::read(p.dir.join(LOWER_ID)) {
-                    Ok(lower) => crate::graph::layout::write_atomic(
+                match crate::fs::private::read(&p.dir.join(LOWER_ID))? {
+                    Some(lower) => crate::graph::layout::write_atomic(
                         dir,
                         LOWER_ID,
                         &lower,
                         crate::graph::layout::FILE_MODE,
                     )?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        make_root(&dir.join(EMPTY))?
-                    }
-                    Err(e) => return Err(Error::io("read", p.dir.join(LOWER_ID), e)),
+                    None => make_root(&dir.join(EMPTY))?,
                 }
                 copy_dir(&p.dir.join(UPPER), &upper, &CopyOptions::new())?;
             }
@@ -305,6 +304,7 @@ impl Driver for Overlay {
     ) -> Result<()> {
         let txn = self.refs.transaction()?;
         txn.release(layer.id, &layer.dir.join(MERGED))?;
+        super::refuse_mounts_inside(layer)?;
         remove_dir()
     }
 

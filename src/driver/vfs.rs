@@ -115,6 +115,7 @@ impl Driver for Vfs {
     ) -> Result<()> {
         let txn = self.refs.transaction()?;
         txn.release(layer.id, &layer.dir.join(ROOT))?;
+        super::refuse_mounts_inside(layer)?;
         remove_dir()
     }
 

@@ -5,6 +5,8 @@
 //! - [`xattr`]: list, read and write extended attributes without following
 //!   symlinks, on a directory fd plus one name.
 //! - [`meta`]: whether the caller is privileged.
+//! - [`private`]: the store's own files, opened so that a tampered store
+//!   cannot hang or redirect lamina.
 //! - [`remove`]: removing a tree, never across a mount point, with fds
 //!   bounded whatever its depth.
 //! - [`handle`]: a handle on an inode just made, through which its metadata
@@ -13,6 +15,7 @@
 
 pub mod handle;
 pub mod meta;
+pub mod private;
 pub(crate) mod race;
 pub mod remove;
 pub mod root;

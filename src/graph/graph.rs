@@ -65,6 +65,7 @@ impl Graph {
 
     /// [`Graph::open`] mounting through `mounter`.
     pub fn open_with(root: &Path, driver: &str, mounter: Arc<dyn Mounter>) -> Result<Graph> {
+        let root = &Store::prepare(root, driver)?;
         sweep_tmp_mounts(
             &crate::graph::layout::Layout::new(root).tmp_dir(),
             &*mounter,
@@ -292,10 +293,22 @@ impl Graph {
         let p = parent
             .zip(pdir.as_deref())
             .map(|(p, dir)| LayerDir { id: p.id(), dir });
-        let rec = build(st.path(), p)?;
+        let rec = build(st.path(), p).map_err(|e| self.gone_or(parent, e))?;
         st.write_record(&rec)?;
         self.land(st, parent, &rec.id)?;
         Ok(Layer::new(self.clone(), rec))
+    }
+
+    /// `e`, or [`Error::LayerNotFound`] when `layer` was deleted meanwhile
+    /// (by another process): what failed on its vanished files is not
+    /// the cause.
+    fn gone_or(&self, layer: Option<&Layer>, e: Error) -> Error {
+        match layer {
+            Some(l) if matches!(self.inner.store.layout().has_layer(l.id()), Ok(false)) => {
+                self.inner.store.layout().not_found(l.id())
+            }
+            _ => e,
+        }
     }
 
     /// Rename a staged layer into place, under the store lock (shared)
@@ -500,8 +513,8 @@ impl Graph {
     pub(crate) fn diff(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64> {
         let dir = self.layer_dir(layer.id())?;
         let split = dir.join(TAR_SPLIT);
-        match std::fs::File::open(&split) {
-            Ok(f) => {
+        match crate::fs::private::open(&split)? {
+            Some(f) => {
                 let l = LayerDir {
                     id: layer.id(),
                     dir: &dir,
@@ -521,10 +534,7 @@ impl Graph {
                     }
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.with_dirs(layer, |l, p| self.inner.driver.diff(l, p, out))
-            }
-            Err(e) => Err(Error::io("open", &split, e)),
+            None => self.with_dirs(layer, |l, p| self.inner.driver.diff(l, p, out)),
         }
     }
 
@@ -561,7 +571,8 @@ impl Graph {
         {
             let f = create_private(&path)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
-            self.diff(layer, &mut w)?;
+            self.diff(layer, &mut w)
+                .map_err(|e| self.gone_or(Some(layer), e))?;
             w.flush().at("write", &path)?;
         }
         let mut f = std::fs::File::open(&path).at("open", &path)?;

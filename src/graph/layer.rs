@@ -57,10 +57,10 @@ impl Layer {
         let mut out = vec![self.clone()];
         while let Some(p) = out.last().expect("non-empty").parent()? {
             if out.len() > 10_000 || out.iter().any(|l| l.id() == p.id()) {
-                return Err(crate::Error::Driver(format!(
-                    "layer {}: the parent chain loops",
-                    self.id()
-                )));
+                return Err(crate::Error::corrupt(
+                    self.graph.root().join("layers").join(self.id()),
+                    "the parent chain loops",
+                ));
             }
             out.push(p);
         }

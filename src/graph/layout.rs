@@ -114,6 +114,31 @@ impl Layout {
         Ok(())
     }
 
+    /// Check that the store's own directories are what lamina made: real
+    /// directories (a symlink in their place would send clean-ups,
+    /// layers and mount records outside the store), owned by the caller,
+    /// writable by no one else. Anything else is [`Error::Corrupt`] naming it.
+    pub fn check_dirs(&self) -> Result<()> {
+        let me = rustix::process::geteuid().as_raw();
+        for d in [self.layers_dir(), self.tmp_dir(), self.mounts_dir()] {
+            let m = d.symlink_metadata().at("lstat", &d)?;
+            use std::os::unix::fs::MetadataExt;
+            let what = if m.file_type().is_symlink() {
+                "is a symlink, not the store's own directory"
+            } else if !m.is_dir() {
+                "is not a directory"
+            } else if m.uid() != me {
+                "is owned by another user"
+            } else if m.mode() & 0o022 != 0 {
+                "is writable by other users"
+            } else {
+                continue;
+            };
+            return Err(Error::corrupt(&d, what));
+        }
+        Ok(())
+    }
+
     /// Ids of the layers in the store, sorted: directories under `layers/`
     /// with a valid id as name and a `layer.json` inside.
     pub fn layer_ids(&self) -> Result<Vec<String>> {
@@ -140,10 +165,12 @@ impl Layout {
     /// Read layer `id`'s record; [`Error::LayerNotFound`] if it is not there.
     pub fn read_layer(&self, id: &str) -> Result<LayerRecord> {
         let path = self.layer_dir(id)?.join(LAYER_JSON);
-        match std::fs::read(&path) {
-            Ok(data) => LayerRecord::from_json(id, &data),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.not_found(id)),
-            Err(e) => Err(Error::io("read", &path, e)),
+        match crate::fs::private::read(&path)? {
+            Some(data) => LayerRecord::from_json(id, &data).map_err(|e| match e {
+                Error::Corrupt { what, .. } => Error::corrupt(&path, what),
+                e => e,
+            }),
+            None => Err(self.not_found(id)),
         }
     }
 
@@ -326,7 +353,8 @@ fn make_dir(path: &Path) -> Result<()> {
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(path) {
         Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(DIR_MODE))
             .at("chmod", path),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        // What stands there is checked by `check_dirs`.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(Error::io("mkdir", path, e)),
     }
 }

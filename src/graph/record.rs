@@ -87,23 +87,34 @@ impl LayerRecord {
         Ok(())
     }
 
-    /// The record as the bytes of `layer.json`.
+    /// The record as the bytes of `layer.json`. What would not read back
+    /// (metadata nested deeper than the JSON reader's recursion limit) is
+    /// refused here, at write time, not found unreadable later.
     pub fn to_json(&self) -> Result<Vec<u8>> {
         let mut v = serde_json::to_vec_pretty(self).map_err(|e| {
             Error::InvalidArgument(format!("layer {}: cannot encode metadata: {e}", self.id))
         })?;
         v.push(b'\n');
+        if let Err(e) = serde_json::from_slice::<LayerRecord>(&v) {
+            return Err(Error::InvalidArgument(format!(
+                "layer {}: the metadata would not read back: {e}",
+                self.id
+            )));
+        }
         Ok(v)
     }
 
-    /// Parse and validate `layer.json` of the layer `id`.
+    /// Parse and validate `layer.json` of the layer `id`; what does not
+    /// is [`Error::Corrupt`] (the caller puts the file's path in it).
     pub fn from_json(id: &str, data: &[u8]) -> Result<LayerRecord> {
+        let bad = |what: String| Error::corrupt(super::layout::LAYER_JSON, what);
         let rec: LayerRecord = serde_json::from_slice(data)
-            .map_err(|e| Error::Driver(format!("layer {id}: corrupt layer.json: {e}")))?;
-        rec.validate()?;
+            .map_err(|e| bad(format!("layer {id}: unparsable record: {e}")))?;
+        rec.validate()
+            .map_err(|e| bad(format!("layer {id}: {e}")))?;
         if rec.id != id {
-            return Err(Error::Driver(format!(
-                "layer {id}: layer.json names layer {}",
+            return Err(bad(format!(
+                "layer {id}: the record names layer {}",
                 rec.id
             )));
         }

@@ -51,11 +51,9 @@ impl Store {
         driver: &str,
         probe: impl FnOnce() -> Result<String>,
     ) -> Result<Store> {
-        // Before anything is written: a store made with a name that is not
-        // a driver could never be opened again.
-        crate::driver::validate_name(driver)?;
+        let root = &Self::prepare(root, driver)?;
         let layout = Layout::new(root);
-        layout.create_dirs()?;
+        layout.check_dirs()?;
         let lock = StoreLock::open(&layout.lock_path())?;
         let config = {
             let g = lock.write()?;
@@ -93,6 +91,20 @@ impl Store {
             lock,
             config,
         })
+    }
+
+    /// Check `driver` and make the store's directories where missing;
+    /// returns the root as one canonical path.
+    ///
+    /// The name is checked before anything is written: a store made with a
+    /// name that is not a driver could never be opened again. The root is
+    /// resolved once (`realpath`), so that a root given through a symlink
+    /// (`/var/lib/lamina` on another disk), with `..`, or relative names
+    /// its mounts as the kernel's mount table does.
+    pub fn prepare(root: &Path, driver: &str) -> Result<std::path::PathBuf> {
+        crate::driver::validate_name(driver)?;
+        Layout::new(root).create_dirs()?;
+        std::fs::canonicalize(root).at("realpath", root)
     }
 
     /// The store's paths.
@@ -139,7 +151,8 @@ fn migrate_sizes(layout: &Layout) -> Result<()> {
             continue;
         }
         let split = layout.layer_dir(&id)?.join(layout::TAR_SPLIT);
-        let f = std::fs::File::open(&split).at("open", &split)?;
+        let f = crate::fs::private::open(&split)?
+            .ok_or_else(|| Error::corrupt(&split, "missing: a registered layer has one"))?;
         let content = crate::archive::tarsplit::content_bytes(std::io::BufReader::new(f)).map_err(
             |e| match e {
                 Error::Corrupt { what, .. } => Error::corrupt(&split, what),
@@ -155,10 +168,8 @@ fn migrate_sizes(layout: &Layout) -> Result<()> {
 
 fn read_config(layout: &Layout) -> Result<Option<StoreConfig>> {
     let path = layout.config_path();
-    let data = match std::fs::read(&path) {
-        Ok(d) => d,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("read", &path, e)),
+    let Some(data) = crate::fs::private::read(&path)? else {
+        return Ok(None);
     };
     let c: StoreConfig = serde_json::from_slice(&data)
         .map_err(|e| Error::corrupt(&path, format!("unparsable store configuration: {e}")))?;

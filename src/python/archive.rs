@@ -95,6 +95,8 @@ fn options(
     whiteouts: &str,
     rootless_overlay: bool,
     tar_split: Option<PathBuf>,
+    memory_limit: Option<u64>,
+    zstd_window_log_max: Option<u32>,
 ) -> PyResult<ApplyOptions> {
     let whiteouts = match whiteouts {
         "apply" => WhiteoutMode::Apply,
@@ -109,12 +111,18 @@ fn options(
         whiteouts,
         rootless_overlay,
         tar_split,
+        memory_limit,
+        zstd_window_log_max,
     })
 }
 
 /// Apply a layer tar onto `dst`; returns the bytes of uncompressed tar.
 #[pyfunction]
-#[pyo3(signature = (dst, source, *, whiteouts="apply", rootless_overlay=false, tar_split=None))]
+#[pyo3(signature = (
+    dst, source, *, whiteouts="apply", rootless_overlay=false, tar_split=None,
+    memory_limit=None, zstd_window_log_max=None,
+))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_layer(
     py: Python<'_>,
     dst: PathBuf,
@@ -122,8 +130,17 @@ pub(crate) fn apply_layer(
     whiteouts: &str,
     rootless_overlay: bool,
     tar_split: Option<PathBuf>,
+    memory_limit: Option<u64>,
+    zstd_window_log_max: Option<u32>,
 ) -> PyResult<u64> {
-    Ok(apply(py, dst, source, whiteouts, rootless_overlay, tar_split)?.0)
+    let opts = options(
+        whiteouts,
+        rootless_overlay,
+        tar_split,
+        memory_limit,
+        zstd_window_log_max,
+    )?;
+    Ok(apply(py, dst, source, opts)?.0)
 }
 
 /// `apply_layer` returning `(bytes, diff_id, entries)`.
@@ -137,18 +154,16 @@ pub(crate) fn _apply_layer_report(
     rootless_overlay: bool,
     tar_split: Option<PathBuf>,
 ) -> PyResult<(u64, String, u64)> {
-    apply(py, dst, source, whiteouts, rootless_overlay, tar_split)
+    let opts = options(whiteouts, rootless_overlay, tar_split, None, None)?;
+    apply(py, dst, source, opts)
 }
 
 fn apply(
     py: Python<'_>,
     dst: PathBuf,
     source: &Bound<'_, PyAny>,
-    whiteouts: &str,
-    rootless_overlay: bool,
-    tar_split: Option<PathBuf>,
+    opts: ApplyOptions,
 ) -> PyResult<(u64, String, u64)> {
-    let opts = options(whiteouts, rootless_overlay, tar_split)?;
     let err = Arc::new(Mutex::new(None));
     let src = source_from_py(source, &err)?;
     let r = py.detach(|| match src {

@@ -139,6 +139,10 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             let attrs = [("path", any(py, path.into_os_string()))];
             raise_in(py, "CorruptStore", args(py, vec![any(py, msg)]), &attrs)
         }
+        e @ Error::LimitExceeded { .. } => {
+            let msg = e.to_string();
+            raise_in(py, "LimitExceeded", args(py, vec![any(py, msg)]), &[])
+        }
         Error::Internal(m) => raise_in(
             py,
             "LaminaError",
