@@ -121,17 +121,17 @@ fn overlay_and_readonly_bind_refcounted() {
             source: lower.clone(),
         },
     );
-    assert_eq!(refs.get(&rid, &ro, &bind).unwrap(), 1);
-    assert_eq!(refs.get(&rid, &ro, &bind).unwrap(), 2);
+    assert_eq!(refs.get(&rid, &ro, &bind, false).unwrap(), 1);
+    assert_eq!(refs.get(&rid, &ro, &bind, false).unwrap(), 2);
     let m = mounted_at(&ro);
     assert_eq!(m.len(), 1, "mounted twice: {m:?}");
     assert!(m[0].is_read_only());
     assert_eq!(std::fs::read_to_string(ro.join("a")).unwrap(), "from lower");
     let err = std::fs::write(ro.join("b"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
-    assert_eq!(refs.put(&rid, &ro).unwrap(), 1);
+    assert_eq!(refs.put(&rid, &ro).unwrap(), Some(1));
     assert_eq!(mounted_at(&ro).len(), 1);
-    assert_eq!(refs.put(&rid, &ro).unwrap(), 0);
+    assert_eq!(refs.put(&rid, &ro).unwrap(), Some(0));
     assert!(mounted_at(&ro).is_empty());
 
     if !overlay {
@@ -151,7 +151,7 @@ fn overlay_and_readonly_bind_refcounted() {
         work: Some(work.clone()),
         options: vec![],
     };
-    assert_eq!(refs.get(&oid, &merged, &spec).unwrap(), 1);
+    assert_eq!(refs.get(&oid, &merged, &spec, false).unwrap(), 1);
     let m = mounted_at(&merged);
     assert_eq!(m.len(), 1);
     assert_eq!(m[0].fs_type, "overlay");
@@ -171,19 +171,19 @@ fn overlay_and_readonly_bind_refcounted() {
     let crashed = MountRefs::open(&dir.join("mounts"), LinuxMounter)
         .unwrap()
         .with_owner(ghost);
-    assert_eq!(crashed.get(&oid, &merged, &spec).unwrap(), 2);
+    assert_eq!(crashed.get(&oid, &merged, &spec, false).unwrap(), 2);
     assert_eq!(
         refs.put(&oid, &merged).unwrap(),
-        0,
+        Some(0),
         "the ghost's reference is not live"
     );
     assert!(mounted_at(&merged).is_empty());
 
-    assert_eq!(crashed.get(&oid, &merged, &spec).unwrap(), 1);
+    assert_eq!(crashed.get(&oid, &merged, &spec, false).unwrap(), 1);
     let report = refs.transaction().unwrap().reconcile().unwrap();
     assert_eq!(report.dead_refs, 1);
     assert_eq!(report.orphaned, vec![oid.clone()]);
-    assert_eq!(refs.get(&oid, &merged, &spec).unwrap(), 1);
+    assert_eq!(refs.get(&oid, &merged, &spec, false).unwrap(), 1);
     assert_eq!(mounted_at(&merged).len(), 1, "leftover mount stacked");
     match crashed.transaction().unwrap().release(&oid, &merged) {
         Err(Error::LayerInUse { .. }) => {}

@@ -119,24 +119,67 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _tree(graph: Any) -> str:
+    """The layers as a tree. Iterative: a chain of any depth is a loop, not
+    a recursion (1,100 layers deep overflowed Python's recursion limit)."""
     children: dict[str | None, list[Any]] = {}
     for layer in graph.layers():
         children.setdefault(layer.parent.id if layer.parent else None, []).append(layer)
+
+    def kids(parent: str | None) -> list[Any]:
+        return sorted(children.get(parent, []), key=lambda lay: (lay.created, lay.id))
+
     out: list[str] = []
+    # (layer, prefix of its line, prefix of its children's lines)
+    todo: list[tuple[Any, str, str]] = []
 
-    def walk(parent: str | None, prefix: str) -> None:
-        kids = sorted(children.get(parent, []), key=lambda lay: (lay.created, lay.id))
-        for i, layer in enumerate(kids):
-            last = i == len(kids) - 1
-            mark = "rw" if layer.writable else "ro"
-            out.append(
-                f"{prefix}{'└── ' if last else '├── '}{_short(layer.id)} "
-                f"({mark}, {_human(layer.size)})"
+    def push(parent: str | None, prefix: str) -> None:
+        below = kids(parent)
+        for i, layer in reversed(list(enumerate(below))):
+            last = i == len(below) - 1
+            todo.append(
+                (
+                    layer,
+                    prefix + ("└── " if last else "├── "),
+                    prefix + ("    " if last else "│   "),
+                )
             )
-            walk(layer.id, prefix + ("    " if last else "│   "))
 
-    walk(None, "")
+    push(None, "")
+    while todo:
+        layer, line, inner = todo.pop()
+        mark = "rw" if layer.writable else "ro"
+        out.append(f"{line}{_short(layer.id)} ({mark}, {_human(layer.size)})")
+        push(layer.id, inner)
     return "\n".join(out) if out else "(empty store)"
+
+
+def _encodes(ch: str, encoding: str) -> bool:
+    try:
+        ch.encode(encoding)
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
+
+
+def escape_path(path: str, encoding: str = "utf-8") -> str:
+    """``path`` safe to print on a terminal, as ``ls -b`` shows names: bytes
+    that are not printable text in ``encoding`` (control characters, escape
+    sequences, newlines, invalid UTF-8 from a layer) as C escapes, backslash
+    doubled."""
+    raw = os.fsencode(path)
+    text = raw.decode("utf-8", "surrogateescape")
+    out: list[str] = []
+    named = {"\n": "\\n", "\t": "\\t", "\r": "\\r", "\\": "\\\\"}
+    for ch in text:
+        if ch in named:
+            out.append(named[ch])
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\{ord(ch) - 0xDC00:03o}")
+        elif ch.isprintable() and _encodes(ch, encoding):
+            out.append(ch)
+        else:
+            out.extend(f"\\{b:03o}" for b in ch.encode("utf-8"))
+    return "".join(out)
 
 
 def _inspect(layer: Any) -> dict[str, Any]:
@@ -229,8 +272,9 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "umount":
             g.get(args.id).unmount()
         elif args.verb == "changes":
+            enc = sys.stdout.encoding or "utf-8"
             for c in g.get(args.id).changes():
-                print(f"{c.kind} {c.path}")
+                print(f"{c.kind} {escape_path(c.path, enc)}")
         elif args.verb == "diff":
             layer = g.get(args.id)
             if args.output:

@@ -139,6 +139,8 @@ pub struct TarReader<'r, R: BufRead> {
     /// Padding after the current payload.
     pad: usize,
     done: bool,
+    /// A block was read.
+    started: bool,
 }
 
 impl<'r, R: BufRead> TarReader<'r, R> {
@@ -150,6 +152,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             remaining: 0,
             pad: 0,
             done: false,
+            started: false,
         }
     }
 
@@ -244,9 +247,15 @@ impl<'r, R: BufRead> TarReader<'r, R> {
                 if metas > 0 {
                     return Err(bad("truncated archive: meta header without an entry"));
                 }
+                // Not one byte: not a layer (an empty layer is 1024 zero
+                // bytes); `lamina register /dev/null` must not make one.
+                if !self.started {
+                    return Err(bad("empty stream: not a tar archive"));
+                }
                 self.done = true;
                 return Ok(None);
             }
+            self.started = true;
             self.rec.raw(&block)?;
             if block.iter().all(|&b| b == 0) {
                 if metas > 0 {

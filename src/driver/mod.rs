@@ -108,13 +108,14 @@ pub trait Driver: Send + Sync {
     /// Mount the layer (refcounted across threads and processes) and
     /// return the directory that shows its merged view, writable only if
     /// `writable`. Where the driver does not mount (vfs) the layer's own
-    /// tree is returned.
-    fn get(&self, layer: LayerDir<'_>, writable: bool) -> Result<PathBuf>;
+    /// tree is returned. A `persist` reference belongs to no process: it
+    /// stands until an unmount from any process gives it back.
+    fn get(&self, layer: LayerDir<'_>, writable: bool, persist: bool) -> Result<PathBuf>;
 
-    /// Give back one reference taken by [`Driver::get`] in this process;
-    /// the last one unmounts. With no reference of this process, a mount
-    /// left by a process that is gone is taken down. Returns the
-    /// references left.
+    /// Give back one reference taken by [`Driver::get`] in this process, or
+    /// when it has none a persistent one; the last one unmounts. With
+    /// neither, a mount left by a process that is gone is taken down;
+    /// with nothing mounted at all, an error. Returns the references left.
     fn put(&self, layer: LayerDir<'_>) -> Result<u32>;
 
     /// Live mount references to the layer, from every process.
@@ -144,6 +145,11 @@ pub trait Driver: Send + Sync {
     /// Facts for `Graph.status()`: backing filesystem, d_type, kernel
     /// features, ... (see [`probe::HostProbe::to_pairs`]).
     fn status(&self) -> Vec<(String, String)>;
+}
+
+/// The error of an unmount with nothing to give back.
+pub(crate) fn not_mounted(layer: LayerDir<'_>) -> Error {
+    Error::InvalidArgument(format!("layer {} is not mounted", layer.id))
 }
 
 /// Refuse to remove a layer while a filesystem is mounted inside its

@@ -48,6 +48,15 @@ pub struct Owner {
 }
 
 impl Owner {
+    /// The owner of a persistent reference (`mount(persist=True)`, `lamina
+    /// mount`): no process, alive until some process gives it back with an
+    /// unmount. A count that outlives its process is what `lamina mount`
+    /// asks for; a delete is refused while it stands.
+    pub const PERSISTENT: Owner = Owner {
+        pid: 0,
+        start_time: 0,
+    };
+
     /// The calling process.
     pub fn current() -> Result<Owner> {
         let pid = std::process::id();
@@ -83,6 +92,9 @@ impl Owner {
 
     /// Whether this process still runs.
     pub fn is_alive(&self) -> bool {
+        if *self == Owner::PERSISTENT {
+            return true;
+        }
         // Unreadable /proc: assume alive, so a reference is never dropped
         // for a process that may still use the mount.
         Owner::of(self.pid).map_or(true, |o| o == Some(*self))
@@ -208,12 +220,12 @@ impl<M: Mounter> MountRefs<M> {
     }
 
     /// [`MountTxn::get`] in a transaction of its own.
-    pub fn get(&self, id: &str, target: &Path, spec: &MountSpec) -> Result<u32> {
-        self.transaction()?.get(id, target, spec)
+    pub fn get(&self, id: &str, target: &Path, spec: &MountSpec, persist: bool) -> Result<u32> {
+        self.transaction()?.get(id, target, spec, persist)
     }
 
     /// [`MountTxn::put`] in a transaction of its own.
-    pub fn put(&self, id: &str, target: &Path) -> Result<u32> {
+    pub fn put(&self, id: &str, target: &Path) -> Result<Option<u32>> {
         self.transaction()?.put(id, target)
     }
 
@@ -299,14 +311,15 @@ impl<M: Mounter> MountTxn<'_, M> {
     }
 
     /// Take a reference to layer `id` mounted at `target`, mounting `spec`
-    /// there if nothing is (a mount left by a dead process is reused).
-    /// Returns the number of live references after.
-    pub fn get(&self, id: &str, target: &Path, spec: &MountSpec) -> Result<u32> {
+    /// there if nothing is (a mount left by a dead process is reused): this
+    /// process's, or with `persist` a [`Owner::PERSISTENT`] one. Returns the
+    /// number of live references after.
+    pub fn get(&self, id: &str, target: &Path, spec: &MountSpec, persist: bool) -> Result<u32> {
         let (mut rec, mounted) = self.live(id, target)?;
         if !mounted {
             self.refs.mounter.mount(spec, target)?;
         }
-        let me = self.me;
+        let me = if persist { Owner::PERSISTENT } else { self.me };
         match rec.refs.iter_mut().find(|r| r.owner == me) {
             Some(r) => r.count += 1,
             None => rec.refs.push(Reference {
@@ -323,18 +336,23 @@ impl<M: Mounter> MountTxn<'_, M> {
         Ok(rec.total())
     }
 
-    /// Give back one of this process's references to layer `id`; the last
-    /// reference unmounts `target`. Returns the live references left.
-    pub fn put(&self, id: &str, target: &Path) -> Result<u32> {
+    /// Give back one of this process's references to layer `id`, or when
+    /// it has none a persistent one; the last reference unmounts `target`.
+    /// Returns the live references left, or `None` when there was nothing
+    /// to give back.
+    pub fn put(&self, id: &str, target: &Path) -> Result<Option<u32>> {
         let (mut rec, mounted) = self.live(id, target)?;
         let me = self.me;
-        let Some(pos) = rec.refs.iter().position(|r| r.owner == me) else {
-            // Nothing of ours: already unmounted, or unmounted behind our
-            // back. Store the pruned record so stale counts disappear.
+        let pos = rec
+            .refs
+            .iter()
+            .position(|r| r.owner == me)
+            .or_else(|| rec.refs.iter().position(|r| r.owner == Owner::PERSISTENT));
+        let Some(pos) = pos else {
+            // Nothing to give back: already unmounted, or unmounted behind
+            // our back. Store the pruned record so stale counts disappear.
             self.store(id, &rec)?;
-            return Err(Error::InvalidArgument(format!(
-                "layer {id} is not mounted by this process"
-            )));
+            return Ok(None);
         };
         rec.refs[pos].count -= 1;
         if rec.refs[pos].count == 0 {
@@ -344,7 +362,7 @@ impl<M: Mounter> MountTxn<'_, M> {
             self.refs.mounter.unmount(target)?;
         }
         self.store(id, &rec)?;
-        Ok(rec.total())
+        Ok(Some(rec.total()))
     }
 
     /// Live references to layer `id` (all processes).
@@ -378,10 +396,17 @@ impl<M: Mounter> MountTxn<'_, M> {
     pub fn release(&self, id: &str, target: &Path) -> Result<()> {
         let (rec, mounted) = self.live(id, target)?;
         if !rec.refs.is_empty() {
-            let pids: Vec<String> = rec.refs.iter().map(|r| r.owner.pid.to_string()).collect();
+            let by: Vec<String> = rec
+                .refs
+                .iter()
+                .map(|r| match r.owner {
+                    Owner::PERSISTENT => "a persistent mount (lamina umount)".to_owned(),
+                    o => format!("pid {}", o.pid),
+                })
+                .collect();
             return Err(Error::LayerInUse {
                 id: id.to_owned(),
-                why: format!("mounted {} time(s) (pid {})", rec.total(), pids.join(", ")),
+                why: format!("mounted {} time(s) ({})", rec.total(), by.join(", ")),
             });
         }
         if mounted {
@@ -470,17 +495,17 @@ mod tests {
         let f = Fixture::new();
         let r = f.refs();
         let (a, t) = (id(1), PathBuf::from("/t/a"));
-        assert_eq!(r.get(&a, &t, &spec()).unwrap(), 1);
-        assert_eq!(r.get(&a, &t, &spec()).unwrap(), 2);
+        assert_eq!(r.get(&a, &t, &spec(), false).unwrap(), 1);
+        assert_eq!(r.get(&a, &t, &spec(), false).unwrap(), 2);
         assert_eq!(f.m.mount_calls(), 1);
         assert_eq!(r.count(&a).unwrap(), 2);
         assert_eq!(r.transaction().unwrap().own_count(&a).unwrap(), 2);
-        assert_eq!(r.put(&a, &t).unwrap(), 1);
+        assert_eq!(r.put(&a, &t).unwrap(), Some(1));
         assert!(f.m.is_mounted(&t).unwrap());
-        assert_eq!(r.put(&a, &t).unwrap(), 0);
+        assert_eq!(r.put(&a, &t).unwrap(), Some(0));
         assert!(!f.m.is_mounted(&t).unwrap());
         assert!(!f.dir.join(format!("{a}.json")).exists());
-        assert!(matches!(r.put(&a, &t), Err(Error::InvalidArgument(_))));
+        assert_eq!(r.put(&a, &t).unwrap(), None);
         assert_eq!(
             f.m.calls(),
             vec![
@@ -488,7 +513,7 @@ mod tests {
                 MountCall::Unmount(t.clone())
             ]
         );
-        assert!(r.get("../x", &t, &spec()).is_err());
+        assert!(r.get("../x", &t, &spec(), false).is_err());
     }
 
     #[test]
@@ -501,8 +526,8 @@ mod tests {
             .unwrap();
         let other = f.refs().with_owner(parent);
         let (a, t) = (id(2), PathBuf::from("/t/b"));
-        me.get(&a, &t, &spec()).unwrap();
-        assert_eq!(other.get(&a, &t, &spec()).unwrap(), 2);
+        me.get(&a, &t, &spec(), false).unwrap();
+        assert_eq!(other.get(&a, &t, &spec(), false).unwrap(), 2);
         assert_eq!(f.m.mount_calls(), 1);
         match me.transaction().unwrap().release(&a, &t) {
             Err(e @ Error::LayerInUse { .. }) => {
@@ -510,10 +535,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(me.put(&a, &t).unwrap(), 1);
+        assert_eq!(me.put(&a, &t).unwrap(), Some(1));
         assert!(f.m.is_mounted(&t).unwrap());
-        assert!(matches!(me.put(&a, &t), Err(Error::InvalidArgument(_))));
-        assert_eq!(other.put(&a, &t).unwrap(), 0);
+        assert_eq!(me.put(&a, &t).unwrap(), None);
+        assert_eq!(other.put(&a, &t).unwrap(), Some(0));
         assert!(!f.m.is_mounted(&t).unwrap());
     }
 
@@ -542,8 +567,8 @@ mod tests {
         assert!(!ghost.is_alive());
         let crashed = f.refs().with_owner(ghost);
         let (a, t) = (id(3), PathBuf::from("/t/c"));
-        crashed.get(&a, &t, &spec()).unwrap();
-        crashed.get(&a, &t, &spec()).unwrap();
+        crashed.get(&a, &t, &spec(), false).unwrap();
+        crashed.get(&a, &t, &spec(), false).unwrap();
         assert_eq!(me.count(&a).unwrap(), 0);
         let txn = me.transaction().unwrap();
         txn.release(&a, &t).unwrap();
@@ -557,9 +582,9 @@ mod tests {
         let r = f.refs();
         let (a, t) = (id(4), PathBuf::from("/t/d"));
         f.m.add_mount(&t);
-        assert_eq!(r.get(&a, &t, &spec()).unwrap(), 1);
+        assert_eq!(r.get(&a, &t, &spec(), false).unwrap(), 1);
         assert_eq!(f.m.mount_calls(), 0);
-        assert_eq!(r.put(&a, &t).unwrap(), 0);
+        assert_eq!(r.put(&a, &t).unwrap(), Some(0));
         assert!(!f.m.is_mounted(&t).unwrap());
     }
 
@@ -574,9 +599,9 @@ mod tests {
         let (a, ta) = (id(5), PathBuf::from("/t/e"));
         let (b, tb) = (id(6), PathBuf::from("/t/f"));
         let (c, tc) = (id(7), PathBuf::from("/t/g"));
-        r.get(&a, &ta, &spec()).unwrap();
-        ghost.get(&b, &tb, &spec()).unwrap();
-        r.get(&c, &tc, &spec()).unwrap();
+        r.get(&a, &ta, &spec(), false).unwrap();
+        ghost.get(&b, &tb, &spec(), false).unwrap();
+        r.get(&c, &tc, &spec(), false).unwrap();
         f.m.drop_mount(&tc);
         std::fs::write(f.dir.join(format!("{}.json", id(8))), "{torn").unwrap();
         let got = r.transaction().unwrap().reconcile().unwrap();
@@ -588,7 +613,7 @@ mod tests {
         assert!(!f.dir.join(format!("{c}.json")).exists());
         assert!(!f.dir.join(format!("{}.json", id(8))).exists());
         // The vanished mount is mounted again on the next get.
-        r.get(&c, &tc, &spec()).unwrap();
+        r.get(&c, &tc, &spec(), false).unwrap();
         assert!(f.m.is_mounted(&tc).unwrap());
     }
 
@@ -616,7 +641,7 @@ mod tests {
         r.transaction().unwrap().release(&a, &t).unwrap();
 
         f.m.fail_next_mount(rustix::io::Errno::PERM);
-        assert!(r.get(&a, &t, &spec()).is_err());
+        assert!(r.get(&a, &t, &spec(), false).is_err());
         assert_eq!(r.count(&a).unwrap(), 0);
         assert!(!f.dir.join(format!("{a}.json")).exists());
     }
@@ -631,7 +656,7 @@ mod tests {
                 let (r, a, t) = (r.clone(), a.clone(), t.clone());
                 std::thread::spawn(move || {
                     for _ in 0..20 {
-                        r.get(&a, &t, &spec()).unwrap();
+                        r.get(&a, &t, &spec(), false).unwrap();
                         std::thread::yield_now();
                         r.put(&a, &t).unwrap();
                     }
@@ -665,8 +690,8 @@ mod tests {
             });
         let (a, ta) = (id(11), PathBuf::from("/t/j"));
         let (b, tb) = (id(12), PathBuf::from("/t/k"));
-        assert_eq!(r.get(&a, &ta, &MountSpec::Itself).unwrap(), 1);
-        ghost.get(&b, &tb, &MountSpec::Itself).unwrap();
+        assert_eq!(r.get(&a, &ta, &MountSpec::Itself, false).unwrap(), 1);
+        ghost.get(&b, &tb, &MountSpec::Itself, false).unwrap();
         // Absent from any mount table, a live reference stays.
         let got = r.transaction().unwrap().reconcile().unwrap();
         assert_eq!(got.dead_refs, 1);
@@ -678,7 +703,7 @@ mod tests {
         ));
         assert_eq!(r.count(&b).unwrap(), 0);
         assert!(!f.dir.join(format!("{b}.json")).exists());
-        assert_eq!(r.put(&a, &ta).unwrap(), 0);
+        assert_eq!(r.put(&a, &ta).unwrap(), Some(0));
         r.transaction().unwrap().release(&a, &ta).unwrap();
     }
 }

@@ -163,7 +163,7 @@ impl Overlay {
     ) -> Result<T> {
         match parent {
             Some(p) if p.dir.join(UPPER).is_dir() => {
-                let view = self.get(p, false)?;
+                let view = self.get(p, false, false)?;
                 let r = f(&view);
                 let put = self.put(p);
                 let v = r?;
@@ -173,6 +173,20 @@ impl Overlay {
             _ => f(&self.lower_of(layer.dir)?),
         }
     }
+}
+
+/// A layer's mount point must be the store's own directory: `mount(2)`
+/// follows a symlink put in its place, and would mount over whatever it
+/// points to outside the store.
+fn check_mount_point(merged: &Path) -> Result<()> {
+    let m = merged.symlink_metadata().at("lstat", merged)?;
+    if m.file_type().is_symlink() || !m.is_dir() {
+        return Err(Error::corrupt(
+            merged,
+            "the mount point is not the store's own directory",
+        ));
+    }
+    Ok(())
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
@@ -251,6 +265,7 @@ impl Driver for Overlay {
         // Written through a mount, as Docker does, so that overlayfs copies
         // up each parent directory with the lower's owner and mode.
         let merged = layer.dir.join(MERGED);
+        check_mount_point(&merged)?;
         let spec = self.overlay_spec(layer.dir, true)?;
         let m = self.refs.mounter();
         m.mount(&spec, &merged)?;
@@ -314,8 +329,9 @@ impl Driver for Overlay {
             || (d.join(UPPER).is_dir() && d.join(WORK).is_dir() && d.join(MERGED).is_dir())
     }
 
-    fn get(&self, layer: LayerDir<'_>, writable: bool) -> Result<PathBuf> {
+    fn get(&self, layer: LayerDir<'_>, writable: bool, persist: bool) -> Result<PathBuf> {
         let merged = layer.dir.join(MERGED);
+        check_mount_point(&merged)?;
         let root = layer.dir.join(ROOT);
         let spec = if root.is_dir() {
             if writable {
@@ -328,20 +344,23 @@ impl Driver for Overlay {
         } else {
             self.overlay_spec(layer.dir, writable)?
         };
-        self.refs.get(layer.id, &merged, &spec)?;
+        self.refs.get(layer.id, &merged, &spec, persist)?;
         Ok(merged)
     }
 
     fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
         let merged = layer.dir.join(MERGED);
         let txn = self.refs.transaction()?;
-        if txn.own_count(layer.id)? == 0 {
-            // A mount left by a process that is gone (`lamina mount`):
-            // released if no live process holds it.
-            txn.release(layer.id, &merged)?;
-            return Ok(0);
+        if let Some(left) = txn.put(layer.id, &merged)? {
+            return Ok(left);
         }
-        txn.put(layer.id, &merged)
+        if !self.refs.mounter().is_mounted(&merged)? {
+            return Err(super::not_mounted(layer));
+        }
+        // A mount whose every reference is gone (its process died):
+        // released if no live process holds it.
+        txn.release(layer.id, &merged)?;
+        Ok(0)
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {

@@ -123,25 +123,23 @@ impl Driver for Vfs {
         layer.dir.join(ROOT).is_dir()
     }
 
-    fn get(&self, layer: LayerDir<'_>, _writable: bool) -> Result<PathBuf> {
+    fn get(&self, layer: LayerDir<'_>, _writable: bool, persist: bool) -> Result<PathBuf> {
         let root = layer.dir.join(ROOT);
         if !root.is_dir() {
             return Err(Error::Driver(format!("layer {} has no tree", layer.id)));
         }
-        self.refs.get(layer.id, &root, &MountSpec::Itself)?;
+        self.refs
+            .get(layer.id, &root, &MountSpec::Itself, persist)?;
         Ok(root)
     }
 
     fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
         let root = layer.dir.join(ROOT);
-        let txn = self.refs.transaction()?;
-        if txn.own_count(layer.id)? == 0 {
-            // Nothing of ours to give back, and nothing is ever left
-            // mounted: the references of processes that are gone are
-            // dropped by the count itself.
-            return Ok(0);
-        }
-        txn.put(layer.id, &root)
+        // Nothing is ever left mounted: the references of processes that
+        // are gone are dropped by the count itself.
+        self.refs
+            .put(layer.id, &root)?
+            .ok_or_else(|| super::not_mounted(layer))
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {

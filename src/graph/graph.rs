@@ -454,7 +454,7 @@ impl Graph {
         let path = self
             .inner
             .driver
-            .get(LayerDir { id, dir: &dir }, writable)?;
+            .get(LayerDir { id, dir: &dir }, writable, persist)?;
         if !persist {
             *self.mine().entry(id.to_owned()).or_insert(0) += 1;
         }

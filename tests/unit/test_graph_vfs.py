@@ -107,7 +107,8 @@ def test_other_process_mount_blocks_delete_until_it_dies(tmp_path: Path) -> None
             with pytest.raises(lamina.LayerInUse, match=str(child.pid)):
                 g.delete(layer)
             # Our own unmount cannot give back the other process's reference.
-            layer.unmount()
+            with pytest.raises(ValueError, match="not mounted"):
+                layer.unmount()
             assert layer.mount_count == 1
         finally:
             child.send_signal(signal.SIGKILL)

@@ -18,9 +18,10 @@ def _self_links(path: Path, n: int) -> None:
     """A gzip layer of ``n`` hard links to themselves with 4 KiB names: next
     to nothing to apply, but every name is a path the apply remembers."""
     parent = "/".join(["p" * 250] * 15)
-    with gzip.open(path, "wb", compresslevel=1) as gz, tarfile.open(
-        fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT
-    ) as tar:
+    with (
+        gzip.open(path, "wb", compresslevel=1) as gz,
+        tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
         for i in range(n):
             info = tarfile.TarInfo(f"{parent}/{i:0250d}")
             info.type, info.linkname = tarfile.LNKTYPE, info.name
