@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -48,9 +49,10 @@ def test_engine_mounts_never_reach_the_test_container_or_the_host() -> None:
     here_before = mount_points()
     with engine.use() as env:
         image = engine.base_image()
-        run = docker("run", "-d", "-v", "/usr:/usr:ro", image, "sleep", "300", env=env)
-        cid = run.stdout.decode().strip()
+        # Named, so that it is removed even when `docker run` fails half way.
+        cid = f"lamina-test-engine-{os.getpid()}"
         try:
+            docker("run", "-d", "--name", cid, "-v", "/usr:/usr:ro", image, "sleep", "300", env=env)
             info = json.loads(docker("inspect", cid, env=env).stdout)[0]
             assert info["State"]["Running"]
             assert info["GraphDriver"]["Name"] == "overlay2"
@@ -73,7 +75,7 @@ def test_engine_mounts_never_reach_the_test_container_or_the_host() -> None:
             assert host is not None
             assert not _under(host, engine.DATA_ROOT) and merged not in host
         finally:
-            docker("rm", "-f", cid, env=env)
+            subprocess.run(["docker", "rm", "-f", cid], env=env, capture_output=True)
     assert mount_points() == here_before
 
 
