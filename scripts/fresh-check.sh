@@ -111,6 +111,7 @@ if [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] && ! grep -qE '^[^ ]+ /de
   base=/dev/shm
 fi
 work=$(mktemp -d "$base/lamina-fresh.XXXXXX")
+chmod 0755 "$work"  # as a CI workspace: tests run as nobody need a way in
 log=$(mktemp "${TMPDIR:-/tmp}/lamina-fresh-check.XXXXXX.log")
 cleanup() {
   unmount_under "$work"
