@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -49,8 +50,10 @@ def test_engine_mounts_never_reach_the_test_container_or_the_host() -> None:
     here_before = mount_points()
     with engine.use() as env:
         image = engine.base_image()
-        # Named, so that it is removed even when `docker run` fails half way.
-        cid = f"lamina-test-engine-{os.getpid()}"
+        # Named, so that it is removed even when `docker run` fails half way;
+        # a random name, as runs in other test containers share the engine
+        # (and every test container's pids are the same).
+        cid = f"lamina-test-engine-{uuid.uuid4().hex[:12]}"
         try:
             docker("run", "-d", "--name", cid, "-v", "/usr:/usr:ro", image, "sleep", "300", env=env)
             info = json.loads(docker("inspect", cid, env=env).stdout)[0]
@@ -81,7 +84,9 @@ def test_engine_mounts_never_reach_the_test_container_or_the_host() -> None:
 
 def test_engine_has_namespaces_of_its_own_and_stops_with_them() -> None:
     if engine.answering() and engine.engine_namespaces() is None:
-        pytest.skip("the engine runs in a pid namespace this one cannot see (make test-docker)")
+        pytest.skip(
+            "the engine was started outside this test container (test-docker, engine.sh start)"
+        )
     nets = sorted(os.listdir("/sys/class/net"))
     engine.stop()  # a fresh start: waits for other runs using the engine
     engine.start()
