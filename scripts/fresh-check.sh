@@ -140,7 +140,7 @@ elapsed=$(($(date +%s) - start))
 
 # 5. Nothing left behind: no engine process, no new mount on the host.
 eval "$(env -u LAMINA_TEST_CACHE bash "$here/tests/engine.sh" env)"
-left=$(pgrep -a -f -- "--data-root $LAMINA_ENGINE_DATA_ROOT|$LAMINA_ENGINE_RUN/exec|support\.engine _init" || true)
+left=$(pgrep -a -f -- "--data-root $LAMINA_ENGINE_DATA_ROOT|$LAMINA_ENGINE_RUN/exec|support\.engine_init" || true)
 if [ -n "$left" ]; then
   say "engine processes left running:"; echo "$left"
   if [ "$rc" = 0 ]; then rc=1; fi

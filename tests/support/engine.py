@@ -11,9 +11,10 @@ runs in namespaces of its own, made by ``unshare`` (util-linux):
 - a network namespace holding only ``lo``: a second dockerd in the host's
   network namespace deletes the host's ``docker0`` bridge. ``--bridge=none``
   and no iptables: nothing is pulled, and ``RUN`` steps need no network;
-- a pid namespace whose init is ``_init`` below: it reaps containerd's shims,
-  forwards SIGTERM to dockerd, and when it exits the kernel kills whatever is
-  left in the namespace (containerd, shims, containers).
+- a pid namespace whose init is support/engine_init.py: it reaps
+  containerd's shims, forwards SIGTERM to dockerd, and when it exits the
+  kernel kills whatever is left in the namespace (containerd, shims,
+  containers).
 
 Its paths are its own, so it never collides with a system dockerd and the
 client reaches it only through ``DOCKER_HOST``: data root
@@ -51,7 +52,6 @@ import shlex
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tarfile
@@ -296,8 +296,8 @@ def engine_namespaces() -> dict[str, str] | None:
 
 
 def _unshare_argv(lock_fd: int) -> list[str]:
-    unshare = _which("unshare", "util-linux")
-    _which("dockerd", "docker.io")
+    unshare = which("unshare", "util-linux")
+    which("dockerd", "docker.io")
     return [
         unshare,
         "--mount",
@@ -311,8 +311,7 @@ def _unshare_argv(lock_fd: int) -> list[str]:
         "--",
         sys.executable,
         "-m",
-        "support.engine",
-        "_init",
+        "support.engine_init",
         str(lock_fd),
     ]
 
@@ -327,7 +326,7 @@ def _init_env() -> dict[str, str]:
     }
 
 
-def _which(cmd: str, package: str) -> str:
+def which(cmd: str, package: str) -> str:
     found = shutil.which(cmd, path=os.environ.get("PATH", "") + ":" + SYSTEM_PATH)
     if found is None:
         raise EngineError(f"{cmd} missing: apt-get install {package} (scripts/system-deps.sh)")
@@ -505,84 +504,6 @@ def _locked(path: Path, mode: int, timeout: float, what: str) -> Iterator[None]:
         os.close(fd)  # type: ignore[arg-type]
 
 
-# --- inside the namespaces ---------------------------------------------------
-
-
-def _dockerd_argv() -> list[str]:
-    return [
-        _which("dockerd", "docker.io"),
-        "--config-file",  # ours, empty: a system /etc/docker/daemon.json does not apply
-        str(RUN / "daemon.json"),
-        "--data-root",
-        str(DATA_ROOT),
-        "--exec-root",
-        str(RUN / "exec"),
-        "--pidfile",
-        str(RUN / "dockerd.pid"),
-        "--host",
-        DOCKER_HOST,
-        "--storage-driver",
-        "overlay2",
-        "--bridge",
-        "none",
-        "--iptables=false",
-        "--ip6tables=false",
-        "--cgroup-parent",
-        "lamina-docker",
-        "--shutdown-timeout",
-        "5",
-    ]
-
-
-def _init(lock_fd: int) -> int:
-    """pid 1 of the engine's namespaces: set them up, run dockerd, reap, pass SIGTERM on."""
-    dockerd = 0
-    stopping = False
-
-    def forward(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        if dockerd:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(dockerd, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    os.set_inheritable(lock_fd, False)  # the lock is the init's, not dockerd's
-    _loopback_up()
-    os.makedirs("/run/containerd", exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "mode=0711,size=64m", "lamina-docker", "/run/containerd"],
-        check=True,
-    )
-    (RUN / "daemon.json").write_text("{}\n")
-    tmp = STATE.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pidns": os.readlink("/proc/self/ns/pid"), "started": time.time()}))
-    tmp.rename(STATE)
-    argv = _dockerd_argv()
-    dockerd = os.posix_spawn(argv[0], argv, {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"})
-    if stopping:
-        os.kill(dockerd, signal.SIGTERM)
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            return 1
-        if pid == dockerd:
-            code = os.waitstatus_to_exitcode(status)
-            print(f"lamina engine: dockerd exited ({code})", file=sys.stderr)
-            return 0 if stopping else (code or 1)
-
-
-def _loopback_up() -> None:
-    # ``ip link set lo up`` without iproute2: SIOCGIFFLAGS, | IFF_UP, SIOCSIFFLAGS.
-    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        req = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, siocgifflags, req))[1]
-        fcntl.ioctl(s, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
-
-
 # --- command line ------------------------------------------------------------
 
 USAGE = """\
@@ -601,8 +522,6 @@ usage: tests/engine.sh start | stop [--force] | status | env | exec CMD [ARG...]
 
 def main(argv: list[str]) -> int:
     verb, args = (argv[0], argv[1:]) if argv else ("", [])
-    if verb == "_init":
-        return _init(int(args[0]))
     if verb == "start":
         start()
         print(json.dumps(status(), indent=2))
