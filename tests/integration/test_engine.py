@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -104,3 +106,27 @@ def test_engine_has_namespaces_of_its_own_and_stops_with_them() -> None:
         engine.stop()
     assert not engine.answering()
     assert _pids_in(ns["pid"]) == {}
+
+
+def test_killed_engine_takes_its_namespace_along_and_restarts() -> None:
+    if engine.answering() and engine.engine_namespaces() is None:
+        pytest.skip(
+            "the engine was started outside this test container (test-docker, engine.sh start)"
+        )
+    engine.start()
+    ns = engine.engine_namespaces()
+    assert ns is not None
+    init = engine.status()["init_pid"]
+    assert isinstance(init, int)
+    os.kill(init, signal.SIGKILL)  # what the OOM killer or a crashed run leaves
+    deadline = time.monotonic() + 10
+    while _pids_in(ns["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _pids_in(ns["pid"]) == {}
+    # The next user gets a working engine, not the dead one's pidfiles.
+    try:
+        with engine.use() as env:
+            image = engine.base_image()
+            docker("run", "--rm", "-v", "/usr:/usr:ro", image, "true", env=env)
+    finally:
+        engine.stop()

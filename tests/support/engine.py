@@ -199,6 +199,7 @@ def start(timeout: float = START_TIMEOUT) -> None:
                     f"an engine holds {RUN}/engine.lock but does not answer{_log_tail()}"
                 )
             time.sleep(0.1)
+        _reap()  # a previous engine of ours that died, before we forget it
         try:
             argv = _unshare_argv(held)
             CACHE.mkdir(parents=True, exist_ok=True)
