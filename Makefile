@@ -52,8 +52,9 @@ test-unit-unprivileged: build
 test-integration: build $(SYSDEPS)
 	bash tests/run_integration.sh
 
-# The same integration suite inside a real Docker container (needs dockerd).
-test-docker: build
+# The same integration suite inside a real Docker container, run by the
+# project's own engine (tests/support/engine.py; docker.io from system-deps).
+test-docker: build $(SYSDEPS)
 	bash tests/run_docker.sh
 
 bench: build $(SYSDEPS)

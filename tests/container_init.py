@@ -1,8 +1,11 @@
 """pid 1 of the privileged test container (see run_integration.sh).
 
 Gives the suite a private tmpfs as TMPDIR (heavy test trees stay off the
-root filesystem), runs pytest, then compares the namespace's mount table with
-the one it started from: any mount left behind fails the run.
+root filesystem), runs pytest, stops the project's Docker engine if the suite
+started it here and left it running, then compares the namespace's mount table
+with the one it started from: any mount left behind fails the run. The
+engine's own mounts are in its own mount namespace (support/engine.py), so
+they are never in this table: nothing is excluded from the check.
 """
 
 from __future__ import annotations
@@ -12,11 +15,22 @@ import subprocess
 import sys
 import tempfile
 
+from support import engine
+
 
 def mounts() -> set[str]:
     """Mount points of this namespace (field 5 of mountinfo)."""
     with open("/proc/self/mountinfo") as f:
         return {line.split()[4] for line in f}
+
+
+def reap_orphans() -> None:
+    """Collect exited processes that were reparented to us (we are pid 1)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
 
 
 def main() -> int:
@@ -29,6 +43,14 @@ def main() -> int:
     keep = (int(host_fd),) if host_fd else ()
     cmd = [sys.executable, "-m", "pytest", "-q", *args]
     rc = subprocess.run(cmd, env=env, pass_fds=keep).returncode
+    try:
+        # Normally the pytest session stopped it; not if pytest was killed.
+        if engine.stop():
+            print("container_init: stopped the Docker engine the suite left running")
+    except engine.EngineError as e:
+        print(f"container_init: {e}", file=sys.stderr)
+        rc = rc or 1
+    reap_orphans()
     leaked = sorted(mounts() - before)
     if leaked:
         print(f"\nFAILED: {len(leaked)} mount(s) leaked by the suite:", file=sys.stderr)

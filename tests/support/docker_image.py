@@ -1,7 +1,8 @@
 """Layers of a real image made by a real Docker engine, as an oracle.
 
-The image is built with ``docker build`` on a base imported from the cached
-debootstrap rootfs (nothing can be pulled), with steps that make the layer
+The image is built with ``docker build``, by the project's own engine
+(support/engine.py, never a system dockerd), on a base imported from the
+cached debootstrap rootfs (nothing can be pulled), with steps that make the layer
 shapes real images have: files deleted by a later ``RUN rm`` (whiteouts), a
 directory removed and recreated (an opaque directory), hard links, setuid
 bits, long names. ``docker save`` writes it out; the saved layer tars and the
@@ -13,14 +14,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import engine
+from support.engine import docker
 from support.rootfs import CACHE, debian_rootfs
 
 DOCKERFILE = """\
@@ -63,25 +64,6 @@ class SavedLayer:
     diff_id: str
 
 
-def _docker(*args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["docker", *args], check=True, capture_output=True, **kw)  # type: ignore[call-overload]
-
-
-def ensure_dockerd() -> None:
-    """Start dockerd when no engine answers (CI machines start without one)."""
-    if shutil.which("docker") is None:
-        raise RuntimeError("docker client missing: apt-get install docker.io")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        return
-    log = open("/tmp/lamina-dockerd.log", "ab")  # noqa: SIM115 - lives as long as dockerd
-    subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True)
-    for _ in range(120):
-        if subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise RuntimeError("dockerd did not start; see /tmp/lamina-dockerd.log")
-
-
 def docker_saved_layers() -> list[SavedLayer]:
     """The layers (base first) of the test image, built and saved on first use."""
     key = hashlib.sha256(DOCKERFILE.encode()).hexdigest()[:16]
@@ -107,45 +89,36 @@ def docker_exported_rootfs() -> Path:
 
 
 def _build_and_save(out: Path) -> None:
-    ensure_dockerd()
     rootfs = debian_rootfs()
-    if (
-        subprocess.run(
-            ["docker", "image", "inspect", "lamina-test-debian:base"], capture_output=True
-        ).returncode
-        != 0
-    ):
-        tar = subprocess.Popen(
-            ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
-        )
-        _docker("import", "-", "lamina-test-debian:base", stdin=tar.stdout)
-        assert tar.wait() == 0
-    with tempfile.TemporaryDirectory() as ctx:
-        Path(ctx, "Dockerfile").write_text(DOCKERFILE)
-        _docker(
-            "build",
-            "-q",
-            "-t",
-            "lamina-test-image:1",
-            ctx,
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
-        )
-    stage = Path(tempfile.mkdtemp(prefix="docker-save-", dir=CACHE))
-    try:
-        saved = stage / "image.tar"
-        _docker("save", "-o", str(saved), "lamina-test-image:1")
-        # The flattened filesystem as Docker itself sees it: the oracle for
-        # applying the saved layers in order.
-        cid = _docker("create", "lamina-test-image:1", "/bin/true").stdout.decode().strip()
+    with engine.use() as env:
+        inspect = ["docker", "image", "inspect", "lamina-test-debian:base"]
+        if subprocess.run(inspect, env=env, capture_output=True).returncode != 0:
+            tar = subprocess.Popen(
+                ["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE
+            )
+            docker("import", "-", "lamina-test-debian:base", env=env, stdin=tar.stdout)
+            assert tar.wait() == 0
+        with tempfile.TemporaryDirectory() as ctx:
+            Path(ctx, "Dockerfile").write_text(DOCKERFILE)
+            build_env = {**env, "DOCKER_BUILDKIT": "0"}
+            docker("build", "-q", "-t", "lamina-test-image:1", ctx, env=build_env)
+        stage = Path(tempfile.mkdtemp(prefix="docker-save-", dir=CACHE))
         try:
-            _docker("export", "-o", str(stage / EXPORTED), cid)
+            saved = stage / "image.tar"
+            docker("save", "-o", str(saved), "lamina-test-image:1", env=env)
+            # The flattened filesystem as Docker itself sees it: the oracle
+            # for applying the saved layers in order.
+            create = docker("create", "lamina-test-image:1", "/bin/true", env=env)
+            cid = create.stdout.decode().strip()
+            try:
+                docker("export", "-o", str(stage / EXPORTED), cid, env=env)
+            finally:
+                docker("rm", cid, env=env)
+            subprocess.run(["tar", "-C", str(stage), "-xf", str(saved)], check=True)
+            saved.unlink()
+            if out.exists():
+                shutil.rmtree(out)
+            stage.rename(out)
         finally:
-            _docker("rm", cid)
-        subprocess.run(["tar", "-C", str(stage), "-xf", str(saved)], check=True)
-        saved.unlink()
-        if out.exists():
-            shutil.rmtree(out)
-        stage.rename(out)
-    finally:
-        if stage.exists():
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage.exists():
+                shutil.rmtree(stage, ignore_errors=True)
