@@ -151,8 +151,13 @@ class Layer:
         """Mount the layer (writable layers read-write, others read-only) and
         return the path of its merged view. Without ``persist`` the reference
         is given back by :meth:`unmount` or when the graph closes; with it,
-        the mount outlives the process until an ``unmount``."""
-    def unmount(self) -> None: ...
+        the reference belongs to no process: the mount stays (counted in
+        :attr:`mount_count`, blocking :meth:`Graph.delete`) until an
+        :meth:`unmount` from any process."""
+    def unmount(self) -> None:
+        """Give back one of this process's mount references, or a persistent
+        one; the last unmounts. ``ValueError`` when there is nothing to give
+        back."""
     def mounted(self) -> _Mounted:
         """``with layer.mounted() as path: ...``"""
     def diff(self, dst: _Path | IO[bytes] | None = None) -> Any:
