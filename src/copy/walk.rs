@@ -527,12 +527,24 @@ impl<'a> Walk<'a> {
     /// A full copy of one regular file. On any failure the new file is
     /// removed, so no half-written file is left under its final name.
     fn copy_file(&self, node: &Node, name: &CStr, st: &Stat, local: &mut Local) -> Result<OwnedFd> {
+        // O_NONBLOCK, and checked to be the inode listed: a FIFO swapped in
+        // since must neither block the copy nor be read as the file.
         let src = open_src(
             &node.src,
             name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
         )
         .at("open", &self.src_path(node, Some(name)))?;
+        let now = rustix::fs::fstat(&src).at("stat", &self.src_path(node, Some(name)))?;
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino)
+            || file_type(&now) != FileType::RegularFile
+        {
+            return Err(Error::errno(
+                "open (replaced during the copy)",
+                self.src_path(node, Some(name)),
+                libc::ESTALE,
+            ));
+        }
         let (create_mode, created) = self.create_mode(node, st);
         let dst = rustix::fs::openat(
             &node.dst,

@@ -12,6 +12,7 @@ or a copy of its content.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,31 @@ def f(name: bytes, data: bytes = b"pwned") -> bytes:
 
 def gnu_long(name: bytes, kind: bytes = b"L") -> bytes:
     return header(b"././@LongLink", type=kind, size=len(name) + 1) + pad(name + b"\0")
+
+
+def self_link(name: bytes) -> bytes:
+    """A hard link to itself, with a PAX name (the apply has nothing to do
+    but remember the name)."""
+    return pax({b"path": name, b"linkpath": name}) + link(b"x", b"x")
+
+
+def deep_through_symlinks(hops: int) -> bytes:
+    """A tree 2,000 levels deeper per hop than any one tar name reaches:
+    each symlink points at the end of the chain so far, and the next
+    directory entry continues below it (76 KiB made 15,920 levels)."""
+    chain = b"/".join([b"d"] * 2000)
+
+    def long_dir(name: bytes) -> bytes:
+        return pax({b"path": name + b"/"}) + d(b"x")
+
+    parts = [long_dir(chain)]
+    prev = chain
+    for i in range(1, hops + 1):
+        name = b"l%d" % i
+        parts.append(pax({b"linkpath": prev}) + sym(name, b"x"))
+        parts.append(long_dir(name + b"/" + chain))
+        prev = name + b"/" + chain
+    return archive(*parts)
 
 
 # Each case: (tar builder given the sentinel's absolute path, expected error).
@@ -180,6 +206,14 @@ CASES: dict[str, Case] = {
         U,
     ),
     "opaque-at-root": (lambda s: archive(f(b".wh..wh..opq", b"")), OK),
+    # -- shapes of issue 8: depth through symlinks, names the apply keeps --
+    "deep-tree-through-symlinks": (lambda s: deep_through_symlinks(3), OK),
+    "self-links-long-names": (
+        lambda s: archive(
+            *[self_link(b"/".join([b"p" * 200] * 19) + b"/%04d" % i) for i in range(200)]
+        ),
+        OK,
+    ),
     # -- overlay metadata injection -------------------------------------------
     "xattr-trusted-overlay-opaque": (
         lambda s: archive(pax({b"SCHILY.xattr.trusted.overlay.opaque": b"y"}), d(b"d")),
@@ -297,8 +331,42 @@ def test_case_is_contained(tmp_path: Path, name: str) -> None:
     mf.assert_same(mf.manifest(sentinel), before)
     assert mf.identity(sentinel) == ident
     assert sorted(os.listdir(tmp_path)) == ["dst", "sentinel"]
-    assert not tree_has_copy_of(dst, inodes)
+    # os.walk recurses per level (and paths that deep cannot be named): the
+    # deep tree holds nothing of the sentinel's by construction.
+    if not name.startswith("deep-"):
+        assert not tree_has_copy_of(dst, inodes)
+    else:
+        empty_with_lamina(dst)
 
 
 def test_corpus_size() -> None:
     assert len(CASES) >= 40
+
+
+def test_deep_tree_diffs_stop_typed(tmp_path: Path) -> None:
+    """A tree deeper than any path a layer tar can name: every walk over it
+    (changes, export, through the Python API) stops with ENAMETOOLONG
+    instead of overflowing the stack; removal goes through."""
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    lamina.apply_layer(dst, deep_through_symlinks(3))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for call in (
+        lambda: lamina.changes(empty, dst),
+        lambda: lamina.export_diff(empty, dst),
+        lambda: lamina.export_diff(None, dst),
+    ):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.ENAMETOOLONG
+    lamina.apply_layer(dst, archive(f(b".wh.d", b""), f(b".wh.l1", b"")))
+    assert sorted(os.listdir(dst)) == ["l2", "l3"]
+    empty_with_lamina(dst)
+    assert os.listdir(dst) == []
+
+
+def empty_with_lamina(dst: Path) -> None:
+    """Remove a tree too deep for shutil.rmtree (it recurses per level),
+    with an opaque marker at the root: lamina's removal is iterative."""
+    lamina.apply_layer(dst, archive(f(b".wh..wh..opq", b"")))
