@@ -36,6 +36,7 @@ pub mod driver;
 pub mod error;
 pub mod fs;
 pub mod graph;
+pub mod ids;
 pub mod init_layer;
 
 #[cfg(feature = "python")]

@@ -1,15 +1,35 @@
 //! Storage drivers: how a layer's files are laid out on disk and mounted.
 //!
-//! The graph owns ids, metadata, locking and staging; a driver is handed
-//! layer directories (a staging directory under `tmp/` while a layer is
-//! being made, `layers/<id>/` after) and never builds a path from an id or
-//! reads `layer.json` (DESIGN.md §2) — except the overlay driver, which
-//! turns the `lower-id` it wrote itself into `layers/<lower-id>/root` after
-//! validating it, as the seed does. The trait follows moby's
-//! `graphdriver.Driver` + `DiffDriver` (Create, Remove, Exists, Get, Put,
-//! ApplyDiff, Diff, Changes, DiffSize, Status), with the mount refcounts of
-//! [`mount`] behind `get`/`put` instead of moby's in-memory `RefCounter`;
-//! moby's Cleanup is the graph's `close`, which puts back what it got.
+//! Who owns what (DESIGN.md §2-§3):
+//!
+//! ```text
+//! <root>/lamina.json, lock, tmp/        the graph (graph::store, graph::layout)
+//! <root>/layers/<id>/layer.json         the graph: the layer's record
+//! <root>/layers/<id>/tar-split.zst      the graph: exact reassembly
+//! <root>/layers/<id>/<anything else>    the driver: root/, upper/, work/, merged/, diff/, ...
+//! <root>/driver/                        the driver's home: mount records (mounts/),
+//!                                       and whatever else a driver keeps store-wide
+//! ```
+//!
+//! The graph makes a layer's directory (a staging directory under `tmp/`
+//! while the layer is made, renamed to `layers/<id>/` once complete) and
+//! hands it to the driver together with the layer's ancestry, base first,
+//! as the graph found it ([`LayerDir`]s): a driver never builds a path from
+//! an id, never reads `layer.json`, and never imports the graph. This is
+//! the cut moby makes (`graphdriver.Init(home, ...)`, the driver owns its
+//! home) and containerd's snapshotters make (parents passed in, not looked
+//! up). The graph in turn knows no concrete driver: [`open`] builds one by
+//! name.
+//!
+//! A driver depends on [`crate::archive`], [`crate::copy`], [`crate::fs`],
+//! [`crate::error`] and the leaves [`crate::ids`] and [`crate::init_layer`];
+//! the graph depends on the [`Driver`] trait, [`open`] and [`auto`].
+//!
+//! The trait follows moby's `graphdriver.Driver` + `DiffDriver` (Create,
+//! Remove, Exists, Get, Put, ApplyDiff, Diff, Changes, DiffSize, Status),
+//! with the mount refcounts of [`mount`] behind `get`/`put` instead of
+//! moby's in-memory `RefCounter`; moby's Cleanup is the graph's `close`,
+//! which puts back what it got.
 //!
 //! - [`mountinfo`]: the kernel's mount table.
 //! - [`mounter`]: mount calls behind a trait (real and recording).
@@ -47,7 +67,8 @@ pub fn validate_name(name: &str) -> Result<()> {
 }
 
 /// A layer as a driver sees it: its id (for messages and mount records)
-/// and the directory that holds it.
+/// and the directory that holds it. A layer's ancestry is a slice of these,
+/// base first, its parent last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerDir<'a> {
     /// The layer's id, already validated by the graph.
@@ -71,13 +92,13 @@ pub trait Driver: Send + Sync {
     /// directory) on `parent`, with what the driver needs to be written
     /// through a mount (overlay: `upper/`, `work/`, `merged/`, `lower-id`;
     /// on an overlay parent, a copy of the parent's `upper/`).
-    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()>;
+    fn create(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()>;
 
     /// Make `layer.dir` (a fresh staging directory) a container's `-init`
     /// layer on `parent`: [`crate::setup_init_layer`] over the parent's
     /// tree, stored the way the driver's writable layers are, so that the
     /// container made on it by [`Driver::create`] starts from it.
-    fn create_init(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()>;
+    fn create_init(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()>;
 
     /// Make `layer.dir` (a fresh staging directory) a read-only layer: the
     /// parent's tree plus the tar diff read from `diff` (plain, gzip or
@@ -86,7 +107,7 @@ pub trait Driver: Send + Sync {
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         diff: &mut (dyn Read + Send),
         record: &mut dyn Write,
     ) -> Result<ApplyReport>;
@@ -110,7 +131,13 @@ pub trait Driver: Send + Sync {
     /// `writable`. Where the driver does not mount (vfs) the layer's own
     /// tree is returned. A `persist` reference belongs to no process: it
     /// stands until an unmount from any process gives it back.
-    fn get(&self, layer: LayerDir<'_>, writable: bool, persist: bool) -> Result<PathBuf>;
+    fn get(
+        &self,
+        layer: LayerDir<'_>,
+        parents: &[LayerDir<'_>],
+        writable: bool,
+        persist: bool,
+    ) -> Result<PathBuf>;
 
     /// Give back one reference taken by [`Driver::get`] in this process, or
     /// when it has none a persistent one; the last one unmounts. With
@@ -129,22 +156,60 @@ pub trait Driver: Send + Sync {
     fn diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         out: &mut dyn Write,
     ) -> Result<u64>;
 
     /// The paths the layer changes against `parent`, parents first. For a
     /// writable overlay layer this walks `upper/` only: O(changes), not
     /// O(image).
-    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>>;
+    fn changes(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<Change>>;
 
     /// Bytes of regular-file content the layer adds or changes against
     /// `parent` (moby's `DiffSize`).
-    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64>;
+    fn diff_size(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<u64>;
 
     /// Facts for `Graph.status()`: backing filesystem, d_type, kernel
     /// features, ... (see [`probe::HostProbe::to_pairs`]).
     fn status(&self) -> Vec<(String, String)>;
+}
+
+/// Build the storage driver `name` (one of [`NAMES`]) of a store whose
+/// driver home is `home` (made if missing), mounting through `mounter`;
+/// `probe` is what `status()` reports and what mount options are chosen
+/// from. Mount counts are reconciled with the living processes and the
+/// kernel's mount table before it is returned.
+pub fn open(
+    name: &str,
+    home: &Path,
+    mounter: std::sync::Arc<dyn mounter::Mounter>,
+    probe: Option<probe::HostProbe>,
+) -> Result<Box<dyn Driver>> {
+    validate_name(name)?;
+    let mounts = home.join("mounts");
+    match name {
+        "vfs" => {
+            let d = vfs::Vfs::new(&mounts, probe)?;
+            d.refs().transaction()?.reconcile()?;
+            Ok(Box::new(d))
+        }
+        "overlay" => {
+            let d = overlay::Overlay::new(&mounts, mounter, probe)?;
+            d.refs().transaction()?.reconcile()?;
+            Ok(Box::new(d))
+        }
+        other => Err(Error::UnknownDriver {
+            name: other.to_owned(),
+        }),
+    }
+}
+
+/// The driver `auto` picks for a new store on this host, with what the
+/// probe found; `scratch` is a directory on the store's filesystem where
+/// the probe may make and mount test directories.
+pub fn auto(scratch: &Path) -> Result<(&'static str, probe::HostProbe)> {
+    let p = probe::HostProbe::run(scratch)?;
+    Ok((p.auto_driver(), p))
 }
 
 /// The error of an unmount with nothing to give back.

@@ -34,9 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::mounter::{MountSpec, Mounter};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::ids;
-use crate::graph::layout;
-use crate::graph::lock::{LockGuard, StoreLock};
+use crate::fs::lock::{LockGuard, StoreLock};
+use crate::fs::private as layout;
+use crate::ids;
 
 /// A process, told apart from a later one that reuses its pid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -245,7 +245,7 @@ pub struct MountTxn<'a, M: Mounter> {
 
 impl<M: Mounter> MountTxn<'_, M> {
     fn file(&self, id: &str) -> Result<PathBuf> {
-        ids::validate_id(id)?;
+        let id = ids::LayerId::new(id)?;
         Ok(self.refs.dir.join(format!("{id}.json")))
     }
 

@@ -5,10 +5,14 @@
 //! read-only layer   root/            the full tree: the parent's root/
 //!                   merged/          hard-link-copied, the diff applied
 //!                                    (mount point of a read-only bind)
-//! writable layer    upper/ work/ merged/ lower-id
-//!                   (lower-id names the read-only layer whose root/ is
-//!                   the one lowerdir; without it, empty/ is the lower)
+//! writable layer    upper/ work/ merged/ [empty/]
+//!                   (the one lowerdir is the root/ of the nearest
+//!                   read-only ancestor, found in the ancestry the graph
+//!                   hands in; without one, the layer's own empty/)
 //! ```
+//!
+//! Layers made before this driver was handed its ancestry also carry a
+//! `lower-id` file; it is no longer read (the ancestry says the same).
 //!
 //! A read-only layer shares file data with its parent through hard links,
 //! so nothing may ever write through them: the apply code never writes
@@ -18,8 +22,8 @@
 //!
 //! A writable layer on a `root/` parent starts with an empty `upper/`
 //! (owner and mode of the parent's root, so the merged `/` keeps them); on
-//! an overlay parent (a container on its `-init` layer) it inherits the
-//! parent's `lower-id` and starts as a full copy of the parent's `upper/`,
+//! an overlay parent (a container on its `-init` layer) it has the
+//! parent's lower and starts as a full copy of the parent's `upper/`,
 //! exactly as the seed's `Create` does.
 
 use std::io::{Read, Write};
@@ -38,8 +42,6 @@ use crate::driver::probe::HostProbe;
 use crate::driver::vfs::make_root;
 use crate::driver::{content_size, empty_dir, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::ids;
-use crate::graph::layout::Layout;
 
 /// A read-only layer's full tree.
 pub const ROOT: &str = "root";
@@ -49,14 +51,11 @@ pub const UPPER: &str = "upper";
 pub const WORK: &str = "work";
 /// Where a layer is mounted.
 pub const MERGED: &str = "merged";
-/// The id of the read-only layer whose `root/` is a writable layer's lower.
-pub const LOWER_ID: &str = "lower-id";
 /// The lower of a writable layer with no read-only layer under it.
 pub const EMPTY: &str = "empty";
 
 /// The `overlay` driver; see the module docs.
 pub struct Overlay {
-    layout: Layout,
     refs: MountRefs<Arc<dyn Mounter>>,
     options: Vec<String>,
     probe: Option<HostProbe>,
@@ -65,24 +64,23 @@ pub struct Overlay {
 impl std::fmt::Debug for Overlay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Overlay")
-            .field("root", &self.layout.root())
             .field("options", &self.options)
             .finish()
     }
 }
 
 impl Overlay {
-    /// The overlay driver of the store at `layout`, mounting through
-    /// `mounter`, with mount options chosen from `probe` (`userxattr` in a
-    /// user namespace; `index=off` where the kernel has the index feature,
-    /// as moby's overlay2 does since 8422d85087, because a copied `upper/`
-    /// carries origin xattrs that an index would reject).
+    /// The overlay driver keeping its mount records in `mounts`, mounting
+    /// through `mounter`, with mount options chosen from `probe`
+    /// (`userxattr` in a user namespace; `index=off` where the kernel has
+    /// the index feature, as moby's overlay2 does since 8422d85087, because
+    /// a copied `upper/` carries origin xattrs that an index would reject).
     pub fn new(
-        layout: Layout,
+        mounts: &Path,
         mounter: Arc<dyn Mounter>,
         probe: Option<HostProbe>,
     ) -> Result<Overlay> {
-        let refs = MountRefs::open(&layout.mounts_dir(), mounter)?;
+        let refs = MountRefs::open(mounts, mounter)?;
         let mut options = Vec::new();
         if let Some(p) = &probe {
             if p.userxattr {
@@ -93,7 +91,6 @@ impl Overlay {
             }
         }
         Ok(Overlay {
-            layout,
             refs,
             options,
             probe,
@@ -105,30 +102,23 @@ impl Overlay {
         &self.refs
     }
 
-    /// The lowerdir of a writable layer: `layers/<lower-id>/root`, or its
-    /// own `empty/`.
-    fn lower_of(&self, dir: &Path) -> Result<PathBuf> {
-        let file = dir.join(LOWER_ID);
-        match crate::fs::private::read(&file)? {
-            Some(id) => {
-                // Read from disk, so checked before it becomes a path.
-                let id = String::from_utf8_lossy(&id);
-                let id = id.trim();
-                if !ids::is_valid_id(id) {
-                    return Err(Error::corrupt(&file, "does not name a layer"));
-                }
-                Ok(self.layout.layer_dir(id)?.join(ROOT))
-            }
-            None => Ok(dir.join(EMPTY)),
-        }
+    /// The lowerdir of a writable layer: the `root/` of its nearest
+    /// read-only ancestor, or its own `empty/`.
+    fn lower_of(dir: &Path, parents: &[LayerDir<'_>]) -> PathBuf {
+        parents
+            .iter()
+            .rev()
+            .map(|p| p.dir.join(ROOT))
+            .find(|r| r.is_dir())
+            .unwrap_or_else(|| dir.join(EMPTY))
     }
 
     /// The mount of a writable-form layer: read-write with `upper/`, or
     /// read-only with `upper/` as a second lower.
-    fn overlay_spec(&self, dir: &Path, writable: bool) -> Result<MountSpec> {
-        let lower = self.lower_of(dir)?;
+    fn overlay_spec(&self, dir: &Path, parents: &[LayerDir<'_>], writable: bool) -> MountSpec {
+        let lower = Self::lower_of(dir, parents);
         let upper = dir.join(UPPER);
-        Ok(if writable {
+        if writable {
             MountSpec::Overlay {
                 lower: vec![lower],
                 upper: Some(upper),
@@ -142,7 +132,7 @@ impl Overlay {
                 work: None,
                 options: self.options.clone(),
             }
-        })
+        }
     }
 }
 
@@ -158,19 +148,19 @@ impl Overlay {
     fn with_lower_view<T>(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         f: impl FnOnce(&Path) -> Result<T>,
     ) -> Result<T> {
-        match parent {
-            Some(p) if p.dir.join(UPPER).is_dir() => {
-                let view = self.get(p, false, false)?;
+        match parents.split_last() {
+            Some((p, above)) if p.dir.join(UPPER).is_dir() => {
+                let view = self.get(*p, above, false, false)?;
                 let r = f(&view);
-                let put = self.put(p);
+                let put = self.put(*p);
                 let v = r?;
                 put?;
                 Ok(v)
             }
-            _ => f(&self.lower_of(layer.dir)?),
+            _ => f(&Self::lower_of(layer.dir, parents)),
         }
     }
 }
@@ -218,55 +208,39 @@ impl Driver for Overlay {
         "overlay"
     }
 
-    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
+    fn create(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()> {
         let dir = layer.dir;
         let upper = dir.join(UPPER);
-        match parent {
-            Some(p) if p.dir.join(ROOT).is_dir() => {
-                make_upper(&upper, &p.dir.join(ROOT))?;
-                crate::graph::layout::write_atomic(
-                    dir,
-                    LOWER_ID,
-                    p.id.as_bytes(),
-                    crate::graph::layout::FILE_MODE,
-                )?;
-            }
+        let lower = Self::lower_of(dir, parents);
+        if lower.starts_with(dir) {
+            // No read-only layer below: an empty lower of its own.
+            make_root(&lower)?;
+        }
+        match parents.last() {
             Some(p) if p.dir.join(UPPER).is_dir() => {
-                // The seed: inherit the parent's lower, copy its upper. A
+                // The seed: the parent's lower, and a copy of its upper. A
                 // full copy: this upper is written in place by overlayfs.
-                match crate::fs::private::read(&p.dir.join(LOWER_ID))? {
-                    Some(lower) => crate::graph::layout::write_atomic(
-                        dir,
-                        LOWER_ID,
-                        &lower,
-                        crate::graph::layout::FILE_MODE,
-                    )?,
-                    None => make_root(&dir.join(EMPTY))?,
-                }
                 copy_dir(&p.dir.join(UPPER), &upper, &CopyOptions::new())?;
             }
-            Some(p) => {
+            Some(p) if !p.dir.join(ROOT).is_dir() => {
                 return Err(Error::Driver(format!(
                     "layer {} has neither root/ nor upper/",
                     p.id
                 )))
             }
-            None => {
-                make_root(&dir.join(EMPTY))?;
-                make_upper(&upper, &dir.join(EMPTY))?;
-            }
+            _ => make_upper(&upper, &lower)?,
         }
         mkdir(&dir.join(WORK), 0o700)?;
         mkdir(&dir.join(MERGED), 0o700)
     }
 
-    fn create_init(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
-        self.create(layer, parent)?;
+    fn create_init(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()> {
+        self.create(layer, parents)?;
         // Written through a mount, as Docker does, so that overlayfs copies
         // up each parent directory with the lower's owner and mode.
         let merged = layer.dir.join(MERGED);
         check_mount_point(&merged)?;
-        let spec = self.overlay_spec(layer.dir, true)?;
+        let spec = self.overlay_spec(layer.dir, parents, true);
         let m = self.refs.mounter();
         m.mount(&spec, &merged)?;
         let r = crate::init_layer::setup_init_layer(&merged);
@@ -282,12 +256,12 @@ impl Driver for Overlay {
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         diff: &mut (dyn Read + Send),
         record: &mut dyn Write,
     ) -> Result<ApplyReport> {
         let root = layer.dir.join(ROOT);
-        match parent {
+        match parents.last() {
             Some(p) => {
                 let proot = p.dir.join(ROOT);
                 if !proot.is_dir() {
@@ -329,7 +303,13 @@ impl Driver for Overlay {
             || (d.join(UPPER).is_dir() && d.join(WORK).is_dir() && d.join(MERGED).is_dir())
     }
 
-    fn get(&self, layer: LayerDir<'_>, writable: bool, persist: bool) -> Result<PathBuf> {
+    fn get(
+        &self,
+        layer: LayerDir<'_>,
+        parents: &[LayerDir<'_>],
+        writable: bool,
+        persist: bool,
+    ) -> Result<PathBuf> {
         let merged = layer.dir.join(MERGED);
         check_mount_point(&merged)?;
         let root = layer.dir.join(ROOT);
@@ -342,7 +322,7 @@ impl Driver for Overlay {
             }
             MountSpec::ReadOnlyBind { source: root }
         } else {
-            self.overlay_spec(layer.dir, writable)?
+            self.overlay_spec(layer.dir, parents, writable)
         };
         self.refs.get(layer.id, &merged, &spec, persist)?;
         Ok(merged)
@@ -370,38 +350,38 @@ impl Driver for Overlay {
     fn diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         out: &mut dyn Write,
     ) -> Result<u64> {
         let root = layer.dir.join(ROOT);
         if root.is_dir() {
-            let old = parent.map(|p| p.dir.join(ROOT));
+            let old = parents.last().map(|p| p.dir.join(ROOT));
             let r = export_diff(old.as_deref(), &root, out, &ExportOptions::default())?;
             return Ok(r.bytes);
         }
-        self.with_lower_view(layer, parent, |lower| {
+        self.with_lower_view(layer, parents, |lower| {
             let upper = layer.dir.join(UPPER);
             let r = write_upper_diff(&upper, lower, &mut *out, &ExportOptions::default())?;
             Ok(r.bytes)
         })
     }
 
-    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>> {
+    fn changes(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<Change>> {
         let root = layer.dir.join(ROOT);
         if root.is_dir() {
-            let old = match parent {
+            let old = match parents.last() {
                 Some(p) => p.dir.join(ROOT),
                 None => empty_dir(layer.dir)?,
             };
             return changes(&old, &root, &ChangesOptions::default());
         }
-        self.with_lower_view(layer, parent, |lower| {
+        self.with_lower_view(layer, parents, |lower| {
             upper_changes(&layer.dir.join(UPPER), lower)
         })
     }
 
-    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64> {
-        let c = self.changes(layer, parent)?;
+    fn diff_size(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<u64> {
+        let c = self.changes(layer, parents)?;
         let root = layer.dir.join(ROOT);
         let tree = if root.is_dir() {
             root

@@ -26,7 +26,6 @@ use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, NoMounts};
 use crate::driver::{content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::layout::Layout;
 
 /// The directory of a layer's tree.
 pub const ROOT: &str = "root";
@@ -39,11 +38,11 @@ pub struct Vfs {
 }
 
 impl Vfs {
-    /// The vfs driver of the store at `layout`; `probe` (if any) is
-    /// reported by `status()`.
-    pub fn new(layout: &Layout, probe: Option<HostProbe>) -> Result<Vfs> {
+    /// The vfs driver keeping its mount records in `mounts`; `probe` (if
+    /// any) is reported by `status()`.
+    pub fn new(mounts: &Path, probe: Option<HostProbe>) -> Result<Vfs> {
         Ok(Vfs {
-            refs: MountRefs::open(&layout.mounts_dir(), NoMounts)?,
+            refs: MountRefs::open(mounts, NoMounts)?,
             probe,
         })
     }
@@ -54,10 +53,10 @@ impl Vfs {
     }
 }
 
-/// `dst` as a full copy of `parent`'s tree, or an empty 0755 directory for
-/// a base layer.
-fn copy_parent(dst: &Path, parent: Option<LayerDir<'_>>) -> Result<()> {
-    match parent {
+/// `dst` as a full copy of the parent's tree (the last of `parents`), or
+/// an empty 0755 directory for a base layer.
+fn copy_parent(dst: &Path, parents: &[LayerDir<'_>]) -> Result<()> {
+    match parents.last() {
         Some(p) => {
             copy_dir(&p.dir.join(ROOT), dst, &CopyOptions::new())?;
         }
@@ -82,25 +81,25 @@ impl Driver for Vfs {
         "vfs"
     }
 
-    fn create(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
-        copy_parent(&layer.dir.join(ROOT), parent)
+    fn create(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()> {
+        copy_parent(&layer.dir.join(ROOT), parents)
     }
 
-    fn create_init(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<()> {
+    fn create_init(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()> {
         let root = layer.dir.join(ROOT);
-        copy_parent(&root, parent)?;
+        copy_parent(&root, parents)?;
         crate::init_layer::setup_init_layer(&root)
     }
 
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         diff: &mut (dyn Read + Send),
         record: &mut dyn Write,
     ) -> Result<ApplyReport> {
         let root = layer.dir.join(ROOT);
-        copy_parent(&root, parent)?;
+        copy_parent(&root, parents)?;
         apply_layer_with_record(&root, diff, &ApplyOptions::default(), record)
     }
 
@@ -123,7 +122,13 @@ impl Driver for Vfs {
         layer.dir.join(ROOT).is_dir()
     }
 
-    fn get(&self, layer: LayerDir<'_>, _writable: bool, persist: bool) -> Result<PathBuf> {
+    fn get(
+        &self,
+        layer: LayerDir<'_>,
+        _parents: &[LayerDir<'_>],
+        _writable: bool,
+        persist: bool,
+    ) -> Result<PathBuf> {
         let root = layer.dir.join(ROOT);
         if !root.is_dir() {
             return Err(Error::Driver(format!("layer {} has no tree", layer.id)));
@@ -149,10 +154,10 @@ impl Driver for Vfs {
     fn diff(
         &self,
         layer: LayerDir<'_>,
-        parent: Option<LayerDir<'_>>,
+        parents: &[LayerDir<'_>],
         out: &mut dyn Write,
     ) -> Result<u64> {
-        let old = parent.map(|p| p.dir.join(ROOT));
+        let old = parents.last().map(|p| p.dir.join(ROOT));
         let r = export_diff(
             old.as_deref(),
             &layer.dir.join(ROOT),
@@ -162,16 +167,16 @@ impl Driver for Vfs {
         Ok(r.bytes)
     }
 
-    fn changes(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<Vec<Change>> {
-        let old = match parent {
+    fn changes(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<Change>> {
+        let old = match parents.last() {
             Some(p) => p.dir.join(ROOT),
             None => empty_dir(layer.dir)?,
         };
         changes(&old, &layer.dir.join(ROOT), &ChangesOptions::default())
     }
 
-    fn diff_size(&self, layer: LayerDir<'_>, parent: Option<LayerDir<'_>>) -> Result<u64> {
-        content_size(&self.changes(layer, parent)?, &layer.dir.join(ROOT))
+    fn diff_size(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<u64> {
+        content_size(&self.changes(layer, parents)?, &layer.dir.join(ROOT))
     }
 
     fn status(&self) -> Vec<(String, String)> {

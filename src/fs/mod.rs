@@ -5,6 +5,8 @@
 //! - [`xattr`]: list, read and write extended attributes without following
 //!   symlinks, on a directory fd plus one name.
 //! - [`meta`]: whether the caller is privileged.
+//! - [`lock`]: the flock lock shared and exclusive across processes and
+//!   threads (the store's writer lock, the mount records' lock).
 //! - [`private`]: the store's own files, opened so that a tampered store
 //!   cannot hang or redirect lamina.
 //! - [`remove`]: removing a tree, never across a mount point, with fds
@@ -14,6 +16,7 @@
 //!   followed.
 
 pub mod handle;
+pub mod lock;
 pub mod meta;
 pub mod private;
 pub(crate) mod race;

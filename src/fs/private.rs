@@ -4,9 +4,13 @@
 //! `/dev/zero`, is refused rather than followed), `O_NONBLOCK` (a FIFO in
 //! its place does not block the open) and checked to be a regular file.
 //! Anything else is [`Error::Corrupt`] naming the file.
+//!
+//! Written the other way round: whole, by rename ([`write_atomic`]), so a
+//! reader sees the old content or the new, never a mix.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use rustix::fs::{FileType, Mode, OFlags};
@@ -56,6 +60,72 @@ pub fn read(path: &Path) -> Result<Option<Vec<u8>>> {
         ));
     }
     Ok(Some(data))
+}
+
+/// Mode of every directory the store makes.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of the store's files (the seed writes image json 0600).
+pub const FILE_MODE: u32 = 0o600;
+
+/// fsync a directory, making the renames and creations in it durable.
+pub fn fsync_dir(path: &Path) -> Result<()> {
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .at("open", path)?;
+    dir.sync_all().at("fsync", path)
+}
+
+/// Write `name` in `dir` atomically with `mode`: a temp file in the same
+/// directory, fsync, rename over `name`, fsync the directory. Readers see
+/// the old content or the new, never a mix; a crash leaves at most a
+/// `.<name>.tmp-*` file.
+pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
+    write_replace(dir, name, data, mode, true)
+}
+
+/// [`write_atomic`], with the fsyncs only if `durable`: for state that is
+/// void after a reboot anyway (mount counts), atomicity is all that matters.
+pub fn write_replace(dir: &Path, name: &str, data: &[u8], mode: u32, durable: bool) -> Result<()> {
+    if !crate::fs::is_single_component(name.as_ref()) {
+        return Err(Error::InvalidArgument(format!("bad file name {name:?}")));
+    }
+    let tmp = dir.join(format!(".{}", tmp_name(name)));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&tmp)
+            .at("create", &tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .at("chmod", &tmp)?;
+        f.write_all(data).at("write", &tmp)?;
+        if durable {
+            f.sync_all().at("fsync", &tmp)?;
+        }
+        let dest = dir.join(name);
+        std::fs::rename(&tmp, &dest).at("rename", &dest)?;
+        if durable {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// A name for a temporary file next to `name`, unique in this process and
+/// unlikely across processes.
+fn tmp_name(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{name}.tmp-{}-{n}", std::process::id())
 }
 
 #[cfg(test)]

@@ -110,7 +110,7 @@ impl Layer {
     /// back by [`Layer::unmount`] or by closing the graph, unless
     /// `persist`: then it outlives this process until an unmount.
     pub fn mount(&self, persist: bool) -> Result<PathBuf> {
-        self.graph.mount(self.id(), self.writable(), persist)
+        self.graph.mount(self, self.writable(), persist)
     }
 
     /// Give back one mount reference; the last one unmounts. Returns the

@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! <root>/lamina.json          format version + driver name
-//! <root>/lock                 the writer lock (graph::lock)
+//! <root>/lock                 the writer lock (fs::lock)
 //! <root>/layers/<id>/         layer.json (0600) + the driver's dirs
-//! <root>/mounts/              mount reference counts (driver::mount)
+//! <root>/driver/              the driver's home: its mount reference
+//!                             counts (driver::mount) and store-wide state
 //! <root>/tmp/                 staging; garbage unless a live writer holds it
 //! ```
 //!
@@ -17,7 +18,6 @@
 //! `layers/`.
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,14 +26,11 @@ use rustix::fs::{FlockOperation, RenameFlags, CWD};
 use rustix::io::Errno;
 
 use crate::error::{Error, IoContext, Result};
-use crate::graph::ids;
-use crate::graph::lock::LockGuard;
+use crate::fs::lock::LockGuard;
 use crate::graph::record::LayerRecord;
+use crate::ids::{self, LayerId};
 
-/// Mode of every directory the store makes.
-pub const DIR_MODE: u32 = 0o700;
-/// Mode of metadata files (the seed writes image json 0600).
-pub const FILE_MODE: u32 = 0o600;
+pub use crate::fs::private::{fsync_dir, write_atomic, write_replace, DIR_MODE, FILE_MODE};
 /// A layer's metadata file inside its directory.
 pub const LAYER_JSON: &str = "layer.json";
 /// The tar-split record of a registered layer, in its directory.
@@ -76,9 +73,26 @@ impl Layout {
         self.root.join("tmp")
     }
 
-    /// `<root>/mounts`.
-    pub fn mounts_dir(&self) -> PathBuf {
+    /// `<root>/driver`: the driver's own home (see [`crate::driver`]).
+    pub fn driver_home(&self) -> PathBuf {
+        self.root.join("driver")
+    }
+
+    /// Where stores before the driver had a home kept mount records.
+    fn legacy_mounts_dir(&self) -> PathBuf {
         self.root.join("mounts")
+    }
+
+    /// Move the mount records of a store made before the driver had a home
+    /// (`<root>/mounts`) to `<root>/driver/mounts`; idempotent.
+    pub fn move_legacy_mounts(&self, held: &LockGuard<'_>) -> Result<()> {
+        held.ensure_exclusive()?;
+        let (old, new) = (self.legacy_mounts_dir(), self.driver_home().join("mounts"));
+        if old.symlink_metadata().is_err() || new.symlink_metadata().is_ok() {
+            return Ok(());
+        }
+        std::fs::rename(&old, &new).at("rename", &old)?;
+        fsync_dir(self.root())
     }
 
     /// [`Error::LayerNotFound`] for `id` in this store.
@@ -89,10 +103,14 @@ impl Layout {
         }
     }
 
+    /// `<root>/layers/<id>`: only a checked id becomes a path.
+    pub fn dir_of(&self, id: &LayerId) -> PathBuf {
+        self.layers_dir().join(id)
+    }
+
     /// `<root>/layers/<id>`, after checking `id`.
     pub fn layer_dir(&self, id: &str) -> Result<PathBuf> {
-        ids::validate_id(id)?;
-        Ok(self.layers_dir().join(id))
+        Ok(self.dir_of(&LayerId::new(id)?))
     }
 
     /// Make the root (and its missing parents) and its directories (mode
@@ -107,7 +125,7 @@ impl Layout {
             self.root.clone(),
             self.layers_dir(),
             self.tmp_dir(),
-            self.mounts_dir(),
+            self.driver_home(),
         ] {
             make_dir(&d)?;
         }
@@ -120,7 +138,7 @@ impl Layout {
     /// writable by no one else. Anything else is [`Error::Corrupt`] naming it.
     pub fn check_dirs(&self) -> Result<()> {
         let me = rustix::process::geteuid().as_raw();
-        for d in [self.layers_dir(), self.tmp_dir(), self.mounts_dir()] {
+        for d in [self.layers_dir(), self.tmp_dir(), self.driver_home()] {
             let m = d.symlink_metadata().at("lstat", &d)?;
             use std::os::unix::fs::MetadataExt;
             let what = if m.file_type().is_symlink() {
@@ -389,16 +407,6 @@ fn remove_tree(path: &Path) -> Result<()> {
     crate::fs::remove::remove_path(path)
 }
 
-/// fsync a directory, making the renames and creations in it durable.
-pub fn fsync_dir(path: &Path) -> Result<()> {
-    let dir = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(path)
-        .at("open", path)?;
-    dir.sync_all().at("fsync", path)
-}
-
 /// `renameat2(RENAME_NOREPLACE)`, or a checked plain rename where the
 /// filesystem lacks the flag.
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
@@ -420,52 +428,10 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
-/// Write `name` in `dir` atomically with `mode`: a temp file in the same
-/// directory, fsync, rename over `name`, fsync the directory. Readers see
-/// the old content or the new, never a mix; a crash leaves at most a
-/// `.<name>.tmp-*` file.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8], mode: u32) -> Result<()> {
-    write_replace(dir, name, data, mode, true)
-}
-
-/// [`write_atomic`], with the fsyncs only if `durable`: for state that is
-/// void after a reboot anyway (mount counts), atomicity is all that matters.
-pub fn write_replace(dir: &Path, name: &str, data: &[u8], mode: u32, durable: bool) -> Result<()> {
-    if !crate::fs::is_single_component(name.as_ref()) {
-        return Err(Error::InvalidArgument(format!("bad file name {name:?}")));
-    }
-    let tmp = dir.join(format!(".{}", unique_name(&format!("{name}.tmp"))));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&tmp)
-            .at("create", &tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))
-            .at("chmod", &tmp)?;
-        f.write_all(data).at("write", &tmp)?;
-        if durable {
-            f.sync_all().at("fsync", &tmp)?;
-        }
-        let dest = dir.join(name);
-        std::fs::rename(&tmp, &dest).at("rename", &dest)?;
-        if durable {
-            fsync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::lock::StoreLock;
+    use crate::fs::lock::StoreLock;
     use std::os::unix::fs::MetadataExt;
 
     fn mode(p: &Path) -> u32 {

@@ -1,23 +1,27 @@
-//! The store under the graph: layer ids, the writer lock, the on-disk
-//! layout, layer records, and opening a store.
+//! The store under the graph: the on-disk layout, layer records, and
+//! opening a store (layer ids and the writer lock are below it, in
+//! [`crate::ids`] and [`crate::fs::lock`], shared with the drivers).
 //!
 //! [`Graph`] and [`Layer`] (DESIGN.md §4) are built on these.
 
+mod ancestry;
+mod diffs;
 #[allow(clippy::module_inception)]
 pub mod graph;
-pub mod ids;
 pub mod layer;
 pub mod layout;
-pub mod lock;
+mod make;
+mod mounts;
 pub mod record;
+mod remove;
 pub mod store;
 pub mod time;
 
+pub use crate::fs::lock::{LockGuard, LockMode, StoreLock};
+pub use crate::ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
 pub use graph::{Graph, Metadata};
-pub use ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
 pub use layer::Layer;
 pub use layout::{Layout, Staging};
-pub use lock::{LockGuard, LockMode, StoreLock};
 pub use record::LayerRecord;
 pub use store::{Store, StoreConfig};
 pub use time::Timestamp;

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::graph::ids;
 use crate::graph::time::Timestamp;
+use crate::ids;
 
 /// One layer's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

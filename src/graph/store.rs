@@ -6,8 +6,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fs::lock::{LockGuard, StoreLock};
 use crate::graph::layout::{self, Layout};
-use crate::graph::lock::{LockGuard, StoreLock};
 
 /// The on-disk format this code reads and writes.
 ///
@@ -83,6 +83,7 @@ impl Store {
                     c
                 }
             };
+            layout.move_legacy_mounts(&g)?;
             layout.clean_tmp(&g)?;
             config
         };

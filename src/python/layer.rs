@@ -260,12 +260,8 @@ impl Mounted {
 
 /// The 12-character short form of an id (`-init` kept).
 fn short(id: &str) -> String {
-    match id.strip_suffix(crate::graph::ids::INIT_SUFFIX) {
-        Some(base) => format!(
-            "{}{}",
-            &base[..12.min(base.len())],
-            crate::graph::ids::INIT_SUFFIX
-        ),
+    match id.strip_suffix(crate::ids::INIT_SUFFIX) {
+        Some(base) => format!("{}{}", &base[..12.min(base.len())], crate::ids::INIT_SUFFIX),
         None => id[..12.min(id.len())].to_owned(),
     }
 }

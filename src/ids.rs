@@ -43,6 +43,48 @@ pub fn validate_id(id: &str) -> Result<()> {
     }
 }
 
+/// A layer id that has been checked ([`validate_id`]): the one kind of id
+/// a path is ever built from (`layers/<id>`, `mounts/<id>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LayerId(String);
+
+impl LayerId {
+    /// Check `id` (see [`validate_id`]).
+    pub fn new(id: &str) -> Result<LayerId> {
+        validate_id(id)?;
+        Ok(LayerId(id.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it names an init layer (`<id>-init`).
+    pub fn is_init(&self) -> bool {
+        self.0.ends_with(INIT_SUFFIX)
+    }
+}
+
+impl std::ops::Deref for LayerId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for LayerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<std::path::Path> for LayerId {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
 /// Whether `id` names an init layer.
 pub fn is_init_id(id: &str) -> bool {
     id.ends_with(INIT_SUFFIX) && is_valid_id(id)

@@ -303,7 +303,7 @@ mod tests {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "graph::lock::tests::processes_exclude_each_other",
+                "fs::lock::tests::processes_exclude_each_other",
                 "--test-threads=1",
             ])
             .env(CHILD_ENV, dir)
