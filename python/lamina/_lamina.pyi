@@ -221,6 +221,16 @@ class Graph:
     def delete(self, layer: _Ref) -> None:
         """Refused with :class:`LayerInUse` while mounted or with children."""
     def status(self) -> dict[str, Any]: ...
+    def check(self) -> dict[str, Any]:
+        """Check every layer, changing nothing: complete, mountable, its files
+        give back its tar (reassembled and hashed against its diff ID and
+        chain ID), size records right, no stuck leftovers. ``{"layers": N,
+        "problems": [{"layer": id, "path": ..., "what": ...}, ...]}``;
+        ``problems`` is empty when all is well."""
+    def repair(self) -> dict[str, Any]:
+        """Remove what cannot be saved (a broken layer and the layers above
+        it), rebuild what can (size records, mount counts, ``tmp/``): the
+        dict of :meth:`check` after it, plus ``actions``, what was done."""
     def close(self) -> None:
         """Unmount what this graph mounted."""
     def __enter__(self) -> Graph: ...

@@ -149,6 +149,26 @@ pub struct Reconciled {
     pub orphaned: Vec<String>,
 }
 
+impl Reconciled {
+    /// What changed, a line each.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.dead_refs > 0 {
+            out.push(format!(
+                "{} mount reference(s) of processes that are gone dropped",
+                self.dead_refs
+            ));
+        }
+        for id in &self.vanished {
+            out.push(format!("layer {id}: counts dropped, its mount is gone"));
+        }
+        for id in &self.orphaned {
+            out.push(format!("layer {id}: mounted with no live reference"));
+        }
+        out
+    }
+}
+
 /// The mount reference counts of one store.
 #[derive(Debug)]
 pub struct MountRefs<M: Mounter> {

@@ -147,6 +147,10 @@ impl Driver for Vfs {
             .ok_or_else(|| super::not_mounted(layer))
     }
 
+    fn reconcile_mounts(&self) -> Result<Vec<String>> {
+        Ok(self.refs.transaction()?.reconcile()?.describe())
+    }
+
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
         self.refs.count(layer.id)
     }

@@ -280,6 +280,25 @@ impl Layout {
         Ok(removed)
     }
 
+    /// What is in `tmp/` and held by no live [`Staging`]: what a clean-up
+    /// would remove (and, where it could not, what is stuck there).
+    pub fn tmp_leftovers(&self) -> Result<Vec<PathBuf>> {
+        let tmp = self.tmp_dir();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&tmp).at("readdir", &tmp)? {
+            let path = entry.at("readdir", &tmp)?.path();
+            let is_dir = match path.symlink_metadata() {
+                Ok(m) => m.is_dir(),
+                Err(_) => continue,
+            };
+            if !is_dir || matches!(lock_dir(&path, false), Ok(Some(_))) {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Take layer `id` out of the store: rename its directory into `tmp/`
     /// (so the layer is gone at once, atomically), then remove the tree.
     /// A crash during the removal leaves only garbage in `tmp/`.

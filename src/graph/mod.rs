@@ -5,6 +5,7 @@
 //! [`Graph`] and [`Layer`] (DESIGN.md §4) are built on these.
 
 mod ancestry;
+pub mod check;
 mod diffs;
 #[allow(clippy::module_inception)]
 pub mod graph;
@@ -19,6 +20,7 @@ pub mod time;
 
 pub use crate::fs::lock::{LockGuard, LockMode, StoreLock};
 pub use crate::ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
+pub use check::{CheckReport, Finding};
 pub use graph::{Graph, Metadata};
 pub use layer::Layer;
 pub use layout::{Layout, Staging};
