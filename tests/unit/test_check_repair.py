@@ -76,7 +76,7 @@ def test_wrong_size_records_are_rebuilt(tmp_path: Path) -> None:
 
 def test_incomplete_and_orphaned_layers_are_removed(tmp_path: Path) -> None:
     with open_graph(tmp_path / "s", "vfs") as g:
-        base, mid, top = _chain(g)
+        base, _mid, top = _chain(g)
         (_layer_dir(g, top) / "layer.json").unlink()
         shutil.rmtree(_layer_dir(g, base) / "root")
         problems = {(p["layer"], p["what"].split(":")[0]) for p in g.check()["problems"]}
