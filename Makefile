@@ -11,7 +11,7 @@ SYSDEPS := $(VENV)/.system-deps-stamp
 export CARGO_TERM_QUIET ?= true
 
 .PHONY: all demo test build check lint fmt test-rust test-unit test-unit-unprivileged \
-        test-integration test-docker bench fuzz clean
+        test-integration test-docker bench fuzz torture clean
 
 all: build
 
@@ -59,6 +59,12 @@ test-docker: build $(SYSDEPS)
 
 bench: build $(SYSDEPS)
 	$(PY) bench/run.py
+
+# Crash torture at full count: 250 trials per driver, each a writer killed
+# at a crash point drawn from the seed, the store checked after.
+TORTURE_TRIALS ?= 250
+torture: build $(SYSDEPS)
+	LAMINA_TORTURE_TRIALS=$(TORTURE_TRIALS) bash tests/run_integration.sh tests/integration/test_torture.py
 
 # cargo-fuzz targets (nightly + libFuzzer), each for FUZZ_SECONDS, seeded
 # from the adversarial corpus; crashes land in fuzz/artifacts/<target>/.

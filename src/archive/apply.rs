@@ -171,6 +171,7 @@ fn run(
                 content += h.size;
                 let name = h.path.clone();
                 ap.entry(&mut rdr, h).map_err(|e| e.in_entry(&name))?;
+                crate::crashpoint::hit();
                 n += 1;
             }
             Ok::<(u64, u64), Error>((n, content))

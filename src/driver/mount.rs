@@ -143,9 +143,9 @@ pub struct Reconciled {
     pub dead_refs: u32,
     /// Layers whose counts were dropped because their mount is gone.
     pub vanished: Vec<String>,
-    /// Layers still mounted with no live reference (reused by the next
-    /// get). With [`crate::driver::mounter::NoMounts`], layers whose every
-    /// owner is gone: their record is dropped, there is nothing to unmount.
+    /// Layers that were still mounted with no live reference: unmounted.
+    /// With [`crate::driver::mounter::NoMounts`], layers whose every owner
+    /// is gone: their record is dropped, there is nothing to unmount.
     pub orphaned: Vec<String>,
 }
 
@@ -163,7 +163,7 @@ impl Reconciled {
             out.push(format!("layer {id}: counts dropped, its mount is gone"));
         }
         for id in &self.orphaned {
-            out.push(format!("layer {id}: mounted with no live reference"));
+            out.push(format!("layer {id}: unmounted, no live process held it"));
         }
         out
     }
@@ -338,6 +338,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         let (mut rec, mounted) = self.live(id, target)?;
         if !mounted {
             self.refs.mounter.mount(spec, target)?;
+            crate::crashpoint::hit();
         }
         let me = if persist { Owner::PERSISTENT } else { self.me };
         match rec.refs.iter_mut().find(|r| r.owner == me) {
@@ -380,6 +381,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         }
         if rec.refs.is_empty() && mounted {
             self.refs.mounter.unmount(target)?;
+            crate::crashpoint::hit();
         }
         self.store(id, &rec)?;
         Ok(Some(rec.total()))
@@ -464,6 +466,9 @@ impl<M: Mounter> MountTxn<'_, M> {
                 }
                 rec.refs.clear();
             } else if rec.refs.is_empty() {
+                // Mounted by processes that are gone: a crashed writer must
+                // leave no mount behind once the store is opened again.
+                self.refs.mounter.unmount(&rec.target)?;
                 out.orphaned.push(id.clone());
             }
             rec.boot_id = self.refs.boot_id.clone();

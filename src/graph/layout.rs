@@ -225,6 +225,7 @@ impl Layout {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE))
                         .at("chmod", &path)?;
                     let lock = lock_dir(&path, true)?.expect("blocking flock");
+                    crate::crashpoint::hit();
                     return Ok(Staging {
                         path,
                         _lock: lock,
@@ -306,10 +307,12 @@ impl Layout {
         held.ensure_exclusive()?;
         let dir = self.layer_dir(id)?;
         let gone = self.stage(held, "rm")?;
+        crate::crashpoint::hit();
         std::fs::rename(&dir, gone.path().join("layer")).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => self.not_found(id),
             _ => Error::io("rename", &dir, e),
         })?;
+        crate::crashpoint::hit();
         fsync_dir(&self.layers_dir())?;
         gone.remove()
     }
@@ -348,7 +351,9 @@ impl Staging {
     pub fn commit(mut self, _held: &LockGuard<'_>, layout: &Layout, id: &str) -> Result<PathBuf> {
         let dest = layout.layer_dir(id)?;
         let dir = File::open(&self.path).at("open", &self.path)?;
+        crate::crashpoint::hit();
         rustix::fs::syncfs(&dir).at("syncfs", &self.path)?;
+        crate::crashpoint::hit();
         rename_noreplace(&self.path, &dest).map_err(|e| match e {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 Error::LayerExists(id.to_owned())
@@ -356,6 +361,7 @@ impl Staging {
             e => e,
         })?;
         self.done = true;
+        crate::crashpoint::hit();
         fsync_dir(&layout.layers_dir())?;
         Ok(dest)
     }
