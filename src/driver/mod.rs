@@ -130,6 +130,13 @@ pub trait Driver: Send + Sync {
     /// tree for overlay and vfs, the layer's own `diff/` for overlay2).
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;
 
+    /// The directories whose overlay union is the layer's view, uppermost
+    /// first: what reads the view without mounting it. Each is in overlay
+    /// form (a 0/0 character device hides the path in the directories
+    /// below, `overlay.opaque=y` a directory's content below); a full tree
+    /// (overlay's `root/`, vfs) is a stack of one.
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf>;
+
     /// Remove the layer: fails with [`crate::Error::LayerInUse`] while a
     /// live process has it mounted; otherwise unmounts what is left mounted
     /// and calls `remove_dir` (which takes the directory out of the store)

@@ -266,6 +266,13 @@ impl Driver for Overlay {
         root.is_dir().then_some(root)
     }
 
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf> {
+        match self.tree(layer) {
+            Some(root) => vec![root],
+            None => vec![layer.dir.join(UPPER), Self::lower_of(layer.dir, parents)],
+        }
+    }
+
     fn remove(
         &self,
         layer: LayerDir<'_>,

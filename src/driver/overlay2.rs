@@ -472,6 +472,13 @@ impl Driver for Overlay2 {
         (Self::is_committed(layer) && diff.is_dir()).then_some(diff)
     }
 
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf> {
+        std::iter::once(layer)
+            .chain(parents.iter().rev().copied())
+            .map(|l| l.dir.join(DIFF))
+            .collect()
+    }
+
     fn remove(
         &self,
         layer: LayerDir<'_>,
@@ -720,6 +727,24 @@ mod tests {
             d.get(ro, &[], true, false),
             Err(Error::InvalidArgument(_))
         ));
+        // A userspace view reads the same stack, the layer's own on top.
+        let cdir = root.join("layers").join(c.id());
+        let dirs: Vec<PathBuf> = layers
+            .iter()
+            .map(|l| root.join("layers").join(l.id()))
+            .collect();
+        let parents: Vec<LayerDir<'_>> = layers
+            .iter()
+            .zip(&dirs)
+            .map(|(l, dir)| LayerDir { id: l.id(), dir })
+            .collect();
+        let me = LayerDir {
+            id: c.id(),
+            dir: &cdir,
+        };
+        let mut want = vec![diff(&c)];
+        want.extend(layers.iter().rev().map(diff));
+        assert_eq!(d.stack(me, &parents), want);
         assert!(d.layers_apply_independently());
         f.g.close().unwrap();
     }
