@@ -276,16 +276,17 @@ impl Overlay2 {
         layer.dir.join(COMMITTED).exists()
     }
 
-    /// `diff/`, `merged/` and `link` of a new layer in `dir`.
+    /// `diff/`, `merged/` and `link` of a new layer in `dir`. (No fsync:
+    /// the graph syncs a staging directory whole before it lands.)
     fn make_layer(dir: &Path, diff_like: Option<&Path>) -> Result<()> {
         make_diff(&dir.join(DIFF), diff_like)?;
         mkdir(&dir.join(MERGED), 0o700)?;
         let short = crate::ids::random_id()?[..SHORT_LEN].to_ascii_uppercase();
-        crate::fs::private::write_atomic(dir, LINK, short.as_bytes(), 0o600)
+        crate::fs::private::write_replace(dir, LINK, short.as_bytes(), 0o600, false)
     }
 
     fn commit_marker(dir: &Path) -> Result<()> {
-        crate::fs::private::write_atomic(dir, COMMITTED, b"", 0o600)
+        crate::fs::private::write_replace(dir, COMMITTED, b"", 0o600, false)
     }
 
     /// A parent must be a read-only layer: a writable one's `diff/` changes
@@ -435,8 +436,10 @@ impl Driver for Overlay2 {
         let u = m.unmount(&merged);
         r?;
         u?;
-        // From here on the layer is only ever a lower: no work dir.
-        crate::fs::remove::remove_path(&layer.dir.join(WORK))?;
+        // From here on the layer is only ever a lower: its work dir is
+        // scratch space (overlayfs's work/work, mode 000), and one left
+        // behind by a failed removal is only that.
+        let _ = crate::fs::remove::remove_path(&layer.dir.join(WORK));
         Self::commit_marker(layer.dir)
     }
 
