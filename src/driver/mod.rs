@@ -9,6 +9,7 @@
 //! <root>/layers/<id>/<anything else>    the driver: root/, upper/, work/, merged/, diff/, ...
 //! <root>/driver/                        the driver's home: mount records (mounts/),
 //!                                       and whatever else a driver keeps store-wide
+//!                                       (overlay2: short names in l/, an empty/ lower)
 //! ```
 //!
 //! The graph makes a layer's directory (a staging directory under `tmp/`
