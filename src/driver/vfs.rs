@@ -196,9 +196,16 @@ impl Driver for Vfs {
     }
 
     fn status(&self) -> Vec<(String, String)> {
-        self.probe
+        let mut out = self
+            .probe
             .as_ref()
             .map(HostProbe::to_pairs)
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // What `mount()` hands out: the tree itself. Not a fuse-overlayfs
+        // mount for a user without root: this distribution's (1.10) fails
+        // every lookup of a file without its own override record (ENODATA)
+        // and records under its own name, so it cannot show these trees.
+        out.push(("mount".to_owned(), "directory".to_owned()));
+        out
     }
 }
