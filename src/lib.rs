@@ -37,6 +37,7 @@ pub mod error;
 pub mod fs;
 pub mod graph;
 pub mod ids;
+pub mod image;
 pub mod init_layer;
 
 #[cfg(feature = "python")]
@@ -51,7 +52,7 @@ pub use archive::upper::{upper_changes, write_upper_diff};
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
-pub use graph::{Graph, Layer};
+pub use graph::{Graph, Image, Layer};
 pub use init_layer::{
     default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
 };

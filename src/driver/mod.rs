@@ -112,6 +112,17 @@ pub trait Driver: Send + Sync {
         record: &mut dyn Write,
     ) -> Result<ApplyReport>;
 
+    /// Whether a read-only layer's [`Driver::apply_diff`] works without its
+    /// parents' trees (overlay2: each layer's `diff/` holds only its own
+    /// changes), so that the layers of one image may be applied at once.
+    /// Then `apply_diff` is still handed the layer's ancestry, but a parent
+    /// may be a staging directory still being filled: it must not be read,
+    /// and its path must not be kept (it is renamed when the layer lands).
+    /// The seed's overlay and vfs copy their parent's tree: `false`.
+    fn layers_apply_independently(&self) -> bool {
+        false
+    }
+
     /// The directory holding the layer's full tree, where it has one
     /// (read-only layers): the tree a tar-split record is reassembled from.
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;

@@ -5,9 +5,11 @@
 //! [`Graph`] and [`Layer`] (DESIGN.md §4) are built on these.
 
 mod ancestry;
+pub mod chain;
 mod diffs;
 #[allow(clippy::module_inception)]
 pub mod graph;
+pub mod images;
 pub mod layer;
 pub mod layout;
 mod make;
@@ -19,7 +21,9 @@ pub mod time;
 
 pub use crate::fs::lock::{LockGuard, LockMode, StoreLock};
 pub use crate::ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
+pub use chain::{ChainLayer, Progress, ProgressInfo};
 pub use graph::{Graph, Metadata};
+pub use images::{Image, ImageRecord};
 pub use layer::Layer;
 pub use layout::{Layout, Staging};
 pub use record::LayerRecord;
