@@ -537,7 +537,6 @@ mod tests {
             "/app",
             "app/",
             "a_-b",
-            "app:1/x:2",
             "app\0",
             "app:1\n",
             &"a".repeat(300),

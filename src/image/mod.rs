@@ -57,5 +57,8 @@ mod parse;
 mod save;
 mod verify;
 
+#[cfg(test)]
+mod tests;
+
 pub use load::LoadSource;
 pub use save::{SaveFormat, SaveTarget};
