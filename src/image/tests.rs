@@ -283,7 +283,8 @@ fn bad_layouts_leave_the_store_unchanged() {
     let layer = files.last().unwrap().clone();
     let good = std::fs::read(&layer).unwrap();
 
-    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Break<'a> = Box<dyn Fn() + 'a>;
+    let cases: Vec<(&str, Break<'_>)> = vec![
         (
             "digest mismatch",
             Box::new(|| {
