@@ -29,6 +29,10 @@
 //! trees, [`export_diff`] streams the tar of their differences (or of a whole
 //! tree), and [`upper_changes`] / [`write_upper_diff`] do the same from an
 //! overlay upper dir alone, at a cost proportional to the changes.
+//!
+//! Images go in and out through [`image`]: OCI image layouts and docker
+//! archives, loaded into the graph ([`Graph::load`], layers staged and
+//! checked before any lands) and saved from it ([`Graph::save`]).
 
 pub mod archive;
 pub mod copy;

@@ -154,7 +154,11 @@ fn chain_of<'f>(files: &'f Files, img: &FoundImage) -> Vec<ChainLayer<'f>> {
                 diff_id,
             } = l.clone();
             let label = format!("{}: {path}", files.what());
-            let size = digest.as_ref().map(|d| d.1);
+            // A legacy archive's layer has no descriptor: its file's size.
+            let size = digest
+                .as_ref()
+                .map(|d| d.1)
+                .or_else(|| files.open(&path).ok().map(|o| o.size));
             let open_label = label.clone();
             ChainLayer {
                 open: Box::new(move || open_layer(files, &path, digest, &open_label)),

@@ -158,7 +158,12 @@ fn regular_file(obj: &Bound<'_, PyAny>) -> Option<std::fs::File> {
     if at != 0 {
         return None;
     }
-    let st = obj.py().import("os").ok()?.call_method1("fstat", (fd,)).ok()?;
+    let st = obj
+        .py()
+        .import("os")
+        .ok()?
+        .call_method1("fstat", (fd,))
+        .ok()?;
     let mode: u32 = st.getattr("st_mode").ok()?.extract().ok()?;
     if mode & libc::S_IFMT != libc::S_IFREG {
         return None;
@@ -358,4 +363,3 @@ pub(crate) fn image(g: &Graph, py: Python<'_>, name: &str) -> PyResult<PyImage> 
     let img = py.detach(|| g.image(name)).py_err()?;
     Ok(PyImage { img })
 }
-

@@ -10,7 +10,11 @@ import io
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +345,26 @@ def test_progress_and_file_objects(graph: lamina.Graph, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="OCI layout is a directory"):
         graph.save("app:1", io.BytesIO())
     shutil.rmtree(tmp_path / "layout")
+
+
+def test_a_killed_load_leaves_nothing_named(tmp_path: Path) -> None:
+    """A load killed mid-stream (SIGKILL: no clean-up of its own) leaves a
+    store that opens with no image, no layer and an empty ``tmp/``."""
+    big = tar_of({"big": os.urandom(4 << 20).hex()})
+    tar = docker_archive(tmp_path / "a.tar", {"app:1": [BASE, big]}).read_bytes()
+    root = tmp_path / "store"
+    lamina.Graph(root, driver="vfs").close()
+    code = "import lamina, sys; lamina.Graph(sys.argv[1]).load(sys.stdin.buffer)"
+    child = subprocess.Popen([sys.executable, "-c", code, str(root)], stdin=subprocess.PIPE)
+    assert child.stdin is not None
+    child.stdin.write(tar[: len(tar) // 2])
+    child.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not os.listdir(root / "tmp"):
+        assert time.monotonic() < deadline, "the load never started spooling"
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdin.close()
+    with lamina.Graph(root) as g:
+        untouched(g)
