@@ -42,6 +42,14 @@ def image() -> RealImage:
     return real_image()
 
 
+@pytest.fixture(autouse=True)
+def _give_back_space(tmp_path: Path) -> Iterator[None]:
+    """Each test's stores and archives go when it ends: a few hundred MB
+    each, on the suite's tmpfs."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
 def _tree(root: str | Path) -> dict[str, mf.Record]:
     m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
     # `docker export` has no entry for the root itself.
@@ -244,7 +252,7 @@ def test_cli_round_trip_through_pipes(image: RealImage, tmp_path: Path) -> None:
     run("tag", NAME, "copy:2")
     box = run("create", "--image", "copy:2").stdout.decode().strip()
     # save - | load - into a second store
-    other = [sys.executable, "-m", "lamina", "--root", str(tmp_path / "t"), "--driver", "vfs"]
+    other = [sys.executable, "-m", "lamina", "--root", str(tmp_path / "t"), "--driver", "overlay"]
     save = subprocess.Popen([*lam, "save", "copy:2", "-"], stdout=subprocess.PIPE)
     r2 = subprocess.run([*other, "load", "-"], stdin=save.stdout, capture_output=True)
     assert save.wait() == 0 and r2.returncode == 0, r2.stderr.decode()
