@@ -202,6 +202,56 @@ struct Pending<'a> {
     staging: Staging,
 }
 
+/// `f(0)`, `f(1)`, ... `f(n - 1)` on up to `workers` threads, taken in
+/// index order; after a failure no new index is started. The results in
+/// index order, or the first failure in index order (a later index may
+/// have failed only because the run was stopped).
+pub(crate) fn in_order<T: Send>(
+    n: usize,
+    workers: usize,
+    what: &str,
+    f: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    let results: Vec<Mutex<Option<Result<T>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let work = || loop {
+        if failed.load(Ordering::Acquire) {
+            return;
+        }
+        let k = next.fetch_add(1, Ordering::AcqRel);
+        if k >= n {
+            return;
+        }
+        let r = f(k);
+        if r.is_err() {
+            failed.store(true, Ordering::Release);
+        }
+        *results[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+    };
+    let workers = workers.clamp(1, n.max(1));
+    if workers > 1 {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+            for h in handles {
+                h.join().map_err(|p| crate::error::panic_message(what, p))?;
+            }
+            Ok::<(), Error>(())
+        })?;
+    } else {
+        work();
+    }
+    let mut out = Vec::with_capacity(n);
+    for r in results {
+        match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            Some(Ok(x)) => out.push(x),
+            Some(Err(e)) => return Err(e),
+            None => return Err(Error::Internal(format!("{what}: an item was never run"))),
+        }
+    }
+    Ok(out)
+}
+
 impl Graph {
     /// Register the layers of one image, base first, on `parent` (an id or
     /// prefix; `None` for a base). Each layer's default id is the hex of
@@ -345,18 +395,7 @@ impl Graph {
         };
         let slots: Vec<Mutex<Option<Pending<'a>>>> =
             pending.into_iter().map(|p| Mutex::new(Some(p))).collect();
-        let results: Vec<Mutex<Option<Result<Applied>>>> =
-            (0..n).map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let failed = AtomicBool::new(false);
-        let work = || loop {
-            if failed.load(Ordering::Acquire) {
-                return;
-            }
-            let k = next.fetch_add(1, Ordering::AcqRel);
-            if k >= n {
-                return;
-            }
+        in_order(n, workers, "a layer apply worker", |k| {
             let p = slots[k]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -366,39 +405,8 @@ impl Graph {
                 .iter()
                 .map(|(id, dir)| LayerDir { id, dir })
                 .collect();
-            let r = self.apply_one(p, &parents, parent_id(k), progress);
-            if r.is_err() {
-                failed.store(true, Ordering::Release);
-            }
-            *results[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-        };
-        if workers > 1 {
-            std::thread::scope(|s| {
-                let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
-                for h in handles {
-                    h.join()
-                        .map_err(|p| crate::error::panic_message("a layer apply worker", p))?;
-                }
-                Ok::<(), Error>(())
-            })?;
-        } else {
-            work();
-        }
-        // The first failure in chain order is the one reported; a later
-        // layer may have failed only because the run was stopped.
-        let mut out = Vec::with_capacity(n);
-        for r in results {
-            match r.into_inner().unwrap_or_else(|e| e.into_inner()) {
-                Some(Ok(x)) => out.push(x),
-                Some(Err(e)) => return Err(e),
-                None => {
-                    return Err(Error::Internal(
-                        "a layer was never applied after no failure".into(),
-                    ))
-                }
-            }
-        }
-        Ok(out)
+            self.apply_one(p, &parents, parent_id(k), progress)
+        })
     }
 
     /// Apply one layer into its staging directory and check it.
@@ -454,5 +462,32 @@ impl Graph {
             pr.layer_done();
         }
         Ok((p.staging, rec))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_order_keeps_order_and_stops_at_the_first_failure() {
+        for workers in [1, 2, 3] {
+            let got = in_order(7, workers, "t", |k| Ok(k * 10)).unwrap();
+            assert_eq!(got, [0, 10, 20, 30, 40, 50, 60]);
+            let started = AtomicUsize::new(0);
+            let e = in_order(50, workers, "t", |k| {
+                started.fetch_add(1, Ordering::Relaxed);
+                if k >= 3 {
+                    Err(Error::Archive(format!("item {k}")))
+                } else {
+                    Ok(k)
+                }
+            })
+            .unwrap_err();
+            assert_eq!(e.to_string(), "malformed archive: item 3");
+            // Workers stop taking items once one failed.
+            assert!(started.load(Ordering::Relaxed) <= 3 + workers, "{workers}");
+        }
+        assert!(in_order(0, 2, "t", |_| Ok(())).unwrap().is_empty());
     }
 }

@@ -44,6 +44,16 @@ const SMALL_TOTAL: u64 = 64 << 20;
 pub const METADATA_MAX: u64 = 16 << 20;
 /// Links followed in a row inside an archive.
 const LINK_HOPS: usize = 16;
+/// The most entries an image archive may have: a docker save of 100
+/// images of 100 layers has 30,000; what grows past this is a bomb.
+const ENTRIES_MAX: usize = 100_000;
+
+fn too_many(what: &str) -> Error {
+    Error::LimitExceeded {
+        what: format!("{what}: the archive's entries (more than {ENTRIES_MAX})"),
+        limit: ENTRIES_MAX as u64,
+    }
+}
 
 /// Where one file's bytes are.
 #[derive(Clone)]
@@ -221,6 +231,9 @@ impl Files {
                 _ => continue,
             };
             entries.insert(path, entry);
+            if entries.len() > ENTRIES_MAX {
+                return Err(too_many(what));
+            }
         }
         Ok(Files {
             kind: Kinds::Tar {
@@ -295,6 +308,9 @@ impl Files {
                 _ => continue,
             };
             entries.insert(path, entry);
+            if entries.len() > ENTRIES_MAX {
+                return Err(too_many(what));
+            }
         }
         Ok(Files {
             kind: Kinds::Tar {

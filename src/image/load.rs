@@ -62,7 +62,11 @@ impl Graph {
                 (File::open(p).at("open", p)?, p.display().to_string())
             }
             LoadSource::File(f) => (f, "<file object>".to_owned()),
-            LoadSource::Stream(s) => return self.spooled(s, "<stream>", progress),
+            LoadSource::Stream(s) => {
+                // `docker save app | gzip` is a stream too.
+                let mut plain = compression::decompress(s)?;
+                return self.spooled(&mut plain, "<stream>", progress);
+            }
         };
         let shown = Path::new(&what).to_owned();
         let regular = file.metadata().at("stat", &shown)?.is_file();

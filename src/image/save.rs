@@ -25,8 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -179,39 +177,12 @@ fn write_blobs(
     dir: &Path,
     progress: Option<&Progress<'_>>,
 ) -> Result<Vec<Blob>> {
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let results: Vec<Mutex<Option<Result<Blob>>>> =
-        layers.iter().map(|_| Mutex::new(None)).collect();
-    let work = || loop {
-        let k = next.fetch_add(1, Ordering::AcqRel);
-        if k >= layers.len() || failed.load(Ordering::Acquire) {
-            return;
-        }
-        let r = write_blob(&layers[k], c, dir, k, progress);
-        if r.is_err() {
-            failed.store(true, Ordering::Release);
-        }
-        *results[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-    };
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..crate::graph::chain::APPLY_WORKERS.min(layers.len()))
-            .map(|_| s.spawn(work))
-            .collect();
-        for h in hs {
-            h.join()
-                .map_err(|p| crate::error::panic_message("a layer save worker", p))?;
-        }
-        Ok::<(), Error>(())
-    })?;
-    results
-        .into_iter()
-        .map(|r| {
-            r.into_inner()
-                .unwrap_or_else(|e| e.into_inner())
-                .unwrap_or_else(|| Err(Error::Internal("a layer was not saved".into())))
-        })
-        .collect()
+    crate::graph::chain::in_order(
+        layers.len(),
+        crate::graph::chain::APPLY_WORKERS,
+        "a layer save worker",
+        |k| write_blob(&layers[k], c, dir, k, progress),
+    )
 }
 
 /// The original manifest where it lists exactly these blobs, else a new one.

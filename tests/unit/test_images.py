@@ -153,7 +153,9 @@ def check_app(img: lamina.Image) -> None:
     assert img.created.isoformat() == "2024-05-06T07:08:09.500000+00:00"
 
 
-@pytest.mark.parametrize("kind", ["dir", "tar", "file", "stream", "bytes", "gzip-tar"])
+@pytest.mark.parametrize(
+    "kind", ["dir", "tar", "file", "stream", "bytes", "gzip-tar", "gzip-stream"]
+)
 def test_load_an_oci_layout(graph: lamina.Graph, tmp_path: Path, kind: str) -> None:
     manifest = oci_layout(tmp_path / "layout")
     tar = tar_dir(tmp_path / "layout", tmp_path / "layout.tar")
@@ -168,6 +170,8 @@ def test_load_an_oci_layout(graph: lamina.Graph, tmp_path: Path, kind: str) -> N
         images = graph.load(io.BytesIO(tar.read_bytes()))
     elif kind == "bytes":
         images = graph.load(tar.read_bytes())
+    elif kind == "gzip-stream":
+        images = graph.load(io.BytesIO(gzip.compress(tar.read_bytes())))
     else:
         gz = tmp_path / "layout.tar.gz"
         gz.write_bytes(gzip.compress(tar.read_bytes()))
