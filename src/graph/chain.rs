@@ -76,6 +76,8 @@ pub struct Progress<'a> {
     total_bytes: AtomicU64,
     layers: AtomicUsize,
     total_layers: AtomicUsize,
+    /// Reading a source whole before applying (see `start_applying`).
+    reading: AtomicBool,
     callback: &'a (dyn Fn(ProgressInfo) + Sync),
 }
 
@@ -90,6 +92,7 @@ impl<'a> Progress<'a> {
             total_bytes: AtomicU64::new(0),
             layers: AtomicUsize::new(0),
             total_layers: AtomicUsize::new(0),
+            reading: AtomicBool::new(true),
             callback,
         }
     }
@@ -118,6 +121,7 @@ impl<'a> Progress<'a> {
     /// A new phase: bytes done and to do start again from 0 (loading a
     /// stream reads it whole first, then applies what it spooled).
     pub fn start_applying(&self) {
+        self.reading.store(false, Ordering::Relaxed);
         self.bytes.store(0, Ordering::Relaxed);
         self.total_bytes.store(0, Ordering::Relaxed);
     }
@@ -141,12 +145,29 @@ impl<'a> Progress<'a> {
 pub struct Counted<'p, R> {
     inner: R,
     progress: Option<&'p Progress<'p>>,
+    /// Counted only until the applying starts (a whole source being read:
+    /// what the apply reads of it is counted by the apply).
+    source: bool,
 }
 
 impl<'p, R> Counted<'p, R> {
     /// `inner`, counted into `progress` (if any).
     pub fn new(inner: R, progress: Option<&'p Progress<'p>>) -> Self {
-        Counted { inner, progress }
+        Counted {
+            inner,
+            progress,
+            source: false,
+        }
+    }
+
+    /// `inner`, a whole source, counted into `progress` until
+    /// [`Progress::start_applying`].
+    pub fn source(inner: R, progress: Option<&'p Progress<'p>>) -> Self {
+        Counted {
+            inner,
+            progress,
+            source: true,
+        }
     }
 }
 
@@ -154,7 +175,9 @@ impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let Some(p) = self.progress {
-            p.bytes_done(n as u64);
+            if !self.source || p.reading.load(Ordering::Relaxed) {
+                p.bytes_done(n as u64);
+            }
         }
         Ok(n)
     }

@@ -9,10 +9,8 @@
 //!   seeking over every payload, gives each file's offset and size; layer
 //!   blobs are then read in place with `pread`, several at once, and
 //!   nothing is copied;
-//! - a tar stream (a pipe): what it holds can only be read in order, and
-//!   the metadata that says what the layers are comes last (see the
-//!   module docs of [`super`]), so small files are kept in memory and
-//!   large ones spooled to the store's `tmp/`, hashed as they pass.
+//! - a tar stream (a pipe): read in order, as far as the load asks, what
+//!   passes on the way kept (see [`super::stream`]).
 //!
 //! Paths are cleaned (`./` and empty components dropped) before lookup;
 //! a path with `..` or a leading `/` is refused, never resolved. Links in
@@ -21,34 +19,33 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::fs::{FileType, Mode, OFlags};
-use sha2::{Digest, Sha256};
 
-use crate::archive::digest::hex_id;
 use crate::archive::reader::{Kind, NoRecord, TarReader};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::root::Root;
-use crate::graph::chain::{source_error, Counted, Progress};
+use crate::graph::chain::source_error;
 use crate::graph::Staging;
+use crate::image::stream::{Found, Stream};
 
 /// Files up to this size are kept in memory when a tar is streamed.
-const SMALL: u64 = 1 << 20;
+pub(super) const SMALL: u64 = 1 << 20;
 /// The most bytes kept in memory for small files of one stream.
-const SMALL_TOTAL: u64 = 64 << 20;
+pub(super) const SMALL_TOTAL: u64 = 64 << 20;
 /// The largest metadata file (index, manifest, config) read.
 pub const METADATA_MAX: u64 = 16 << 20;
 /// Links followed in a row inside an archive.
-const LINK_HOPS: usize = 16;
+pub(super) const LINK_HOPS: usize = 16;
 /// The most entries an image archive may have: a docker save of 100
 /// images of 100 layers has 30,000; what grows past this is a bomb.
-const ENTRIES_MAX: usize = 100_000;
+pub(super) const ENTRIES_MAX: usize = 100_000;
 
-fn too_many(what: &str) -> Error {
+pub(super) fn too_many(what: &str) -> Error {
     Error::LimitExceeded {
         what: format!("{what}: the archive's entries (more than {ENTRIES_MAX})"),
         limit: ENTRIES_MAX as u64,
@@ -57,7 +54,7 @@ fn too_many(what: &str) -> Error {
 
 /// Where one file's bytes are.
 #[derive(Clone)]
-enum Data {
+pub(super) enum Data {
     Mem(Arc<Vec<u8>>),
     Range {
         file: Arc<File>,
@@ -69,25 +66,25 @@ enum Data {
 }
 
 #[derive(Clone)]
-enum Entry {
+pub(super) enum Entry {
     Data(Data),
     /// A hard or symbolic link, to this (clean) path in the archive.
     Link(String),
 }
 
 /// The files of a layout or archive (see the module docs).
-pub struct Files {
-    kind: Kinds,
+pub struct Files<'s> {
+    kind: Kinds<'s>,
     /// What the source is, for messages.
     what: String,
 }
 
-enum Kinds {
+enum Kinds<'s> {
     Dir(Root),
+    /// A stream, read as far as the load asked.
+    Stream(Stream<'s>),
     Tar {
         entries: HashMap<String, Entry>,
-        /// The spool of a streamed tar, removed with it.
-        _spool: Option<Staging>,
     },
 }
 
@@ -104,7 +101,7 @@ pub struct Opened<'a> {
 
 /// `path` without `./`, empty components or a leading `/`; `None` when it
 /// has a `..` component.
-fn clean(path: &str) -> Option<String> {
+pub(super) fn clean(path: &str) -> Option<String> {
     let mut out: Vec<&str> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -118,7 +115,7 @@ fn clean(path: &str) -> Option<String> {
 
 /// A symlink's target, seen from the link at `at`, as a clean archive
 /// path; `None` where it climbs above the archive's root.
-fn resolve_link(at: &str, target: &str) -> Option<String> {
+pub(super) fn resolve_link(at: &str, target: &str) -> Option<String> {
     let mut out: Vec<&str> = if target.starts_with('/') {
         Vec::new()
     } else {
@@ -138,7 +135,7 @@ fn resolve_link(at: &str, target: &str) -> Option<String> {
     Some(out.join("/"))
 }
 
-fn not_a_tar(what: &str, e: Error) -> Error {
+pub(super) fn not_a_tar(what: &str, e: Error) -> Error {
     match e {
         Error::Archive(m) => Error::Archive(format!(
             "{what} is not an image archive (a tar of an OCI layout, or what docker save \
@@ -174,9 +171,9 @@ impl Read for RangeReader {
     }
 }
 
-impl Files {
+impl<'s> Files<'s> {
     /// The files of the OCI image layout directory `path`.
-    pub fn open_dir(path: &Path) -> Result<Files> {
+    pub fn open_dir(path: &Path) -> Result<Files<'s>> {
         Ok(Files {
             kind: Kinds::Dir(Root::open(path)?),
             what: path.display().to_string(),
@@ -185,7 +182,7 @@ impl Files {
 
     /// The files of the tar `file`, which can seek: its headers are read
     /// and its payloads skipped. `what` names it in messages.
-    pub fn index_tar(file: File, what: &str) -> Result<Files> {
+    pub fn index_tar(file: File, what: &str) -> Result<Files<'s>> {
         let shown = Path::new(what);
         let len = file.metadata().at("stat", shown)?.len();
         let file = Arc::new(file);
@@ -236,89 +233,37 @@ impl Files {
             }
         }
         Ok(Files {
-            kind: Kinds::Tar {
-                entries,
-                _spool: None,
-            },
+            kind: Kinds::Tar { entries },
             what: what.to_owned(),
         })
     }
 
-    /// The files of the tar stream `src`, read to its end: small files in
-    /// memory, large ones spooled into `spool` (a staging directory under
-    /// the store's `tmp/`, removed with the returned value), hashed as
-    /// they are written.
-    pub fn spool_tar(
-        src: &mut (dyn Read + Send),
-        spool: Staging,
-        what: &str,
-        progress: Option<&Progress<'_>>,
-    ) -> Result<Files> {
-        let src = Counted::new(src, progress);
-        let mut rdr = BufReader::with_capacity(1 << 20, src);
-        let mut rec = NoRecord;
-        let mut tr = TarReader::new(&mut rdr, &mut rec);
-        let mut entries = HashMap::new();
-        let mut in_memory = 0u64;
-        let mut n = 0usize;
-        let read_err = |e: Error| match e {
-            Error::Io { source, .. } => source_error(source),
-            e => not_a_tar(what, e),
-        };
-        while let Some(h) = tr.next_entry().map_err(read_err)? {
-            let name = String::from_utf8_lossy(&h.path).into_owned();
-            let Some(path) = clean(&name) else { continue };
-            let entry = match h.kind {
-                Kind::File if h.size <= SMALL && in_memory + h.size <= SMALL_TOTAL => {
-                    in_memory += h.size;
-                    let mut data = Vec::with_capacity(h.size as usize);
-                    while tr.with_payload(&mut |b| {
-                        data.extend_from_slice(b);
-                        Ok(())
-                    })? {}
-                    Entry::Data(Data::Mem(Arc::new(data)))
-                }
-                Kind::File => {
-                    n += 1;
-                    let at = spool.path().join(format!("{n}"));
-                    let f = create_private(&at)?;
-                    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-                    let mut hasher = Sha256::new();
-                    while tr.with_payload(&mut |b| {
-                        hasher.update(b);
-                        w.write_all(b).at("write", &at)
-                    })? {}
-                    w.flush().at("write", &at)?;
-                    let file = File::open(&at).at("open", &at)?;
-                    Entry::Data(Data::Range {
-                        file: Arc::new(file),
-                        offset: 0,
-                        len: h.size,
-                        sha256: Some(hex_id(&hasher.finalize())),
-                    })
-                }
-                Kind::Hardlink => match clean(&String::from_utf8_lossy(&h.linkname)) {
-                    Some(t) => Entry::Link(t),
-                    None => continue,
-                },
-                Kind::Symlink => match resolve_link(&path, &String::from_utf8_lossy(&h.linkname)) {
-                    Some(t) => Entry::Link(t),
-                    None => continue,
-                },
-                _ => continue,
-            };
-            entries.insert(path, entry);
-            if entries.len() > ENTRIES_MAX {
-                return Err(too_many(what));
-            }
-        }
-        Ok(Files {
-            kind: Kinds::Tar {
-                entries,
-                _spool: Some(spool),
-            },
+    /// The files of the tar stream `src`, read as far as they are asked
+    /// for (see [`super::stream`]); what passes is spooled into `spool` (a
+    /// staging directory under the store's `tmp/`, removed with the
+    /// returned value).
+    pub fn stream_tar(src: Box<dyn Read + Send + 's>, spool: Staging, what: &str) -> Files<'s> {
+        Files {
+            kind: Kinds::Stream(Stream::new(src, spool, what)),
             what: what.to_owned(),
-        })
+        }
+    }
+
+    /// Payload bytes a stream kept so far.
+    #[cfg(test)]
+    pub fn kept(&self) -> u64 {
+        match &self.kind {
+            Kinds::Stream(s) => s.kept(),
+            _ => 0,
+        }
+    }
+
+    /// Read a stream to its end; nothing for the other kinds.
+    pub fn finish(&self) -> Result<()> {
+        match &self.kind {
+            Kinds::Stream(s) => s.finish(),
+            _ => Ok(()),
+        }
     }
 
     /// What the files come from, for messages.
@@ -340,26 +285,51 @@ impl Files {
         })
     }
 
-    /// Whether `path` is there.
+    /// Whether `path` is there (a stream is read on until it comes).
     pub fn exists(&self, path: &str) -> bool {
         match &self.kind {
             Kinds::Dir(_) => self.open(path).is_ok(),
             Kinds::Tar { .. } => self.find(path).is_some(),
+            Kinds::Stream(s) => matches!(s.find(path, false), Ok((Found::Data(_), _))),
         }
     }
 
-    fn find(&self, path: &str) -> Option<&Data> {
+    fn find(&self, path: &str) -> Option<Data> {
         let Kinds::Tar { entries, .. } = &self.kind else {
             return None;
         };
         let mut at = clean(path)?;
         for _ in 0..LINK_HOPS {
             match entries.get(&at)? {
-                Entry::Data(d) => return Some(d),
+                Entry::Data(d) => return Some(d.clone()),
                 Entry::Link(t) => at = t.clone(),
             }
         }
         None
+    }
+
+    fn open_data(&self, d: Data) -> Opened<'_> {
+        match d {
+            Data::Mem(v) => Opened {
+                size: v.len() as u64,
+                reader: Box::new(std::io::Cursor::new(MemBytes(v))),
+                sha256: None,
+            },
+            Data::Range {
+                file,
+                offset,
+                len,
+                sha256,
+            } => Opened {
+                reader: Box::new(RangeReader {
+                    file,
+                    pos: offset,
+                    end: offset + len,
+                }),
+                size: len,
+                sha256,
+            },
+        }
     }
 
     /// Open the file at `path` (a clean path: see [`Files::clean_path`]).
@@ -391,27 +361,22 @@ impl Files {
                     sha256: None,
                 })
             }
-            Kinds::Tar { .. } => match self.find(path).ok_or_else(|| self.missing(path))? {
-                Data::Mem(v) => Ok(Opened {
-                    reader: Box::new(std::io::Cursor::new(MemBytes(v.clone()))),
-                    size: v.len() as u64,
-                    sha256: None,
-                }),
-                Data::Range {
-                    file,
-                    offset,
-                    len,
-                    sha256,
-                } => Ok(Opened {
-                    reader: Box::new(RangeReader {
-                        file: file.clone(),
-                        pos: *offset,
-                        end: offset + len,
+            Kinds::Tar { .. } => {
+                let d = self.find(path).ok_or_else(|| self.missing(path))?;
+                Ok(self.open_data(d))
+            }
+            Kinds::Stream(s) => {
+                let p = clean(path).ok_or_else(|| self.missing(path))?;
+                match s.find(&p, true)? {
+                    (Found::Data(d), _) => Ok(self.open_data(d)),
+                    (Found::Here(size), Some(r)) => Ok(Opened {
+                        reader: Box::new(r),
+                        size,
+                        sha256: None,
                     }),
-                    size: *len,
-                    sha256: sha256.clone(),
-                }),
-            },
+                    _ => Err(self.missing(path)),
+                }
+            }
         }
     }
 
@@ -443,7 +408,7 @@ impl AsRef<[u8]> for MemBytes {
 }
 
 /// A new file only its owner reads (a spooled blob).
-fn create_private(path: &Path) -> Result<File> {
+pub(super) fn create_private(path: &Path) -> Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)

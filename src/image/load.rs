@@ -9,12 +9,12 @@ use std::path::Path;
 
 use crate::archive::compression::{self, Compression};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::chain::{ChainLayer, Progress};
+use crate::graph::chain::{ChainLayer, Counted, Progress};
 use crate::graph::images::{build_manifest, Image, ImageRecord, LAYER_TAR, MANIFEST_V1};
 use crate::graph::{Graph, Layer, Timestamp};
 use crate::ids;
 use crate::image::files::Files;
-use crate::image::parse::{find_images, FoundImage, FoundLayer};
+use crate::image::parse::{add_repo_tags, find_images, FoundImage, FoundLayer};
 use crate::image::verify::Verified;
 
 /// Where [`Graph::load`] reads from.
@@ -47,12 +47,12 @@ fn sniff(f: &File, what: &Path) -> Result<Compression> {
 
 impl Graph {
     /// The files of `source`: a layout directory or a seekable plain tar
-    /// read in place; anything else streamed and spooled.
-    fn image_files(
+    /// read in place; anything else read as a stream (see `stream`).
+    fn image_files<'x, 'a: 'x, 'p: 'x>(
         &self,
-        source: LoadSource<'_>,
-        progress: Option<&Progress<'_>>,
-    ) -> Result<Files> {
+        source: LoadSource<'a>,
+        progress: Option<&'p Progress<'p>>,
+    ) -> Result<Files<'x>> {
         let (file, what) = match source {
             LoadSource::Path(p) => {
                 let m = std::fs::metadata(p).at("stat", p)?;
@@ -64,8 +64,8 @@ impl Graph {
             LoadSource::File(f) => (f, "<file object>".to_owned()),
             LoadSource::Stream(s) => {
                 // `docker save app | gzip` is a stream too.
-                let mut plain = compression::decompress(s)?;
-                return self.spooled(&mut plain, "<stream>", progress);
+                let plain = compression::decompress(s)?;
+                return self.streamed(plain, "<stream>", progress);
             }
         };
         let shown = Path::new(&what).to_owned();
@@ -73,21 +73,20 @@ impl Graph {
         if regular && sniff(&file, &shown)? == Compression::None {
             return Files::index_tar(file, &what);
         }
-        let mut file = file;
-        let mut plain = compression::decompress(&mut file)?;
-        self.spooled(&mut plain, &what, progress)
+        let plain = compression::decompress(file)?;
+        self.streamed(plain, &what, progress)
     }
 
-    fn spooled(
+    fn streamed<'x, 'a: 'x, 'p: 'x>(
         &self,
-        src: &mut (dyn Read + Send),
+        src: Box<dyn Read + Send + 'a>,
         what: &str,
-        progress: Option<&Progress<'_>>,
-    ) -> Result<Files> {
+        progress: Option<&'p Progress<'p>>,
+    ) -> Result<Files<'x>> {
         let layout = self.inner.store.layout();
         let spool = layout.stage(&self.inner.store.read_lock()?, "spool")?;
-        let files = Files::spool_tar(src, spool, what, progress)?;
-        Ok(files)
+        let src = Box::new(Counted::source(src, progress));
+        Ok(Files::stream_tar(src, spool, what))
     }
 
     /// Load the images of an OCI image layout (a directory, or a tar of
@@ -108,7 +107,7 @@ impl Graph {
     ) -> Result<Vec<Image>> {
         self.check_open()?;
         let files = self.image_files(source, progress)?;
-        let found = find_images(&files)?;
+        let mut found = find_images(&files)?;
         if found.is_empty() {
             return Err(Error::Archive(format!("{}: no image in it", files.what())));
         }
@@ -119,15 +118,22 @@ impl Graph {
         let mut records = Vec::new();
         let mut landed: Vec<String> = Vec::new();
         let result = (|| {
+            let mut chains = Vec::with_capacity(found.len());
             for img in &found {
-                let chain = self.register_chain(None, chain_of(&files, img), progress);
-                let layers = chain?;
+                let layers = self.register_chain(None, chain_of(&files, img), progress)?;
                 for l in &layers {
                     if !before.contains(l.id()) && !landed.iter().any(|x| x == l.id()) {
                         landed.push(l.id().to_owned());
                     }
                 }
-                records.extend(records_of(img, &layers)?);
+                chains.push(layers);
+            }
+            // A stream is read to its end: a truncated tail is an error,
+            // and a pipe's writer is not left blocked.
+            files.finish()?;
+            add_repo_tags(&files, &mut found)?;
+            for (img, layers) in found.iter().zip(&chains) {
+                records.extend(records_of(img, layers)?);
             }
             let mut out = Vec::with_capacity(records.len());
             for rec in std::mem::take(&mut records) {

@@ -32,21 +32,25 @@
 //!   over the tar's headers, seeking over every payload (milliseconds for
 //!   any size), finds the metadata and where each blob sits; then the
 //!   layers are read in place (`pread`), several at once, nothing copied;
-//! - from a stream it cannot seek, so it spools: small files (metadata) in
-//!   memory, large ones (layer blobs) written as they arrive to the
-//!   store's `tmp/`, each hashed on the way so its digest is checked when
-//!   its descriptor is read, and applied from there once the metadata is
-//!   in. This is the copy `docker load` makes too (it untars the whole
-//!   archive into a temp directory first); here it is one sequential
-//!   write of the compressed bytes, removed when the load ends. A stream
-//!   whose metadata comes first — what `Graph::save` writes — could be
-//!   applied as it arrives; the format does not promise it, so the spool
-//!   stays the one path for streams.
+//! - from a stream it cannot seek, so it reads on as far as the load asks
+//!   (`stream`): looking for `index.json` or `manifest.json`, what passes
+//!   is kept — small files (metadata) in memory, large ones (layer blobs)
+//!   spooled to the store's `tmp/`, each hashed on the way so its digest
+//!   is checked against its descriptor without a second read — and a layer
+//!   blob that comes when its layer is the next one to apply is applied
+//!   straight from the stream, never kept. A `docker save` stream is thus
+//!   spooled whole (the copy `docker load` makes too: it untars the whole
+//!   archive into a temp directory first; here one sequential write of the
+//!   bytes as they came, removed when the load ends), and an archive whose
+//!   metadata comes first and layers base first — what `Graph::save`
+//!   writes — is not copied at all: `lamina save app - | lamina load -`
+//!   applies each layer as it arrives.
 //!
 //! [`Graph::save`](crate::Graph::save) writes both formats (see `save`).
 //!
 //! - `files`: the files of a layout or archive, by path (directory, seekable
-//!   tar, spooled stream).
+//!   tar, stream).
+//! - `stream`: a tar stream read lazily, spooling only what passes early.
 //! - `verify`: a reader that checks a blob's size and digest as it streams.
 //! - `parse`: the images a layout or archive holds.
 //! - `load`, `save`: the two directions.
@@ -55,6 +59,7 @@ mod files;
 mod load;
 mod parse;
 mod save;
+mod stream;
 mod verify;
 
 #[cfg(test)]

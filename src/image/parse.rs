@@ -125,50 +125,55 @@ fn names_of(annotations: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
-/// The images of `files`; see the module docs.
+/// The images of `files`; see the module docs. The names an OCI-style
+/// docker archive's `manifest.json` adds come from [`add_repo_tags`],
+/// called once the layers are in (in a stream it may come after them).
 pub fn find_images(files: &Files) -> Result<Vec<FoundImage>> {
-    let has_index = files.exists("index.json");
-    let has_manifest = files.exists("manifest.json");
-    let mut found = if has_index {
-        oci_images(files)?
-    } else if has_manifest {
-        return docker_images(files);
+    if files.exists("index.json") {
+        oci_images(files)
+    } else if files.exists("manifest.json") {
+        docker_images(files)
     } else {
-        return Err(bad(
+        Err(bad(
             files,
             "not an OCI image layout nor a docker archive (neither index.json nor manifest.json)",
-        ));
-    };
-    if has_manifest {
-        // docker save (Docker 25+): RepoTags name the images of the index.
-        let m = parse_json(files, &files.read_small("manifest.json")?, "manifest.json")?;
-        for entry in m.as_array().into_iter().flatten() {
-            let Some(config) = entry.get("Config").and_then(Value::as_str) else {
-                continue;
-            };
-            let config = files.clean_path(config, "manifest.json")?;
-            let Some(img) = found.iter_mut().find(|f| {
-                ids::sha256_digest(&f.config)
-                    .strip_prefix("sha256:")
-                    .is_some_and(|h| config.ends_with(h))
-            }) else {
-                continue;
-            };
-            for t in entry
-                .get("RepoTags")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(n) = t.as_str().and_then(|t| normalize_name(t).ok()) {
-                    if !img.names.contains(&n) {
-                        img.names.push(n);
-                    }
+        ))
+    }
+}
+
+/// Docker 25's docker save: the `RepoTags` of its `manifest.json` name the
+/// images of its OCI index (`found`, from [`find_images`]).
+pub fn add_repo_tags(files: &Files, found: &mut [FoundImage]) -> Result<()> {
+    if found.iter().any(|f| f.manifest.is_none()) || !files.exists("manifest.json") {
+        return Ok(()); // a legacy archive: named already
+    }
+    let m = parse_json(files, &files.read_small("manifest.json")?, "manifest.json")?;
+    for entry in m.as_array().into_iter().flatten() {
+        let Some(config) = entry.get("Config").and_then(Value::as_str) else {
+            continue;
+        };
+        let config = files.clean_path(config, "manifest.json")?;
+        let Some(img) = found.iter_mut().find(|f| {
+            ids::sha256_digest(&f.config)
+                .strip_prefix("sha256:")
+                .is_some_and(|h| config.ends_with(h))
+        }) else {
+            continue;
+        };
+        for t in entry
+            .get("RepoTags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = t.as_str().and_then(|t| normalize_name(t).ok()) {
+                if !img.names.contains(&n) {
+                    img.names.push(n);
                 }
             }
         }
     }
-    Ok(found)
+    Ok(())
 }
 
 fn oci_images(files: &Files) -> Result<Vec<FoundImage>> {
@@ -346,10 +351,8 @@ fn docker_images(files: &Files) -> Result<Vec<FoundImage>> {
             let p = l
                 .as_str()
                 .ok_or_else(|| bad(files, format!("{what}: a layer path that is not a string")))?;
+            // Not looked for now: in a stream it may come later.
             let path = files.clean_path(p, &what)?;
-            if !files.exists(&path) {
-                return Err(bad(files, format!("missing {path} (a layer of {what})")));
-            }
             found.push(FoundLayer {
                 path,
                 digest: None,

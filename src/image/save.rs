@@ -16,8 +16,9 @@
 //! (which comes first) must give a blob's digest-derived name and size.
 //!
 //! A docker archive lists its metadata (`manifest.json`, `index.json`,
-//! configs, manifests) before the layers, so a reader can apply each layer
-//! as it arrives; it is both a docker archive and an OCI layout (what
+//! configs, manifests) before the layers, and the layers base first, so a
+//! reader can apply each layer as it arrives (`Graph::load` from a pipe
+//! does: see `stream`); it is both a docker archive and an OCI layout (what
 //! Docker 25's `docker save` writes). Written to a path, the archive or
 //! the layout appears whole or not at all (a temporary name, renamed).
 

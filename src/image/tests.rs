@@ -370,3 +370,95 @@ fn docker_manifest_paths_stay_inside() {
     assert!(matches!(e, Error::UnsafeArchive(_)), "{e}");
     assert_untouched(&g);
 }
+
+/// A tar of the layout `dir`: its metadata first, or last.
+fn tar_of_dir(dir: &Path, metadata_first: bool) -> Vec<u8> {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p)
+            } else {
+                files.push(p)
+            }
+        }
+    }
+    // Metadata is JSON (the layout's files, manifests, configs); layers
+    // are compressed tars, here in the manifest's order.
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let m = index["manifests"][0]["digest"].as_str().unwrap();
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&m[7..])).unwrap())
+            .unwrap();
+    let order: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap()[7..].to_owned())
+        .collect();
+    files.sort_by_key(|p| {
+        let json = serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).is_ok();
+        let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+        let at = order.iter().position(|o| *o == name);
+        (json != metadata_first, at, p.clone())
+    });
+    let mut tw = crate::archive::tar_writer::TarWriter::new(Vec::new());
+    for p in files {
+        let data = std::fs::read(&p).unwrap();
+        let name = p.strip_prefix(dir).unwrap().to_str().unwrap().to_owned();
+        tw.write_header(&crate::archive::tar_writer::Header {
+            path: name.into_bytes(),
+            kind: crate::archive::tar_writer::EntryType::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: data.len() as u64,
+            mtime: (0, 0),
+            linkname: Vec::new(),
+            dev: (0, 0),
+            xattrs: Vec::new(),
+        })
+        .unwrap();
+        tw.write_payload(&mut &data[..], data.len() as u64, &mut [0u8; 4096])
+            .unwrap();
+    }
+    tw.finish().unwrap()
+}
+
+#[test]
+fn a_stream_with_its_metadata_first_is_not_spooled() {
+    let (layout, _) = oci_layout();
+    let mut kept = Vec::new();
+    for metadata_first in [true, false] {
+        let tar = tar_of_dir(layout.path(), metadata_first);
+        let (_t, g) = store();
+        let spool = g
+            .inner
+            .store
+            .layout()
+            .stage(&g.inner.store.read_lock().unwrap(), "spool")
+            .unwrap();
+        let files = files::Files::stream_tar(Box::new(std::io::Cursor::new(tar)), spool, "t");
+        let found = parse::find_images(&files).unwrap();
+        let mut layer_bytes = 0;
+        for l in &found[0].layers {
+            let mut r = files.open(&l.path).unwrap().reader;
+            layer_bytes += std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+        }
+        files.finish().unwrap();
+        kept.push((files.kept(), layer_bytes));
+    }
+    // Metadata first: the layers stream straight through, nothing of
+    // them kept; metadata last: every layer was kept until it was known.
+    let ((first, layers), (last, _)) = (kept[0], kept[1]);
+    let metadata: u64 = ["index.json", "oci-layout"]
+        .iter()
+        .map(|f| std::fs::metadata(layout.path().join(f)).unwrap().len())
+        .sum::<u64>()
+        + 2048; // and the manifest and config blobs
+    assert!(first < metadata, "{first} {metadata}");
+    assert!(last + 64 >= first + layers, "{first} {last} {layers}");
+}
