@@ -174,11 +174,12 @@ class Layer:
 
 _Ref: TypeAlias = str | Layer
 
-Progress: TypeAlias = Callable[[int, int, int, int], object]
+_Progress: TypeAlias = Callable[[int, int, int, int], object]
 """A progress callback: ``(bytes, total_bytes, layers, total_layers)``; a
 total of 0 is not known yet. Called from lamina's threads (with the GIL) at
 most every 4 MiB and at every layer."""
 
+@final
 class Image:
     """An image of a :class:`Graph`: a name for a chain of read-only layers,
     with its config and manifest as they were loaded (byte for byte)."""
@@ -259,7 +260,7 @@ class Graph:
         used by an image."""
     def status(self) -> dict[str, Any]: ...
     def load(
-        self, source: _Path | IO[bytes] | bytes, *, progress: Progress | None = None
+        self, source: _Path | IO[bytes] | bytes, *, progress: _Progress | None = None
     ) -> list[Image]:
         """Load the images of an OCI image layout (a directory, or a tar of one)
         or of a docker archive (``docker save``: legacy or OCI-style), plain,
@@ -278,7 +279,7 @@ class Graph:
         *,
         format: Literal["oci", "docker-archive"] = "oci",
         compression: Literal["gzip", "zstd"] | None = "gzip",
-        progress: Progress | None = None,
+        progress: _Progress | None = None,
     ) -> None:
         """Save images: ``"oci"``, an OCI image layout directory at ``dst``
         (which must not exist, or be empty); ``"docker-archive"``, a tar that
