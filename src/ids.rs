@@ -141,7 +141,8 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("{SHA256_PREFIX}{}", hex(&Sha256::digest(data)))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -36,6 +36,7 @@
 
 pub mod archive;
 pub mod copy;
+pub mod crashpoint;
 pub mod driver;
 pub mod error;
 pub mod fs;

@@ -59,6 +59,7 @@ def apply_layer(
     tar_split: _Path | None = None,
     memory_limit: int | None = None,
     zstd_window_log_max: int | None = None,
+    rootless: bool = False,
 ) -> int:
     """Apply a layer tar (plain, gzip or zstd, by magic bytes) onto ``dst``.
 
@@ -82,6 +83,13 @@ def apply_layer(
     default): past either, :class:`lamina.LimitExceeded`. A stream that ends
     early leaves the files written so far in ``dst`` (as GNU tar does); a
     :class:`Graph` stages every layer, so nothing half-applied is listed.
+
+    ``rootless=True`` (for a caller without root; a :class:`Graph` sets it
+    itself) records what cannot be applied instead of dropping it: owners,
+    device nodes (stored as empty files), ``trusted.*``/``security.*``
+    xattrs and modes that would lock the owner out go into
+    ``user.containers.override_stat`` and ``user.containers.<name>`` xattrs
+    (fuse-overlayfs's scheme), which lamina's diffs read back.
     """
 
 def _apply_layer_report(
@@ -300,6 +308,16 @@ class Graph:
         """Every image, by name."""
     def image(self, name: str) -> Image:
         """The image ``name`` (:class:`ImageNotFound` if there is none)."""
+    def check(self) -> dict[str, Any]:
+        """Check every layer, changing nothing: complete, mountable, its files
+        give back its tar (reassembled and hashed against its diff ID and
+        chain ID), size records right, no stuck leftovers. ``{"layers": N,
+        "problems": [{"layer": id, "path": ..., "what": ...}, ...]}``;
+        ``problems`` is empty when all is well."""
+    def repair(self) -> dict[str, Any]:
+        """Remove what cannot be saved (a broken layer and the layers above
+        it), rebuild what can (size records, mount counts, ``tmp/``): the
+        dict of :meth:`check` after it, plus ``actions``, what was done."""
     def close(self) -> None:
         """Unmount what this graph mounted."""
     def __enter__(self) -> Graph: ...

@@ -317,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("rmi", help="remove images, and their layers nothing else uses")
     v.add_argument("names", nargs="+", metavar="NAME")
     v.add_argument("--keep-layers", action="store_true", help="only remove the names")
+    verbs.add_parser("check", help="check every layer; exit 1 if something is wrong")
+    verbs.add_parser("repair", help="remove what cannot be saved, rebuild what can")
     v = verbs.add_parser("demo", help="build a layered image and show each step")
     v.add_argument("--keep", action="store_true", help="keep the demo's work directory")
     v.add_argument("--source", default=None, help="real directory to copy into the base layer")
@@ -405,7 +407,27 @@ def _run(args: argparse.Namespace) -> int:
                 layer.diff(sys.stdout.buffer)
         elif args.verb == "rm":
             g.delete(args.id)
+        elif args.verb in ("check", "repair"):
+            return _check(g, repair=args.verb == "repair")
     return 0
+
+
+def _finding(f: dict[str, Any]) -> str:
+    where = " ".join(
+        p for p in (_short(f["layer"]) if f["layer"] else "", escape_path(f["path"] or "")) if p
+    )
+    return f"{where}: {f['what']}" if where else str(f["what"])
+
+
+def _check(g: Any, *, repair: bool) -> int:
+    report = g.repair() if repair else g.check()
+    for a in report.get("actions", []):
+        print(f"repaired {_finding(a)}")
+    for p in report["problems"]:
+        print(f"problem {_finding(p)}")
+    n, bad = report["layers"], len(report["problems"])
+    print(f"{n} layer(s), {bad} problem(s)" + (" left" if repair else ""), file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -48,6 +48,7 @@ use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::handle::Handle;
 use crate::fs::race;
+use crate::fs::recorded;
 use crate::fs::remove::remove_all;
 use crate::fs::root::Root;
 use crate::fs::{meta, xattr};
@@ -81,6 +82,11 @@ pub struct ApplyOptions {
     /// (default [`written::DEFAULT_LIMIT`], 512 MiB); past it the apply
     /// fails with [`Error::LimitExceeded`].
     pub memory_limit: Option<u64>,
+    /// For a caller without root: record what cannot be applied (owners,
+    /// device nodes, privileged xattrs, modes that would lock the owner
+    /// out) in user xattrs instead of dropping it ([`crate::fs::recorded`]).
+    /// Ignored for a privileged caller, who applies everything.
+    pub rootless: bool,
     /// The largest zstd window a layer may ask for, as a power of two
     /// (default [`compression::ZSTD_WINDOW_LOG_MAX`], 32 MiB): the decoder
     /// allocates the window up front.
@@ -171,6 +177,7 @@ fn run(
                 content += h.size;
                 let name = h.path.clone();
                 ap.entry(&mut rdr, h).map_err(|e| e.in_entry(&name))?;
+                crate::crashpoint::hit();
                 n += 1;
             }
             Ok::<(u64, u64), Error>((n, content))
@@ -329,6 +336,8 @@ struct Applier<'o> {
     batch_bytes: usize,
     opts: &'o ApplyOptions,
     privileged: bool,
+    /// Record what cannot be applied (see [`ApplyOptions::rootless`]).
+    rootless: bool,
     umask: u32,
     euid: u32,
     egid: u32,
@@ -354,6 +363,7 @@ impl<'o> Applier<'o> {
             batch_bytes: 0,
             opts,
             privileged: meta::is_privileged(),
+            rootless: opts.rootless && !meta::is_privileged(),
             umask,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
@@ -443,6 +453,20 @@ impl<'o> Applier<'o> {
                 self.meta(&pfd, name, &path, &h, FileType::Symlink)?;
             }
             Kind::Hardlink => self.hardlink(&pfd, name, &path, &h)?,
+            Kind::Char | Kind::Block if self.rootless => {
+                // No mknod without CAP_MKNOD: an empty file, and the device
+                // recorded on it.
+                self.create(&pfd, name, &path, |d, n| {
+                    rustix::fs::openat(
+                        d,
+                        n,
+                        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW,
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .map(drop)
+                })?;
+                self.meta(&pfd, name, &path, &h, FileType::RegularFile)?;
+            }
             Kind::Char | Kind::Block | Kind::Fifo => {
                 let (ft, dev) = match h.kind {
                     Kind::Char => (
@@ -518,7 +542,14 @@ impl<'o> Applier<'o> {
     ) -> Result<()> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mode = Mode::from_raw_mode(h.mode & 0o777);
+        // Rootless: the owner keeps read and write; the true mode recorded.
+        let true_mode = h.mode & 0o7777;
+        let disk = if self.rootless {
+            recorded::disk_mode(FileType::RegularFile, h.mode)
+        } else {
+            true_mode
+        };
+        let mode = Mode::from_raw_mode(disk & 0o777);
         let mut fd = None;
         for _ in 0..3 {
             match rustix::fs::openat(dir, name, flags, mode) {
@@ -542,12 +573,25 @@ impl<'o> Applier<'o> {
         // A new file already has our ids unless its directory is setgid;
         // skipping the chown then saves a syscall per file.
         let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
+        // Rootless, the writer's ids read as root's (recorded::Ids).
+        let as_root = (h.uid, h.gid) == (0, 0);
+        let record = (self.rootless && (!as_root || disk != true_mode)).then(|| {
+            recorded::Override {
+                uid: h.uid,
+                gid: h.gid,
+                mode: true_mode,
+                kind: None,
+                rdev: (0, 0),
+            }
+            .encode()
+        });
         let meta = FileMeta {
             chown: (self.privileged && !owned).then_some((h.uid, h.gid)),
             xattrs: h.xattrs.clone(),
             // An inherited ACL set the mode without the umask: always chmod.
-            chmod: (dir.default_acl || needs_chmod(self.umask, h.mode, false))
-                .then_some(h.mode & 0o7777),
+            chmod: (dir.default_acl || needs_chmod(self.umask, disk, false)).then_some(disk),
+            record,
+            rootless: self.rootless,
             drop_inherited_acl: dir.default_acl,
             times: Timestamps {
                 last_access: ts(h.atime.unwrap_or(h.mtime)),
@@ -608,6 +652,10 @@ impl<'o> Applier<'o> {
     /// layer: without CAP_DAC_OVERRIDE a 0555 directory could not be
     /// filled, so it stays owner-writable until the end.
     fn dir_modes(&self, mode: u32) -> (u32, Option<u32>) {
+        if self.rootless {
+            // The true mode is recorded; on disk the owner keeps access.
+            return (recorded::disk_mode(FileType::Directory, mode), None);
+        }
         if self.privileged || mode & 0o300 == 0o300 {
             (mode, None)
         } else {
@@ -650,6 +698,9 @@ impl<'o> Applier<'o> {
         if self.needs_chmod(now, existed) || pdir.default_acl {
             dir.chmod(now).at("chmod", &shown)?;
         }
+        if self.rootless {
+            self.record(&dir, path, h, FileType::Directory, now)?;
+        }
         self.written.push_time(path, self.times(h), later)?;
         Ok(())
     }
@@ -666,6 +717,9 @@ impl<'o> Applier<'o> {
         self.owner_xattrs(&root, b"", h, Inherited::None)?;
         let (now, later) = self.dir_modes(h.mode);
         root.chmod(now).at("chmod", self.res.root.path())?;
+        if self.rootless {
+            self.record(&root, b"", h, FileType::Directory, now)?;
+        }
         self.written.push_time(b"", self.times(h), later)?;
         Ok(())
     }
@@ -692,12 +746,73 @@ impl<'o> Applier<'o> {
         }
         for (k, v) in &h.xattrs {
             if let Err(e) = obj.set_xattr(os(k), v) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
+                if self.rootless && recorded::is_recordable(os(k), e) {
+                    obj.set_xattr(&recorded::recorded_name(os(k)), v)
+                        .at("setxattr", &self.shown(path))?;
+                } else if !xattr::is_skippable(os(k), e, self.privileged) {
                     return Err(e).at("setxattr", &self.shown(path));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Rootless: the layer root carries an override, which marks the tree
+    /// as one whose writer's ids read as root's (recorded::Ids) and is how
+    /// fuse-overlayfs knows to read a layer's overrides: an image's `/` is
+    /// root's, with its mode on disk, unless the layer said otherwise.
+    fn mark_root(&mut self) -> Result<()> {
+        let root = Handle::from_path_fd(self.res.root.open_dir(Path::new(""))?);
+        let shown = self.res.root.path();
+        let key = OsStr::new(recorded::OVERRIDE_STAT);
+        if xattr::get(root.inode().as_fd(), OsStr::new(""), key, shown)?.is_some() {
+            return Ok(());
+        }
+        let st = rustix::fs::fstat(root.inode().as_fd()).at("stat", shown)?;
+        let o = recorded::Override {
+            uid: 0,
+            gid: 0,
+            mode: st.st_mode & 0o7777,
+            kind: None,
+            rdev: (0, 0),
+        };
+        root.set_xattr(key, o.encode().as_bytes())
+            .at("setxattr", shown)
+    }
+
+    /// Rootless: record on `obj` (stored as `stored`, with `disk` as its
+    /// mode on disk) the owner and mode of `h`, and its type when it is
+    /// stored as another, where they differ from what the inode has.
+    fn record(
+        &mut self,
+        obj: &Handle,
+        path: &[u8],
+        h: &Header,
+        stored: FileType,
+        disk: u32,
+    ) -> Result<()> {
+        let kind = match h.kind {
+            Kind::Char => FileType::CharacterDevice,
+            Kind::Block => FileType::BlockDevice,
+            Kind::Dir => FileType::Directory,
+            Kind::Fifo => FileType::Fifo,
+            Kind::Symlink => FileType::Symlink,
+            Kind::File | Kind::Hardlink => FileType::RegularFile,
+        };
+        let o = recorded::Override {
+            uid: h.uid,
+            gid: h.gid,
+            mode: h.mode & 0o7777,
+            kind: (kind != stored).then_some(kind),
+            rdev: h.dev,
+        };
+        // The writer's ids read as root's (recorded::Ids).
+        let same = o.kind.is_none() && (h.uid, h.gid) == (0, 0) && disk == h.mode & 0o7777;
+        if same {
+            return Ok(());
+        }
+        obj.set_xattr(OsStr::new(recorded::OVERRIDE_STAT), o.encode().as_bytes())
+            .at("setxattr", &self.shown(path))
     }
 
     /// Owner, xattrs, mode (not for symlinks), times of an entry created by
@@ -721,8 +836,20 @@ impl<'o> Applier<'o> {
             Inherited::new(dir, false)
         };
         self.owner_xattrs(&obj, path, h, inherited)?;
-        if !symlink && (self.needs_chmod(h.mode, false) || dir.default_acl) {
-            obj.chmod(h.mode).at("chmod", &shown)?;
+        if self.rootless && kind == FileType::RegularFile {
+            // A device stored as a file: its type, owner and mode recorded.
+            let disk = recorded::disk_mode(kind, h.mode);
+            obj.chmod(disk).at("chmod", &shown)?;
+            self.record(&obj, path, h, kind, disk)?;
+        } else if !symlink && (self.needs_chmod(h.mode, false) || dir.default_acl) {
+            // Rootless, a FIFO keeps no setuid bits (and reads as root's:
+            // a user xattr cannot be set on one).
+            let mode = if self.rootless {
+                h.mode & 0o777
+            } else {
+                h.mode
+            };
+            obj.chmod(mode).at("chmod", &shown)?;
         }
         obj.set_times(&self.times(h)).at("utimensat", &shown)
     }
@@ -867,6 +994,9 @@ impl<'o> Applier<'o> {
                 os(whiteout::PLNK),
                 &self.shown(whiteout::PLNK),
             )?;
+        }
+        if self.rootless {
+            self.mark_root()?;
         }
         let times = self.written.take_times();
         for (node, t, mode) in times.iter().rev() {

@@ -62,7 +62,7 @@ use super::changes::{file_xattrs, open_dir, open_file, open_root, shown, ChangeK
 use super::tar_writer::{EntryType, Header, TarWriter};
 use super::walk::walk_trees;
 use crate::error::{Error, IoContext, Result};
-use crate::fs::xattr;
+use crate::fs::{recorded, xattr};
 
 /// Options of the diff writers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,7 +94,7 @@ pub fn export_diff<W: Write>(
     out: W,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
-    let mut sink = TarSink::new(out, opts, new);
+    let mut sink = TarSink::new(out, opts, new)?;
     walk_trees(old, new, opts.content, &mut sink)?;
     sink.finish()
 }
@@ -109,7 +109,8 @@ pub fn is_exported_xattr(key: &[u8]) -> bool {
         || key == b"system.posix_acl_default"
 }
 
-/// The exported xattrs of an open regular file, sorted by name.
+/// The xattrs of an open regular file (overlay bookkeeping left out),
+/// sorted by name.
 fn fd_xattrs(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let names = match xattr::read_sized(|b| rustix::fs::flistxattr(fd, b)) {
         Ok(n) => n,
@@ -118,7 +119,7 @@ fn fd_xattrs(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>
     };
     let mut keys: Vec<&[u8]> = names
         .split(|&c| c == 0)
-        .filter(|k| !k.is_empty() && is_exported_xattr(k))
+        .filter(|k| !k.is_empty() && !super::changes::is_overlay_xattr(k))
         .collect();
     keys.sort_unstable();
     let mut out = Vec::with_capacity(keys.len());
@@ -152,6 +153,8 @@ pub(crate) struct TarSink<W: Write> {
     partners: HashMap<(u64, u64), Partners>,
     epoch: Option<i64>,
     root: PathBuf,
+    /// How the tree's inodes read (a rootless tree's as recorded).
+    ids: recorded::Ids,
     report: ExportReport,
 }
 
@@ -204,15 +207,16 @@ fn whiteout_name(rel: &[u8], name: &[u8]) -> Vec<u8> {
 }
 
 impl<W: Write> TarSink<W> {
-    pub fn new(out: W, opts: &ExportOptions, root: &Path) -> Self {
-        TarSink {
+    pub fn new(out: W, opts: &ExportOptions, root: &Path) -> Result<Self> {
+        Ok(TarSink {
             tar: TarWriter::new(out),
             links: HashMap::new(),
             partners: HashMap::new(),
             epoch: opts.source_date_epoch,
             root: root.to_path_buf(),
+            ids: recorded::Ids::of_tree(root)?,
             report: ExportReport::default(),
-        }
+        })
     }
 
     pub fn finish(mut self) -> Result<ExportReport> {
@@ -358,37 +362,65 @@ impl<W: Write> Sink for TarSink<W> {
                 return Ok(());
             }
         };
+        let key = (st.st_dev, st.st_ino);
+        let linked = kind == EntryType::File && st.st_nlink > 1;
+        let first = linked.then(|| self.links.get(&key).cloned()).flatten();
+        // The file is opened when its payload will be written, and its
+        // xattrs then read by fd (half the cost of a lookup through /proc
+        // for the l*xattr calls); O_NONBLOCK and checked to be the inode
+        // lstat-ed, so a FIFO swapped in meanwhile neither blocks nor is read.
+        let mut file = None;
+        let raw: Vec<(Vec<u8>, Vec<u8>)> = if kind == EntryType::File && first.is_none() {
+            let f = open_file(node.dir, node.name, st, &shown)?;
+            let x = fd_xattrs(f.as_fd(), &shown)?;
+            file = Some(f);
+            x
+        } else {
+            file_xattrs(node.dir, node.name, &shown)?
+                .into_iter()
+                .map(|(k, v)| (k.into_encoded_bytes(), v))
+                .collect()
+        };
+        // What a rootless apply recorded is what the tar says: owner, mode,
+        // a device stored as a file, xattrs it could not set.
+        let eff = self.ids.stat(st, &raw);
+        let kind = match FileType::from_raw_mode(eff.st_mode) {
+            FileType::CharacterDevice => EntryType::Char,
+            FileType::BlockDevice => EntryType::Block,
+            _ => kind,
+        };
+        if matches!(kind, EntryType::Char | EntryType::Block) {
+            file = None;
+        }
         let path = tar_name(node.rel, kind == EntryType::Dir);
         let mut h = Header {
             path,
             kind,
-            mode: st.st_mode & 0o7777,
-            uid: u64::from(st.st_uid),
-            gid: u64::from(st.st_gid),
+            mode: eff.st_mode & 0o7777,
+            uid: u64::from(eff.st_uid),
+            gid: u64::from(eff.st_gid),
             size: 0,
             mtime: self.clamp(st.st_mtime, st.st_mtime_nsec as u32),
             linkname: Vec::new(),
             dev: (0, 0),
-            xattrs: Vec::new(),
-        };
-        let key = (st.st_dev, st.st_ino);
-        let linked = kind == EntryType::File && st.st_nlink > 1;
-        if linked {
-            if let Some(first) = self.links.get(&key) {
-                h.kind = EntryType::HardLink;
-                h.linkname = first.clone();
-                self.tar.write_header(&h).map_err(write_err)?;
-                self.report.entries += 1;
-                return Ok(());
-            }
-            self.links.insert(key, h.path.clone());
-        }
-        if kind != EntryType::File {
-            h.xattrs = file_xattrs(node.dir, node.name, &shown)?
+            xattrs: raw
                 .into_iter()
-                .filter(|(k, _)| is_exported_xattr(k.as_bytes()))
-                .map(|(k, v)| (k.into_encoded_bytes(), v))
-                .collect();
+                .filter_map(|(k, v)| {
+                    let n = self.ids.exported_name(&k)?;
+                    is_exported_xattr(n).then(|| (n.to_vec(), v))
+                })
+                .collect(),
+        };
+        if let Some(first) = first {
+            h.kind = EntryType::HardLink;
+            h.linkname = first;
+            h.xattrs.clear();
+            self.tar.write_header(&h).map_err(write_err)?;
+            self.report.entries += 1;
+            return Ok(());
+        }
+        if linked {
+            self.links.insert(key, h.path.clone());
         }
         match kind {
             EntryType::Symlink => {
@@ -397,21 +429,18 @@ impl<W: Write> Sink for TarSink<W> {
                     .into_bytes();
             }
             EntryType::Char | EntryType::Block => {
-                h.dev = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+                h.dev = (
+                    rustix::fs::major(eff.st_rdev),
+                    rustix::fs::minor(eff.st_rdev),
+                );
             }
             _ => {}
         }
-        if kind != EntryType::File {
+        let Some(mut file) = file else {
             self.tar.write_header(&h).map_err(write_err)?;
             self.report.entries += 1;
             return Ok(());
-        }
-        // O_NONBLOCK and checked to be the inode lstat-ed: a FIFO swapped
-        // in meanwhile neither blocks the export nor is read.
-        let mut file = open_file(node.dir, node.name, st, &shown)?;
-        // The file is open anyway: its xattrs by fd are half the cost of a
-        // lookup through /proc for the l*xattr calls.
-        h.xattrs = fd_xattrs(file.as_fd(), &shown)?;
+        };
         h.size = st.st_size as u64;
         self.tar.write_header(&h).map_err(write_err)?;
         self.report.entries += 1;

@@ -70,7 +70,7 @@ pub fn write_upper_diff<W: Write>(
     out: W,
     opts: &ExportOptions,
 ) -> Result<ExportReport> {
-    let mut sink = TarSink::new(out, opts, upper);
+    let mut sink = TarSink::new(out, opts, upper)?;
     walk_upper(upper, lower, &mut sink, true)?;
     sink.finish()
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustix::fs::{Mode, Timestamps};
 
 use crate::error::{Error, IoContext, Result};
-use crate::fs::xattr;
+use crate::fs::{recorded, xattr};
 
 fn os(b: &[u8]) -> &std::ffi::OsStr {
     std::ffi::OsStr::from_bytes(b)
@@ -40,6 +40,10 @@ pub struct FileMeta {
     pub chown: Option<(u32, u32)>,
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     pub chmod: Option<u32>,
+    /// Rootless: the override to record (owner and mode the file could
+    /// not be given), and whether xattrs that cannot be set are recorded.
+    pub record: Option<String>,
+    pub rootless: bool,
     /// Created in a directory with a default ACL: remove the access ACL it
     /// inherited unless the entry itself carries one.
     pub drop_inherited_acl: bool,
@@ -72,10 +76,23 @@ impl FileMeta {
         }
         for (k, v) in &self.xattrs {
             if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
-                if !xattr::is_skippable(os(k), e, self.privileged) {
+                if self.rootless && recorded::is_recordable(os(k), e) {
+                    let name = recorded::recorded_name(os(k));
+                    rustix::fs::fsetxattr(fd, &name, v, rustix::fs::XattrFlags::empty())
+                        .at("setxattr", &self.shown())?;
+                } else if !xattr::is_skippable(os(k), e, self.privileged) {
                     return Err(e).at("setxattr", &self.shown());
                 }
             }
+        }
+        if let Some(o) = &self.record {
+            rustix::fs::fsetxattr(
+                fd,
+                recorded::OVERRIDE_STAT,
+                o.as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .at("setxattr", &self.shown())?;
         }
         if let Some(mode) = self.chmod {
             rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).at("chmod", &self.shown())?;

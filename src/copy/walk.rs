@@ -554,6 +554,7 @@ impl<'a> Walk<'a> {
         )
         .at("open", &self.dst_path(node, Some(name)))?;
         race::created(node.dst.as_fd(), OsStr::from_bytes(name.to_bytes()));
+        crate::crashpoint::hit();
         let written = (|| {
             let moved = self
                 .data

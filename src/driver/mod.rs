@@ -156,6 +156,13 @@ pub trait Driver: Send + Sync {
     /// with nothing mounted at all, an error. Returns the references left.
     fn put(&self, layer: LayerDir<'_>) -> Result<u32>;
 
+    /// Bring the mount reference counts in line with the living processes
+    /// and the kernel's mount table (what a store does when it opens, and
+    /// what a repair does); returns what changed, a line each.
+    fn reconcile_mounts(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Live mount references to the layer, from every process.
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32>;
 
@@ -198,21 +205,17 @@ pub fn open(
 ) -> Result<Box<dyn Driver>> {
     validate_name(name)?;
     let mounts = home.join("mounts");
-    match name {
-        "vfs" => {
-            let d = vfs::Vfs::new(&mounts, probe)?;
-            d.refs().transaction()?.reconcile()?;
-            Ok(Box::new(d))
+    let driver = match name {
+        "vfs" => Box::new(vfs::Vfs::new(&mounts, probe)?) as Box<dyn Driver>,
+        "overlay" => Box::new(overlay::Overlay::new(&mounts, mounter, probe)?),
+        other => {
+            return Err(Error::UnknownDriver {
+                name: other.to_owned(),
+            })
         }
-        "overlay" => {
-            let d = overlay::Overlay::new(&mounts, mounter, probe)?;
-            d.refs().transaction()?.reconcile()?;
-            Ok(Box::new(d))
-        }
-        other => Err(Error::UnknownDriver {
-            name: other.to_owned(),
-        }),
-    }
+    };
+    driver.reconcile_mounts()?;
+    Ok(driver)
 }
 
 /// The driver `auto` picks for a new store on this host, with what the

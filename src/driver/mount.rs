@@ -143,10 +143,30 @@ pub struct Reconciled {
     pub dead_refs: u32,
     /// Layers whose counts were dropped because their mount is gone.
     pub vanished: Vec<String>,
-    /// Layers still mounted with no live reference (reused by the next
-    /// get). With [`crate::driver::mounter::NoMounts`], layers whose every
-    /// owner is gone: their record is dropped, there is nothing to unmount.
+    /// Layers that were still mounted with no live reference: unmounted.
+    /// With [`crate::driver::mounter::NoMounts`], layers whose every owner
+    /// is gone: their record is dropped, there is nothing to unmount.
     pub orphaned: Vec<String>,
+}
+
+impl Reconciled {
+    /// What changed, a line each.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.dead_refs > 0 {
+            out.push(format!(
+                "{} mount reference(s) of processes that are gone dropped",
+                self.dead_refs
+            ));
+        }
+        for id in &self.vanished {
+            out.push(format!("layer {id}: counts dropped, its mount is gone"));
+        }
+        for id in &self.orphaned {
+            out.push(format!("layer {id}: unmounted, no live process held it"));
+        }
+        out
+    }
 }
 
 /// The mount reference counts of one store.
@@ -318,6 +338,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         let (mut rec, mounted) = self.live(id, target)?;
         if !mounted {
             self.refs.mounter.mount(spec, target)?;
+            crate::crashpoint::hit();
         }
         let me = if persist { Owner::PERSISTENT } else { self.me };
         match rec.refs.iter_mut().find(|r| r.owner == me) {
@@ -360,6 +381,7 @@ impl<M: Mounter> MountTxn<'_, M> {
         }
         if rec.refs.is_empty() && mounted {
             self.refs.mounter.unmount(target)?;
+            crate::crashpoint::hit();
         }
         self.store(id, &rec)?;
         Ok(Some(rec.total()))
@@ -444,6 +466,9 @@ impl<M: Mounter> MountTxn<'_, M> {
                 }
                 rec.refs.clear();
             } else if rec.refs.is_empty() {
+                // Mounted by processes that are gone: a crashed writer must
+                // leave no mount behind once the store is opened again.
+                self.refs.mounter.unmount(&rec.target)?;
                 out.orphaned.push(id.clone());
             }
             rec.boot_id = self.refs.boot_id.clone();

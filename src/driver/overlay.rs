@@ -343,6 +343,10 @@ impl Driver for Overlay {
         Ok(0)
     }
 
+    fn reconcile_mounts(&self) -> Result<Vec<String>> {
+        Ok(self.refs.transaction()?.reconcile()?.describe())
+    }
+
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {
         self.refs.count(layer.id)
     }

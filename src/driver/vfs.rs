@@ -1,4 +1,6 @@
 //! The `vfs` driver: every layer is a full, independent copy of its tree.
+//! It is the driver of a user without root: a layer applied by one records
+//! what it cannot apply ([`crate::fs::recorded`]).
 //!
 //! moby's `vfs` graphdriver, for hosts where overlayfs does not work (no
 //! kernel support, no d_type, no mount rights). A layer is `root/`: the
@@ -100,7 +102,13 @@ impl Driver for Vfs {
     ) -> Result<ApplyReport> {
         let root = layer.dir.join(ROOT);
         copy_parent(&root, parents)?;
-        apply_layer_with_record(&root, diff, &ApplyOptions::default(), record)
+        // Without root, what cannot be applied is recorded, so that the
+        // layer's diffs and its merged view still say what the tar said.
+        let opts = ApplyOptions {
+            rootless: true,
+            ..Default::default()
+        };
+        apply_layer_with_record(&root, diff, &opts, record)
     }
 
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf> {
@@ -145,6 +153,10 @@ impl Driver for Vfs {
         self.refs
             .put(layer.id, &root)?
             .ok_or_else(|| super::not_mounted(layer))
+    }
+
+    fn reconcile_mounts(&self) -> Result<Vec<String>> {
+        Ok(self.refs.transaction()?.reconcile()?.describe())
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {

@@ -9,6 +9,8 @@
 //!   threads (the store's writer lock, the mount records' lock).
 //! - [`private`]: the store's own files, opened so that a tampered store
 //!   cannot hang or redirect lamina.
+//! - [`recorded`]: rootless — what an unprivileged writer cannot apply,
+//!   recorded in user xattrs (fuse-overlayfs's scheme).
 //! - [`remove`]: removing a tree, never across a mount point, with fds
 //!   bounded whatever its depth.
 //! - [`handle`]: a handle on an inode just made, through which its metadata
@@ -20,6 +22,7 @@ pub mod lock;
 pub mod meta;
 pub mod private;
 pub(crate) mod race;
+pub mod recorded;
 pub mod remove;
 pub mod root;
 pub mod xattr;

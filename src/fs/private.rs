@@ -102,12 +102,15 @@ pub fn write_replace(dir: &Path, name: &str, data: &[u8], mode: u32, durable: bo
             .at("create", &tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(mode))
             .at("chmod", &tmp)?;
+        crate::crashpoint::hit();
         f.write_all(data).at("write", &tmp)?;
         if durable {
             f.sync_all().at("fsync", &tmp)?;
         }
+        crate::crashpoint::hit();
         let dest = dir.join(name);
         std::fs::rename(&tmp, &dest).at("rename", &dest)?;
+        crate::crashpoint::hit();
         if durable {
             fsync_dir(dir)?;
         }

@@ -297,6 +297,7 @@ impl Walk<'_> {
             parent.fd = Some(up);
         }
         let pfd = parent.fd.as_ref().expect("just opened");
+        crate::crashpoint::hit();
         match rustix::fs::unlinkat(pfd, &done.name, AtFlags::REMOVEDIR) {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e).at("rmdir", &at),

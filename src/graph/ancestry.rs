@@ -46,13 +46,18 @@ impl Graph {
         f: impl FnOnce(LayerDir<'_>, &[LayerDir<'_>]) -> Result<T>,
     ) -> Result<T> {
         let dir = self.layer_dir(layer.id())?;
-        let parents = self.ancestry(layer.parent()?.as_ref())?;
-        f(
-            LayerDir {
-                id: layer.id(),
-                dir: &dir,
-            },
-            &parents.dirs(),
-        )
+        let run = || {
+            let parents = self.ancestry(layer.parent()?.as_ref())?;
+            f(
+                LayerDir {
+                    id: layer.id(),
+                    dir: &dir,
+                },
+                &parents.dirs(),
+            )
+        };
+        // A layer deleted meanwhile (by another thread or process) is not
+        // found; what failed on its vanished files is not the cause.
+        run().map_err(|e| self.gone_or(Some(layer), e))
     }
 }

@@ -15,6 +15,11 @@ impl Graph {
     /// bytes it was registered from (reassembled from its tar-split record,
     /// as Docker's `TarLayer`); otherwise the driver's diff.
     pub(crate) fn diff(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64> {
+        self.diff_of(layer, out)
+            .map_err(|e| self.gone_or(Some(layer), e))
+    }
+
+    fn diff_of(&self, layer: &Layer, out: &mut dyn Write) -> Result<u64> {
         let dir = self.layer_dir(layer.id())?;
         let split = dir.join(TAR_SPLIT);
         match crate::fs::private::open(&split)? {

@@ -490,6 +490,51 @@ impl Graph {
         }
     }
 
+    /// Image records that cannot stand — unreadable, or naming a layer
+    /// that is not in the store (after a repair removed it) — with what
+    /// is wrong; for `check` and `repair`, which hold the store lock.
+    pub(crate) fn broken_images(&self) -> Result<Vec<(PathBuf, String)>> {
+        let dir = self.images_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("readdir", &dir, e)),
+        };
+        let layout = self.inner.store.layout();
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.at("readdir", &dir)?.path();
+            let rec = match self.read_image_file(&path) {
+                Ok(Some(rec)) => rec,
+                Ok(None) => continue,
+                Err(e) => {
+                    out.push((path, format!("an image record that does not read: {e}")));
+                    continue;
+                }
+            };
+            for id in &rec.layers {
+                if !layout.has_layer(id)? {
+                    out.push((
+                        path.clone(),
+                        format!(
+                            "the image {} names layer {id}, which is not in the store",
+                            rec.name
+                        ),
+                    ));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove a broken image record (`repair`, under the store lock held
+    /// exclusive).
+    pub(crate) fn remove_image_record(&self, path: &std::path::Path) -> Result<()> {
+        std::fs::remove_file(path).at("unlink", path)?;
+        fsync_dir(&self.images_dir())
+    }
+
     /// The first image (by name) that uses layer `id`, for a delete to
     /// refuse; called under the store lock, exclusive.
     pub(crate) fn image_using(&self, id: &str) -> Result<Option<String>> {

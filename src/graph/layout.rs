@@ -225,6 +225,7 @@ impl Layout {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(DIR_MODE))
                         .at("chmod", &path)?;
                     let lock = lock_dir(&path, true)?.expect("blocking flock");
+                    crate::crashpoint::hit();
                     return Ok(Staging {
                         path,
                         _lock: lock,
@@ -280,6 +281,25 @@ impl Layout {
         Ok(removed)
     }
 
+    /// What is in `tmp/` and held by no live [`Staging`]: what a clean-up
+    /// would remove (and, where it could not, what is stuck there).
+    pub fn tmp_leftovers(&self) -> Result<Vec<PathBuf>> {
+        let tmp = self.tmp_dir();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&tmp).at("readdir", &tmp)? {
+            let path = entry.at("readdir", &tmp)?.path();
+            let is_dir = match path.symlink_metadata() {
+                Ok(m) => m.is_dir(),
+                Err(_) => continue,
+            };
+            if !is_dir || matches!(lock_dir(&path, false), Ok(Some(_))) {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Take layer `id` out of the store: rename its directory into `tmp/`
     /// (so the layer is gone at once, atomically), then remove the tree.
     /// A crash during the removal leaves only garbage in `tmp/`.
@@ -287,10 +307,12 @@ impl Layout {
         held.ensure_exclusive()?;
         let dir = self.layer_dir(id)?;
         let gone = self.stage(held, "rm")?;
+        crate::crashpoint::hit();
         std::fs::rename(&dir, gone.path().join("layer")).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => self.not_found(id),
             _ => Error::io("rename", &dir, e),
         })?;
+        crate::crashpoint::hit();
         fsync_dir(&self.layers_dir())?;
         gone.remove()
     }
@@ -329,7 +351,9 @@ impl Staging {
     pub fn commit(mut self, _held: &LockGuard<'_>, layout: &Layout, id: &str) -> Result<PathBuf> {
         let dest = layout.layer_dir(id)?;
         let dir = File::open(&self.path).at("open", &self.path)?;
+        crate::crashpoint::hit();
         rustix::fs::syncfs(&dir).at("syncfs", &self.path)?;
+        crate::crashpoint::hit();
         rename_noreplace(&self.path, &dest).map_err(|e| match e {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::EEXIST) => {
                 Error::LayerExists(id.to_owned())
@@ -337,6 +361,7 @@ impl Staging {
             e => e,
         })?;
         self.done = true;
+        crate::crashpoint::hit();
         fsync_dir(&layout.layers_dir())?;
         Ok(dest)
     }

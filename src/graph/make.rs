@@ -111,7 +111,7 @@ impl Graph {
     /// `e`, or [`Error::LayerNotFound`] when `layer` was deleted meanwhile
     /// (by another process): what failed on its vanished files is not
     /// the cause.
-    fn gone_or(&self, layer: Option<&Layer>, e: Error) -> Error {
+    pub(crate) fn gone_or(&self, layer: Option<&Layer>, e: Error) -> Error {
         match layer {
             Some(l) if matches!(self.inner.store.layout().has_layer(l.id()), Ok(false)) => {
                 self.inner.store.layout().not_found(l.id())

@@ -6,6 +6,7 @@
 
 mod ancestry;
 pub mod chain;
+pub mod check;
 mod diffs;
 #[allow(clippy::module_inception)]
 pub mod graph;
@@ -22,6 +23,7 @@ pub mod time;
 pub use crate::fs::lock::{LockGuard, LockMode, StoreLock};
 pub use crate::ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
 pub use chain::{ChainLayer, Progress, ProgressInfo};
+pub use check::{CheckReport, Finding};
 pub use graph::{Graph, Metadata};
 pub use images::{Image, ImageRecord};
 pub use layer::Layer;

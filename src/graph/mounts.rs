@@ -21,6 +21,13 @@ impl Graph {
     pub(crate) fn mount(&self, layer: &Layer, writable: bool, persist: bool) -> Result<PathBuf> {
         self.check_open()?;
         let id = layer.id();
+        // Under the store lock, shared: a delete (which takes it
+        // exclusive) cannot take the layer away between the check that it
+        // is there and the reference the driver records.
+        let _shared = self.inner.store.read_lock()?;
+        if !self.inner.store.layout().has_layer(id)? {
+            return Err(self.inner.store.layout().not_found(id));
+        }
         let path = self.with_layer(layer, |l, parents| {
             self.inner.driver.get(l, parents, writable, persist)
         })?;

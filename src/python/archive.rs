@@ -97,6 +97,7 @@ fn options(
     tar_split: Option<PathBuf>,
     memory_limit: Option<u64>,
     zstd_window_log_max: Option<u32>,
+    rootless: bool,
 ) -> PyResult<ApplyOptions> {
     let whiteouts = match whiteouts {
         "apply" => WhiteoutMode::Apply,
@@ -113,6 +114,7 @@ fn options(
         tar_split,
         memory_limit,
         zstd_window_log_max,
+        rootless,
     })
 }
 
@@ -120,7 +122,7 @@ fn options(
 #[pyfunction]
 #[pyo3(signature = (
     dst, source, *, whiteouts="apply", rootless_overlay=false, tar_split=None,
-    memory_limit=None, zstd_window_log_max=None,
+    memory_limit=None, zstd_window_log_max=None, rootless=false,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_layer(
@@ -132,6 +134,7 @@ pub(crate) fn apply_layer(
     tar_split: Option<PathBuf>,
     memory_limit: Option<u64>,
     zstd_window_log_max: Option<u32>,
+    rootless: bool,
 ) -> PyResult<u64> {
     let opts = options(
         whiteouts,
@@ -139,6 +142,7 @@ pub(crate) fn apply_layer(
         tar_split,
         memory_limit,
         zstd_window_log_max,
+        rootless,
     )?;
     Ok(apply(py, dst, source, opts)?.0)
 }
@@ -154,7 +158,7 @@ pub(crate) fn _apply_layer_report(
     rootless_overlay: bool,
     tar_split: Option<PathBuf>,
 ) -> PyResult<(u64, String, u64)> {
-    let opts = options(whiteouts, rootless_overlay, tar_split, None, None)?;
+    let opts = options(whiteouts, rootless_overlay, tar_split, None, None, false)?;
     apply(py, dst, source, opts)
 }
 

@@ -236,6 +236,20 @@ impl PyGraph {
         super::image::image(&self.g, py, name)
     }
 
+    /// Check every layer; nothing is changed. A dict: `layers` (how many),
+    /// `problems` (each `layer`, `path`, `what`; empty when all is well).
+    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.g.check()).py_err()?;
+        report_to_py(py, &r, false)
+    }
+
+    /// Remove what cannot be saved, rebuild what can; the dict of
+    /// [`check`] after it, plus `actions`, what was done.
+    fn repair<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.detach(|| self.g.repair()).py_err()?;
+        report_to_py(py, &r, true)
+    }
+
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         py.detach(|| self.g.close()).py_err()
     }
@@ -277,6 +291,38 @@ impl PyGraph {
             self.g.driver_name()
         )
     }
+}
+
+fn findings_to_py<'py>(
+    py: Python<'py>,
+    items: &[crate::graph::Finding],
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for f in items {
+        let d = PyDict::new(py);
+        d.set_item("layer", f.layer.as_deref())?;
+        d.set_item(
+            "path",
+            f.path.as_ref().map(|p| p.as_os_str().to_os_string()),
+        )?;
+        d.set_item("what", &f.what)?;
+        out.append(d)?;
+    }
+    Ok(out)
+}
+
+fn report_to_py<'py>(
+    py: Python<'py>,
+    r: &crate::graph::CheckReport,
+    actions: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("layers", r.layers)?;
+    d.set_item("problems", findings_to_py(py, &r.problems)?)?;
+    if actions {
+        d.set_item("actions", findings_to_py(py, &r.actions)?)?;
+    }
+    Ok(d)
 }
 
 /// Close every graph still open: what `atexit` runs.

@@ -424,9 +424,20 @@ def _find_init() -> int | None:
                 nspid = next(line for line in f if line.startswith("NSpid:")).split()
         except (OSError, StopIteration):
             continue
-        if nspid[-1] == "1" and _exists(int(entry)):
+        # The namespace id of a dead engine can be reused by another
+        # namespace (ours: the test container's init is its pid 1), so the
+        # process must also be the engine's init.
+        if nspid[-1] == "1" and _exists(int(entry)) and _is_engine_init(int(entry)):
             return int(entry)
     return None
+
+
+def _is_engine_init(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"support.engine_init" in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def _stray_dockerds() -> list[int]:

@@ -372,3 +372,18 @@ def test_a_killed_load_leaves_nothing_named(tmp_path: Path) -> None:
     child.stdin.close()
     with lamina.Graph(root) as g:
         untouched(g)
+
+
+def test_repair_drops_images_whose_layers_it_removed(graph: lamina.Graph) -> None:
+    base = graph.register(BASE)
+    top = graph.register(TOP, parent=base)
+    graph.tag(top, "app:1")
+    graph.tag(base, "base:1")
+    assert graph.check()["problems"] == []
+    # A file of the top layer changed behind lamina's back: it cannot be saved.
+    (Path(graph.root, "layers", top.id, "root/app/run")).write_text("changed\n")
+    repaired = graph.repair()
+    assert repaired["problems"] == []
+    assert any("image record removed" in a["what"] for a in repaired["actions"])
+    assert [i.name for i in graph.images()] == ["base:1"]
+    assert graph.image("base:1").layer == base
