@@ -112,13 +112,11 @@ pub trait Driver: Send + Sync {
         record: &mut dyn Write,
     ) -> Result<ApplyReport>;
 
-    /// Whether a read-only layer's [`Driver::apply_diff`] works without its
-    /// parents' trees (overlay2: each layer's `diff/` holds only its own
-    /// changes), so that the layers of one image may be applied at once.
-    /// Then `apply_diff` is still handed the layer's ancestry, but a parent
-    /// may be a staging directory still being filled: it must not be read,
-    /// and its path must not be kept (it is renamed when the layer lands).
-    /// The seed's overlay and vfs copy their parent's tree: `false`.
+    /// Whether [`Driver::apply_diff`] reads nothing of `parents` but
+    /// their place in the chain, so that an image's layers may be applied
+    /// in parallel, each into its own staging directory, while (or
+    /// before) its parents are, and landed in order afterwards. `false`
+    /// for drivers that start a layer from a copy of its parent's tree.
     fn layers_apply_independently(&self) -> bool {
         false
     }
