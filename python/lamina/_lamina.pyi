@@ -224,7 +224,7 @@ class Graph:
     threads; every I/O call releases the GIL."""
 
     def __init__(
-        self, root: _Path, driver: Literal["auto", "overlay", "vfs"] | str = "auto"
+        self, root: _Path, driver: Literal["auto", "overlay", "overlay2", "vfs"] | str = "auto"
     ) -> None:
         """Open (or make) the store at ``root``. ``driver`` is one of
         :data:`DRIVERS` or ``"auto"``; any other name is a ``ValueError``

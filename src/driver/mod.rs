@@ -9,6 +9,7 @@
 //! <root>/layers/<id>/<anything else>    the driver: root/, upper/, work/, merged/, diff/, ...
 //! <root>/driver/                        the driver's home: mount records (mounts/),
 //!                                       and whatever else a driver keeps store-wide
+//!                                       (overlay2: short names in l/, an empty/ lower)
 //! ```
 //!
 //! The graph makes a layer's directory (a staging directory under `tmp/`
@@ -36,12 +37,15 @@
 //! - [`mount`]: persisted per-process mount reference counts.
 //! - [`probe`]: what the host offers; the `auto` choice.
 //! - [`overlay`]: the seed's overlay driver (full `root/` trees + one-lower overlays).
+//! - [`overlay2`]: moby's overlay2 (each layer's own `diff/`, stacked as
+//!   lowers; `auto`'s choice where overlayfs works).
 //! - [`vfs`]: plain full copies, no mounts.
 
 pub mod mount;
 pub mod mounter;
 pub mod mountinfo;
 pub mod overlay;
+pub mod overlay2;
 pub mod probe;
 pub mod vfs;
 
@@ -52,7 +56,7 @@ use crate::archive::ApplyReport;
 use crate::error::{Error, Result};
 
 /// The storage drivers this build has, by the name a store records.
-pub const NAMES: &[&str] = &["overlay", "vfs"];
+pub const NAMES: &[&str] = &["overlay", "overlay2", "vfs"];
 
 /// Check a driver name a caller asked for: one of [`NAMES`], or `"auto"`
 /// (the store's own driver, or for a new store the host's best).
@@ -85,7 +89,7 @@ pub use crate::archive::changes::{Change, ChangeKind};
 /// Every method may be called from many threads at once; the graph
 /// serializes calls that change the same layer.
 pub trait Driver: Send + Sync {
-    /// The driver's name as stored in `lamina.json` (`"overlay"`, `"vfs"`).
+    /// The driver's name as stored in `lamina.json` (one of [`NAMES`]).
     fn name(&self) -> &'static str;
 
     /// Make an empty writable layer in `layer.dir` (a fresh staging
@@ -100,10 +104,11 @@ pub trait Driver: Send + Sync {
     /// container made on it by [`Driver::create`] starts from it.
     fn create_init(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()>;
 
-    /// Make `layer.dir` (a fresh staging directory) a read-only layer: the
-    /// parent's tree plus the tar diff read from `diff` (plain, gzip or
-    /// zstd), whiteouts applied, its tar-split record written to `record`.
-    /// Never changes an inode of the parent.
+    /// Make `layer.dir` (a fresh staging directory) a read-only layer from
+    /// the tar diff read from `diff` (plain, gzip or zstd): the parent's
+    /// tree plus the diff, whiteouts applied (overlay, vfs), or the diff
+    /// alone in overlay form (overlay2); its tar-split record written to
+    /// `record`. Never changes an inode of the parent.
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
@@ -121,9 +126,17 @@ pub trait Driver: Send + Sync {
         false
     }
 
-    /// The directory holding the layer's full tree, where it has one
-    /// (read-only layers): the tree a tar-split record is reassembled from.
+    /// The directory a read-only layer's tar was applied to, where it has
+    /// one: the tree its tar-split record is reassembled from (the full
+    /// tree for overlay and vfs, the layer's own `diff/` for overlay2).
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;
+
+    /// The directories whose overlay union is the layer's view, uppermost
+    /// first: what reads the view without mounting it. Each is in overlay
+    /// form (a 0/0 character device hides the path in the directories
+    /// below, `overlay.opaque=y` a directory's content below); a full tree
+    /// (overlay's `root/`, vfs) is a stack of one.
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf>;
 
     /// Remove the layer: fails with [`crate::Error::LayerInUse`] while a
     /// live process has it mounted; otherwise unmounts what is left mounted
@@ -206,6 +219,7 @@ pub fn open(
     let driver = match name {
         "vfs" => Box::new(vfs::Vfs::new(&mounts, probe)?) as Box<dyn Driver>,
         "overlay" => Box::new(overlay::Overlay::new(&mounts, mounter, probe)?),
+        "overlay2" => Box::new(overlay2::Overlay2::new(home, mounter, probe)?),
         other => {
             return Err(Error::UnknownDriver {
                 name: other.to_owned(),
@@ -247,6 +261,32 @@ pub(crate) fn refuse_mounts_inside(layer: LayerDir<'_>) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// A layer's mount point must be the store's own directory: `mount(2)`
+/// follows a symlink put in its place, and would mount over whatever it
+/// points to outside the store.
+pub(crate) fn check_mount_point(merged: &Path) -> Result<()> {
+    use crate::error::IoContext;
+    let m = merged.symlink_metadata().at("lstat", merged)?;
+    if m.file_type().is_symlink() || !m.is_dir() {
+        return Err(Error::corrupt(
+            merged,
+            "the mount point is not the store's own directory",
+        ));
+    }
+    Ok(())
+}
+
+/// A new directory with exactly `mode` (the umask does not decide it).
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    use crate::error::IoContext;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .at("mkdir", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at("chmod", path)
 }
 
 /// Bytes of the regular files among `changes` (added or modified), as found

@@ -115,6 +115,10 @@ impl Driver for Vfs {
         Some(layer.dir.join(ROOT))
     }
 
+    fn stack(&self, layer: LayerDir<'_>, _parents: &[LayerDir<'_>]) -> Vec<PathBuf> {
+        vec![layer.dir.join(ROOT)]
+    }
+
     fn remove(
         &self,
         layer: LayerDir<'_>,
