@@ -15,7 +15,7 @@ engine (tests/support/engine.py). lamina's store, the archives and umoci's
 bundle live on a loop-mounted ext4 the script makes in its own mount
 namespace; Docker's own data root is the engine's (ext4 on the same disk).
 
-Run as root: ``.venv/bin/python bench/bench_images.py [--reps N]``.
+Run as root: ``.venv/bin/python bench/bench_images.py [--reps N] [--driver NAME]``.
 """
 
 from __future__ import annotations
@@ -114,13 +114,17 @@ def peak_rss_mb(script: str, *args: str) -> float:
     return int(r.stderr.decode().split()[-1]) / 1024
 
 
-LOAD = "import lamina, sys; g = lamina.Graph(sys.argv[1]); g.load(sys.argv[2]); g.close()"
+LOAD = (
+    "import lamina, sys; g = lamina.Graph(sys.argv[1], driver=sys.argv[3]); "
+    "g.load(sys.argv[2]); g.close()"
+)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--size", default="6G", help="size of the ext4 image")
+    ap.add_argument("--driver", default="auto", help="lamina's driver (default: the host's best)")
     args = ap.parse_args()
     reexec_in_namespace()
     import lamina
@@ -162,14 +166,14 @@ def main() -> int:
 
             def lamina_load(src: Path) -> Callable[[], None]:
                 def go() -> None:
-                    with lamina.Graph(store) as g:
+                    with lamina.Graph(store, driver=args.driver) as g:
                         g.load(src)
 
                 return go
 
             t_load = timed(lamina_load(archive), fresh_store, args.reps)
             t_load_oci = timed(lamina_load(layout), fresh_store, args.reps)
-            with lamina.Graph(store) as g:
+            with lamina.Graph(store, driver=args.driver) as g:
                 driver = g.driver
 
             def docker_load() -> None:
@@ -199,21 +203,21 @@ def main() -> int:
             # From a pipe: docker save's order (metadata last: spooled), and
             # lamina's own (metadata first: applied as it arrives).
             stdin_load = (
-                "import lamina, sys; g = lamina.Graph(sys.argv[1]); "
+                "import lamina, sys; g = lamina.Graph(sys.argv[1], driver=sys.argv[2]); "
                 "g.load(sys.stdin.buffer); g.close()"
             )
 
             def piped(src: Path) -> Callable[[], None]:
                 def go() -> None:
                     cat = subprocess.Popen(["cat", str(src)], stdout=subprocess.PIPE)
-                    sh(sys.executable, "-c", stdin_load, str(store), stdin=cat.stdout)
+                    sh(sys.executable, "-c", stdin_load, str(store), args.driver, stdin=cat.stdout)
                     assert cat.wait() == 0
 
                 return go
 
             t_pipe = timed(piped(archive), fresh_store, args.reps)
             own = mnt / "own.tar"
-            with lamina.Graph(store) as g:
+            with lamina.Graph(store, driver=args.driver) as g:
                 g.load(archive)
                 g.save(IMAGE, own, format="docker-archive", compression=None)
             t_pipe_own = timed(piped(own), fresh_store, args.reps)
@@ -221,12 +225,12 @@ def main() -> int:
 
             # save: lamina's store has the image; docker has it (loaded above).
             fresh_store()
-            with lamina.Graph(store) as g:
+            with lamina.Graph(store, driver=args.driver) as g:
                 g.load(archive)
             out = mnt / "saved.tar"
 
             def lamina_save() -> None:
-                with lamina.Graph(store) as g:
+                with lamina.Graph(store, driver=args.driver) as g:
                     g.save(IMAGE, out, format="docker-archive", compression=None)
 
             def docker_save() -> None:
@@ -240,14 +244,14 @@ def main() -> int:
 
             # Peak memory: the big image, and its 64 MB layer alone as an image.
             fresh_store()
-            rss_big = peak_rss_mb(LOAD, str(store), str(archive))
+            rss_big = peak_rss_mb(LOAD, str(store), str(archive), args.driver)
             small = mnt / "small.tar"
-            with lamina.Graph(store) as g:
+            with lamina.Graph(store, driver=args.driver) as g:
                 base = g.register(layer_tars[2])
                 g.tag(base, "small:1")
                 g.save("small:1", small, format="docker-archive", compression=None)
             fresh_store()
-            rss_small = peak_rss_mb(LOAD, str(store), str(small))
+            rss_small = peak_rss_mb(LOAD, str(store), str(small), args.driver)
             small_size = small.stat().st_size
             drop_image(env)
 
