@@ -5,6 +5,7 @@ declare -A need=(
   [debootstrap]=debootstrap [mkfs.xfs]=xfsprogs [mkfs.ext4]=e2fsprogs
   [getfattr]=attr [setfacl]=acl [unshare]=util-linux [tar]=tar
   [setpriv]=util-linux [cp]=coreutils [dockerd]=docker.io
+  [skopeo]=skopeo [umoci]=umoci [setcap]=libcap2-bin
 )
 missing=()
 for cmd in "${!need[@]}"; do

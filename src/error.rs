@@ -59,6 +59,14 @@ pub enum Error {
         /// Every id it matches, sorted.
         candidates: Vec<String>,
     },
+    /// No image has this name.
+    #[error("no image '{}' in {}", name.escape_debug(), root.display())]
+    ImageNotFound {
+        /// The name looked up (normalized: `app` is `app:latest`).
+        name: String,
+        /// The store's root directory.
+        root: PathBuf,
+    },
     /// A layer with this id already exists.
     #[error("layer {0} already exists")]
     LayerExists(String),

@@ -29,6 +29,10 @@
 //! trees, [`export_diff`] streams the tar of their differences (or of a whole
 //! tree), and [`upper_changes`] / [`write_upper_diff`] do the same from an
 //! overlay upper dir alone, at a cost proportional to the changes.
+//!
+//! Images go in and out through [`image`]: OCI image layouts and docker
+//! archives, loaded into the graph ([`Graph::load`], layers staged and
+//! checked before any lands) and saved from it ([`Graph::save`]).
 
 pub mod archive;
 pub mod copy;
@@ -38,6 +42,7 @@ pub mod error;
 pub mod fs;
 pub mod graph;
 pub mod ids;
+pub mod image;
 pub mod init_layer;
 
 #[cfg(feature = "python")]
@@ -52,7 +57,7 @@ pub use archive::upper::{upper_changes, write_upper_diff};
 pub use archive::{apply_layer, reassemble, ApplyOptions, ApplyReport, WhiteoutMode};
 pub use copy::{copy_dir, CopyOptions, CopyStats};
 pub use error::{Error, Result};
-pub use graph::{Graph, Layer};
+pub use graph::{Graph, Image, Layer};
 pub use init_layer::{
     default_entries, setup_init_layer, setup_init_layer_with, InitEntry, InitKind,
 };

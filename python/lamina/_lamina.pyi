@@ -1,7 +1,7 @@
 """Type stubs for the native module ``lamina._lamina``."""
 
 import datetime
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from os import PathLike
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, TypeAlias, final, overload
@@ -182,6 +182,43 @@ class Layer:
 
 _Ref: TypeAlias = str | Layer
 
+_Progress: TypeAlias = Callable[[int, int, int, int], object]
+"""A progress callback: ``(bytes, total_bytes, layers, total_layers)``; a
+total of 0 is not known yet. Called from lamina's threads (with the GIL) at
+most every 4 MiB and at every layer."""
+
+@final
+class Image:
+    """An image of a :class:`Graph`: a name for a chain of read-only layers,
+    with its config and manifest as they were loaded (byte for byte)."""
+
+    @property
+    def name(self) -> str:
+        """The name, normalized: ``"app:1"`` (``"app"`` is ``"app:latest"``)."""
+    @property
+    def layer(self) -> Layer:
+        """The top layer."""
+    @property
+    def layers(self) -> list[Layer]:
+        """The layers, base first."""
+    @property
+    def config(self) -> dict[str, Any]:
+        """The image config (``rootfs.diff_ids`` lists the layers' diff IDs)."""
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The image manifest."""
+    @property
+    def digest(self) -> str:
+        """The manifest digest, ``"sha256:<hex>"``."""
+    @property
+    def created(self) -> datetime.datetime:
+        """When the image was made (its config's ``created``; else when it was
+        recorded), aware, UTC."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+_ImageRef: TypeAlias = str | Image
+
 class Graph:
     """A layer store at ``root`` (DESIGN.md §3-§4). Safe to share between
     threads; every I/O call releases the GIL."""
@@ -227,8 +264,50 @@ class Graph:
     def layers(self) -> list[Layer]: ...
     def heads(self) -> list[Layer]: ...
     def delete(self, layer: _Ref) -> None:
-        """Refused with :class:`LayerInUse` while mounted or with children."""
+        """Refused with :class:`LayerInUse` while mounted, with children, or
+        used by an image."""
     def status(self) -> dict[str, Any]: ...
+    def load(
+        self, source: _Path | IO[bytes] | bytes, *, progress: _Progress | None = None
+    ) -> list[Image]:
+        """Load the images of an OCI image layout (a directory, or a tar of one)
+        or of a docker archive (``docker save``: legacy or OCI-style), plain,
+        gzip or zstd, from a path or a binary file object (``sys.stdin.buffer``
+        works). A tar on disk is read in place; a pipe is spooled under the
+        store's ``tmp/`` (its metadata comes last). Every blob is checked
+        against its descriptor (digest, size) as it streams and every layer's
+        diff ID against the config; layers already in the store are not
+        applied again. Any failure (:class:`ArchiveError` naming the blob)
+        leaves the store unchanged. One :class:`Image` per name; an image with
+        no name is named by its manifest digest."""
+    def save(
+        self,
+        refs: _ImageRef | Iterable[_ImageRef],
+        dst: _Path | _BinaryWriter,
+        *,
+        format: Literal["oci", "docker-archive"] = "oci",
+        compression: Literal["gzip", "zstd"] | None = "gzip",
+        progress: _Progress | None = None,
+    ) -> None:
+        """Save images: ``"oci"``, an OCI image layout directory at ``dst``
+        (which must not exist, or be empty); ``"docker-archive"``, a tar that
+        ``docker load`` and skopeo read, to a path or a binary file object.
+        Layer blobs are the layers' exact tars (their diff IDs are the
+        config's); configs are written byte for byte, and so are manifests
+        wherever the blobs they list are unchanged (uncompressed)."""
+    def tag(self, layer: _Ref, name: str, *, config: dict[str, Any] | None = None) -> Image:
+        """Name ``layer`` and its ancestors (read-only layers) an image,
+        replacing any image of that name. Without ``config``, an image of
+        exactly these layers lends its config and manifest (the digest stays),
+        else a minimal config is made; a given config keeps everything but
+        ``rootfs``, set to the layers' diff IDs."""
+    def untag(self, name: _ImageRef) -> None:
+        """Remove an image's name; its layers stay (:class:`ImageNotFound` if
+        there is none)."""
+    def images(self) -> list[Image]:
+        """Every image, by name."""
+    def image(self, name: str) -> Image:
+        """The image ``name`` (:class:`ImageNotFound` if there is none)."""
     def check(self) -> dict[str, Any]:
         """Check every layer, changing nothing: complete, mountable, its files
         give back its tar (reassembled and hashed against its diff ID and

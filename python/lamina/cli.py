@@ -70,6 +70,66 @@ class _CountingReader:
         return len(data)
 
 
+class _ImageProgress:
+    """What ``Graph.load``/``save`` report, as a bar on stderr (bytes and
+    layers), drawn only on a terminal; a callable to pass as ``progress``."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int, layers: int, total_layers: int) -> None:
+        if not self.enabled:
+            return
+        mb = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f} MB" if total else " MB")
+        frac = min(done / total, 1.0) if total else 0.0
+        bar = "#" * int(frac * 30)
+        tail = f"layers {layers}/{total_layers}" if total_layers else ""
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {mb} {tail}\033[K")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.enabled and self.drawn:
+            sys.stderr.write("\n")
+
+
+def _image_row(image: Any) -> list[str]:
+    layers = image.layers
+    return [
+        image.name,
+        _short(image.layer.id),
+        image.digest[7:19],
+        str(len(layers)),
+        _human(sum(lay.size for lay in layers)),
+        image.created.strftime("%Y-%m-%d %H:%M:%S"),
+    ]
+
+
+def _rmi(g: Any, name: str, keep_layers: bool) -> None:
+    """Untag ``name``; unless ``keep_layers``, delete its layers, top first,
+    that no other image and no other layer uses (as ``docker rmi``)."""
+    image = g.image(name)
+    layers = image.layers
+    g.untag(image.name)
+    if keep_layers:
+        return
+    from lamina.errors import LayerInUse
+
+    for layer in reversed(layers):
+        try:
+            g.delete(layer)
+        except LayerInUse:
+            break
+
+
+def _save_format(path: str, given: str | None) -> str:
+    if given:
+        return given
+    return "docker-archive" if path == "-" or path.endswith(".tar") else "oci"
+
+
 @contextmanager
 def _source(path: str) -> Iterator[Any]:
     """The tar to register: a path (fastest), or a counting reader on a tty."""
@@ -217,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--id", help="layer id (default: its chain id)")
     v = verbs.add_parser("create", help="create a writable layer")
     v.add_argument("parent", nargs="?", help="parent layer id or prefix")
+    v.add_argument("--image", help="create it on this image's top layer")
     v.add_argument("--init", action="store_true", help="put an -init layer under it")
     v.add_argument("--id", help="layer id (default: random)")
     v = verbs.add_parser("commit", help="turn a writable layer's diff into a read-only layer")
@@ -234,6 +295,28 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("diff", help="write a layer's tar (to stdout or -o FILE)")
     v.add_argument("id")
     v.add_argument("-o", "--output", help="file to write (default: stdout)")
+    v = verbs.add_parser("load", help="load images: an OCI layout (dir or tar) or a docker archive")
+    v.add_argument("path", help="layout directory or tar (plain, gzip, zstd), or - for stdin")
+    v = verbs.add_parser("save", help="save images as an OCI layout or a docker archive")
+    v.add_argument("refs", nargs="+", metavar="REF", help="image names")
+    v.add_argument("path", help="layout directory, or tar file (- for stdout)")
+    v.add_argument(
+        "--format",
+        choices=["oci", "docker-archive"],
+        help="default: docker-archive for - and *.tar, else oci",
+    )
+    v.add_argument(
+        "--compression",
+        choices=["gzip", "zstd", "none"],
+        help="layer compression (default: gzip for oci, none for docker-archive)",
+    )
+    verbs.add_parser("images", help="list images")
+    v = verbs.add_parser("tag", help="name an image or a layer (and its ancestors) an image")
+    v.add_argument("source", help="image name, or layer id or prefix")
+    v.add_argument("name", help="the new name, e.g. app:1")
+    v = verbs.add_parser("rmi", help="remove images, and their layers nothing else uses")
+    v.add_argument("names", nargs="+", metavar="NAME")
+    v.add_argument("--keep-layers", action="store_true", help="only remove the names")
     verbs.add_parser("check", help="check every layer; exit 1 if something is wrong")
     verbs.add_parser("repair", help="remove what cannot be saved, rebuild what can")
     v = verbs.add_parser("demo", help="build a layered image and show each step")
@@ -257,7 +340,46 @@ def _run(args: argparse.Namespace) -> int:
                 layer = g.register(src, parent=args.parent, id=args.id)
             print(layer.id)
         elif args.verb == "create":
-            print(g.create(args.parent, id=args.id, init=args.init).id)
+            if args.image and args.parent:
+                raise ValueError("create takes a parent layer or --image, not both")
+            parent = g.image(args.image).layer if args.image else args.parent
+            print(g.create(parent, id=args.id, init=args.init).id)
+        elif args.verb == "load":
+            bar = _ImageProgress("load")
+            try:
+                src = sys.stdin.buffer if args.path == "-" else args.path
+                loaded = g.load(src, progress=bar)
+            finally:
+                bar.close()
+            for image in loaded:
+                print(f"Loaded image: {image.name}")
+        elif args.verb == "save":
+            fmt: Any = _save_format(args.path, args.format)
+            comp: Any = args.compression or ("gzip" if fmt == "oci" else "none")
+            bar = _ImageProgress("save")
+            try:
+                dst = sys.stdout.buffer if args.path == "-" else args.path
+                g.save(
+                    args.refs,
+                    dst,
+                    format=fmt,
+                    compression=None if comp == "none" else comp,
+                    progress=bar,
+                )
+            finally:
+                bar.close()
+        elif args.verb == "images":
+            rows = [_image_row(i) for i in g.images()]
+            print(_table(rows, ["NAME", "LAYER", "DIGEST", "LAYERS", "SIZE", "CREATED"]))
+        elif args.verb == "tag":
+            try:
+                source: Any = g.image(args.source).layer
+            except (KeyError, ValueError):
+                source = args.source
+            print(g.tag(source, args.name).name)
+        elif args.verb == "rmi":
+            for name in args.names:
+                _rmi(g, name, args.keep_layers)
         elif args.verb == "commit":
             print(g.commit(g.get(args.id)).id)
         elif args.verb == "ls":

@@ -11,6 +11,7 @@ __all__ = [
     "ArchiveError",
     "CorruptStore",
     "DriverError",
+    "ImageNotFound",
     "LaminaError",
     "LayerExists",
     "LayerInUse",
@@ -40,6 +41,17 @@ class LayerNotFound(LaminaError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ImageNotFound(LaminaError, KeyError):
+    """No image has this name. ``name`` is what was looked up, normalized
+    (``app`` is ``app:latest``); ``root`` the store it was looked up in."""
+
+    name: str = ""
+    root: str = ""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class LayerExists(LaminaError, FileExistsError):
     """A layer with this id already exists (``id``)."""
 
@@ -53,7 +65,9 @@ class LayerInUse(LaminaError):
 
 
 class ArchiveError(LaminaError, ValueError):
-    """A malformed tar archive."""
+    """A malformed tar archive, image layout or docker archive: a blob whose
+    digest or size is not its descriptor's, a layer whose diff ID is not its
+    config's, a missing blob (the message names it)."""
 
 
 class UnsafeArchive(ArchiveError):

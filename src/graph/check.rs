@@ -7,14 +7,16 @@
 //! that does not mount, a registered layer whose files no longer give back
 //! its tar (reassembled from its tar-split record, hashed, and compared
 //! with its diff ID and chain ID), size records that are wrong, and
-//! leftovers under `tmp/` that cannot be removed.
+//! leftovers under `tmp/` that cannot be removed, and image records that
+//! do not read or name a layer that is gone.
 //!
 //! [`Graph::repair`] then, under the store lock held exclusive, removes
 //! what cannot be saved — a broken layer and every layer above it (their
 //! trees or chain ids build on it) — and rebuilds what can: size records
 //! (from the tar-split record), mount reference counts (reconciled with the
-//! living processes and the mount table), the sweep of `tmp/`. It says
-//! what it did.
+//! living processes and the mount table), the sweep of `tmp/`; an image
+//! whose layer it removed loses its record (its other layers stay). It
+//! says what it did.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -129,6 +131,12 @@ impl Graph {
         }
         for (id, rec) in &records {
             self.check_layer(id, rec, &records, &mut report)?;
+        }
+        for (path, what) in self.broken_images()? {
+            report.problems.push(Finding {
+                rebuildable: true,
+                ..finding(None, Some(path), what)
+            });
         }
         for leftover in layout.tmp_leftovers()? {
             report.problems.push(Finding {
@@ -299,6 +307,18 @@ impl Graph {
                 }
                 _ => {}
             }
+        }
+        // An image whose layer went goes too (its layers stay).
+        for (path, what) in self.broken_images()? {
+            let done = self.remove_image_record(&path);
+            actions.push(finding(
+                None,
+                Some(path),
+                match done {
+                    Ok(()) => format!("image record removed: {what}"),
+                    Err(e) => format!("image record could not be removed ({what}): {e}"),
+                },
+            ));
         }
         let removed = layout.clean_tmp(&held)?;
         if removed > 0 {

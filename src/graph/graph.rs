@@ -136,9 +136,10 @@ impl Graph {
     /// The layer named by `reference`: a full id or a unique prefix.
     pub fn get(&self, reference: &str) -> Result<Layer> {
         if ids::is_valid_id(reference) {
-            if let Ok(l) = self.layer(reference) {
-                return Ok(l);
-            }
+            // A full id names that layer only: it is also a prefix of its
+            // `-init` layer's id, which a container deleted a moment ago
+            // (before its init layer) must not make it find.
+            return self.layer(reference);
         }
         let layout = self.inner.store.layout();
         let all = layout.layer_ids()?;
@@ -271,6 +272,14 @@ mod tests {
             kinds,
             [("/bin", "C"), ("/bin/sh", "D"), ("/new", "A")].map(|(p, k)| (p.to_owned(), k))
         );
+        // A full id never finds its `-init` layer (a delete removes the
+        // container first, its init layer a moment later).
+        let gone = g
+            .create(Some(base.id()), None, true, Metadata::new())
+            .unwrap();
+        g.delete_id(gone.id()).unwrap();
+        assert!(matches!(g.get(gone.id()), Err(Error::LayerNotFound { .. })));
+        g.delete(&format!("{}-init", gone.id())).unwrap();
         let img = g.commit(&c, Metadata::new()).unwrap();
         assert_eq!(img.parent_id(), Some(base.id()));
         assert!(matches!(g.delete(base.id()), Err(Error::LayerInUse { .. })));

@@ -15,7 +15,7 @@ use crate::ids;
 impl Graph {
     /// A parent for a new layer: it must exist and not be writable (a
     /// writable layer changes under its children; commit it first).
-    fn parent_for_child(&self, reference: Option<&str>) -> Result<Option<Layer>> {
+    pub(super) fn parent_for_child(&self, reference: Option<&str>) -> Result<Option<Layer>> {
         let Some(r) = reference else { return Ok(None) };
         let p = self.get(r)?;
         if p.writable() {
@@ -122,7 +122,12 @@ impl Graph {
 
     /// Rename a staged layer into place, under the store lock (shared)
     /// after checking its parent is still there.
-    fn land(&self, st: crate::graph::Staging, parent: Option<&Layer>, id: &str) -> Result<()> {
+    pub(super) fn land(
+        &self,
+        st: crate::graph::Staging,
+        parent: Option<&Layer>,
+        id: &str,
+    ) -> Result<()> {
         let layout = self.inner.store.layout();
         let g = self.inner.store.read_lock()?;
         if let Some(p) = parent {
@@ -236,7 +241,7 @@ fn user_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-fn create_private(path: &Path) -> Result<std::fs::File> {
+pub(super) fn create_private(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .write(true)

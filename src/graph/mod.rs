@@ -5,10 +5,12 @@
 //! [`Graph`] and [`Layer`] (DESIGN.md §4) are built on these.
 
 mod ancestry;
+pub mod chain;
 pub mod check;
 mod diffs;
 #[allow(clippy::module_inception)]
 pub mod graph;
+pub mod images;
 pub mod layer;
 pub mod layout;
 mod make;
@@ -20,8 +22,10 @@ pub mod time;
 
 pub use crate::fs::lock::{LockGuard, LockMode, StoreLock};
 pub use crate::ids::{chain_id, chain_ids, random_id, resolve_prefix, validate_id};
+pub use chain::{ChainLayer, Progress, ProgressInfo};
 pub use check::{CheckReport, Finding};
 pub use graph::{Graph, Metadata};
+pub use images::{Image, ImageRecord};
 pub use layer::Layer;
 pub use layout::{Layout, Staging};
 pub use record::LayerRecord;

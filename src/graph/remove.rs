@@ -44,6 +44,12 @@ impl Graph {
                 }
             }
         }
+        if let Some(name) = self.image_using(id)? {
+            return Err(Error::LayerInUse {
+                id: id.to_owned(),
+                why: format!("the image {name} uses it"),
+            });
+        }
         let dir = layout.layer_dir(id)?;
         self.inner
             .driver

@@ -106,6 +106,17 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             ];
             raise_in(py, "LayerNotFound", args(py, vec![any(py, msg)]), &attrs)
         }
+        e @ Error::ImageNotFound { .. } => {
+            let msg = e.to_string();
+            let Error::ImageNotFound { name, root } = e else {
+                unreachable!("matched above")
+            };
+            let attrs = [
+                ("name", any(py, name)),
+                ("root", any(py, root.into_os_string())),
+            ];
+            raise_in(py, "ImageNotFound", args(py, vec![any(py, msg)]), &attrs)
+        }
         Error::LayerExists(id) => {
             let msg = format!("layer {id} already exists");
             let attrs = [("id", any(py, id))];

@@ -189,6 +189,53 @@ impl PyGraph {
         Ok(d)
     }
 
+    #[pyo3(signature = (source, *, progress = None))]
+    fn load(
+        &self,
+        py: Python<'_>,
+        source: &Bound<'_, PyAny>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<super::image::PyImage>> {
+        super::image::load(&self.g, py, source, progress)
+    }
+
+    #[pyo3(signature = (refs, dst, *, format = "oci", compression = Some("gzip"), progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn save(
+        &self,
+        py: Python<'_>,
+        refs: &Bound<'_, PyAny>,
+        dst: &Bound<'_, PyAny>,
+        format: &str,
+        compression: Option<&str>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        super::image::save(&self.g, py, refs, dst, format, compression, progress)
+    }
+
+    #[pyo3(signature = (layer, name, *, config = None))]
+    fn tag(
+        &self,
+        py: Python<'_>,
+        layer: &Bound<'_, PyAny>,
+        name: String,
+        config: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<super::image::PyImage> {
+        super::image::tag(&self.g, py, layer_ref(layer)?, name, config)
+    }
+
+    fn untag(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        super::image::untag(&self.g, py, name)
+    }
+
+    fn images(&self, py: Python<'_>) -> PyResult<Vec<super::image::PyImage>> {
+        super::image::images(&self.g, py)
+    }
+
+    fn image(&self, py: Python<'_>, name: &str) -> PyResult<super::image::PyImage> {
+        super::image::image(&self.g, py, name)
+    }
+
     /// Check every layer; nothing is changed. A dict: `layers` (how many),
     /// `problems` (each `layer`, `path`, `what`; empty when all is well).
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

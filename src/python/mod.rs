@@ -7,6 +7,7 @@ mod copy;
 mod errors;
 mod export;
 mod graph;
+mod image;
 mod init_layer;
 mod layer;
 
@@ -28,6 +29,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::layer::{Mounted, PyLayer};
+
+    #[pymodule_export]
+    use super::image::PyImage;
 
     #[pymodule_export]
     use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};

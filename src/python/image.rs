@@ -1,0 +1,365 @@
+//! Bindings for [`crate::image`] and [`crate::graph::images`]: the
+//! `lamina.Image` class and the image methods of `lamina.Graph` (which
+//! `graph.rs` forwards here).
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::archive::{source_from_py, Source};
+use super::layer::PyLayer;
+use super::IntoPy;
+use crate::archive::compression::Compression;
+use crate::graph::chain::{Progress, ProgressInfo};
+use crate::graph::{Graph, Image, Timestamp};
+use crate::image::{LoadSource, SaveFormat, SaveTarget};
+
+/// An image of a `Graph`: a name for a chain of layers, with its config.
+#[pyclass(frozen, name = "Image", module = "lamina")]
+pub(crate) struct PyImage {
+    img: Image,
+}
+
+pub(crate) fn datetime<'py>(py: Python<'py>, t: Timestamp) -> PyResult<Bound<'py, PyAny>> {
+    let dt = py.import("datetime")?;
+    let utc = dt.getattr("timezone")?.getattr("utc")?;
+    let kw = pyo3::types::PyDict::new(py);
+    kw.set_item("microsecond", t.nanos / 1000)?;
+    dt.getattr("datetime")?
+        .call_method1("fromtimestamp", (t.secs, utc))?
+        .call_method("replace", (), Some(&kw))
+}
+
+#[pymethods]
+impl PyImage {
+    /// The name, e.g. ``"app:1"``.
+    #[getter]
+    fn name(&self) -> &str {
+        self.img.name()
+    }
+
+    /// The manifest digest, ``"sha256:<hex>"``.
+    #[getter]
+    fn digest(&self) -> &str {
+        self.img.digest()
+    }
+
+    /// The top layer.
+    #[getter]
+    fn layer(&self, py: Python<'_>) -> PyResult<PyLayer> {
+        Ok(PyLayer::new(py.detach(|| self.img.layer()).py_err()?))
+    }
+
+    /// The layers, base first.
+    #[getter]
+    fn layers(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
+        let ls = py.detach(|| self.img.layers()).py_err()?;
+        Ok(ls.into_iter().map(PyLayer::new).collect())
+    }
+
+    /// The image config (a dict).
+    #[getter]
+    fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("json")?
+            .call_method1("loads", (self.img.record().config.as_str(),))
+    }
+
+    /// The manifest (a dict).
+    #[getter]
+    fn manifest<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("json")?
+            .call_method1("loads", (self.img.record().manifest.as_str(),))
+    }
+
+    /// When the image was made (its config's ``created``), aware UTC.
+    #[getter]
+    fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        datetime(py, self.img.created())
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<PyImage>().is_ok_and(|o| {
+            let o = &o.get().img;
+            o.name() == self.img.name()
+                && o.digest() == self.img.digest()
+                && o.record().layers == self.img.record().layers
+        })
+    }
+
+    fn __hash__(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.img.name(), self.img.digest()).hash(&mut h);
+        h.finish()
+    }
+
+    fn __repr__(&self) -> String {
+        let top = self.img.record().layers.last().map_or("", |s| &s[..12]);
+        format!(
+            "<Image {} {} layers={} top={top}>",
+            self.img.name(),
+            &self.img.digest()[..19.min(self.img.digest().len())],
+            self.img.record().layers.len()
+        )
+    }
+}
+
+/// A Python progress callback, called with (bytes, total_bytes, layers,
+/// total_layers); the first exception it raises is kept and re-raised
+/// when the call ends, and it is not called again.
+struct PyProgress {
+    callback: Option<Py<PyAny>>,
+    err: Mutex<Option<PyErr>>,
+}
+
+impl PyProgress {
+    fn call(&self, i: ProgressInfo) {
+        let Some(cb) = &self.callback else { return };
+        let mut err = self.err.lock().unwrap_or_else(|e| e.into_inner());
+        if err.is_some() {
+            return;
+        }
+        Python::attach(|py| {
+            let r = cb
+                .bind(py)
+                .call1((i.bytes, i.total_bytes, i.layers, i.total_layers));
+            if let Err(e) = r {
+                *err = Some(e);
+            }
+        });
+    }
+
+    fn take_err(&self) -> Option<PyErr> {
+        self.err.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+fn progress_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<PyProgress> {
+    let callback = match obj.filter(|o| !o.is_none()) {
+        Some(o) if o.is_callable() => Some(o.clone().unbind()),
+        Some(_) => return Err(PyTypeError::new_err("progress is a callable or None")),
+        None => None,
+    };
+    Ok(PyProgress {
+        callback,
+        err: Mutex::new(None),
+    })
+}
+
+/// A regular file behind a Python file object positioned at its start, as
+/// a `File` of our own (so it is read in place, not streamed).
+fn regular_file(obj: &Bound<'_, PyAny>) -> Option<std::fs::File> {
+    let fd: i32 = obj.call_method0("fileno").ok()?.extract().ok()?;
+    let at: u64 = obj.call_method0("tell").ok()?.extract().ok()?;
+    if at != 0 {
+        return None;
+    }
+    let st = obj
+        .py()
+        .import("os")
+        .ok()?
+        .call_method1("fstat", (fd,))
+        .ok()?;
+    let mode: u32 = st.getattr("st_mode").ok()?.extract().ok()?;
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    // The same file, opened again: ours to read with pread and close.
+    let f = std::fs::File::open(format!("/proc/self/fd/{fd}")).ok()?;
+    f.metadata().ok()?.is_file().then_some(f)
+}
+
+/// What `load` reads: a file of our own, or what Python gave.
+enum In {
+    File(std::fs::File),
+    Py(Source),
+}
+
+pub(crate) fn load(
+    g: &Graph,
+    py: Python<'_>,
+    source: &Bound<'_, PyAny>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Vec<PyImage>> {
+    let pp = progress_from(progress)?;
+    let err = Arc::new(Mutex::new(None));
+    let file = if source.hasattr("read")? {
+        regular_file(source)
+    } else {
+        None
+    };
+    let src = match file {
+        Some(f) => In::File(f),
+        None => In::Py(source_from_py(source, &err)?),
+    };
+    let cb = |i: ProgressInfo| pp.call(i);
+    let r = py.detach(|| {
+        let p = Progress::new(&cb);
+        let p = pp.callback.as_ref().map(|_| &p);
+        match src {
+            In::File(f) => g.load(LoadSource::File(f), p),
+            In::Py(Source::Path(path)) => g.load(LoadSource::Path(&path), p),
+            In::Py(Source::Bytes(b)) => g.load(LoadSource::Stream(&mut &b[..]), p),
+            In::Py(Source::File(mut r)) => g.load(LoadSource::Stream(&mut r), p),
+        }
+    });
+    if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    if let Some(e) = pp.take_err() {
+        return Err(e);
+    }
+    Ok(r.py_err()?.into_iter().map(|img| PyImage { img }).collect())
+}
+
+/// A Python binary file object as a `Write`.
+struct PyWriter {
+    obj: Py<PyAny>,
+    err: Option<PyErr>,
+}
+
+impl Write for PyWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Python::attach(|py| {
+            let r = self
+                .obj
+                .bind(py)
+                .call_method1("write", (PyBytes::new(py, buf),))
+                .and_then(|n| {
+                    if n.is_none() {
+                        Ok(buf.len())
+                    } else {
+                        n.extract::<usize>()
+                    }
+                });
+            r.map_err(|e| {
+                self.err = Some(e);
+                io::Error::other("the file object's write() raised")
+            })
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn image_names(refs: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let one = |o: &Bound<'_, PyAny>| -> PyResult<String> {
+        if let Ok(i) = o.cast::<PyImage>() {
+            return Ok(i.get().img.name().to_owned());
+        }
+        o.extract::<String>()
+            .map_err(|_| PyTypeError::new_err("an image reference is an Image or a name (str)"))
+    };
+    if refs.is_instance_of::<pyo3::types::PyString>() || refs.cast::<PyImage>().is_ok() {
+        return Ok(vec![one(refs)?]);
+    }
+    refs.try_iter()?.map(|o| one(&o?)).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn save(
+    g: &Graph,
+    py: Python<'_>,
+    refs: &Bound<'_, PyAny>,
+    dst: &Bound<'_, PyAny>,
+    format: &str,
+    compression: Option<&str>,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let names = image_names(refs)?;
+    let format = match format {
+        "oci" => SaveFormat::Oci,
+        "docker-archive" => SaveFormat::DockerArchive,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "format is 'oci' or 'docker-archive', not {other:?}"
+            )))
+        }
+    };
+    let compression = match compression {
+        None => Compression::None,
+        Some("gzip") => Compression::Gzip,
+        Some("zstd") => Compression::Zstd,
+        Some(other) => {
+            return Err(PyValueError::new_err(format!(
+                "compression is 'gzip', 'zstd' or None, not {other:?}"
+            )))
+        }
+    };
+    let pp = progress_from(progress)?;
+    let cb = |i: ProgressInfo| pp.call(i);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let r = if dst.hasattr("write")? {
+        let mut w = PyWriter {
+            obj: dst.clone().unbind(),
+            err: None,
+        };
+        let r = py.detach(|| {
+            let p = Progress::new(&cb);
+            let p = pp.callback.as_ref().map(|_| &p);
+            let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
+            g.save(&names, SaveTarget::Writer(&mut b), format, compression, p)?;
+            b.flush()
+                .map_err(|e| crate::Error::io("write", "<file object>", e))
+        });
+        if let Some(e) = w.err.take() {
+            return Err(e);
+        }
+        r
+    } else {
+        let path: PathBuf = dst
+            .extract()
+            .map_err(|_| PyTypeError::new_err("dst is a path or a binary file object"))?;
+        py.detach(|| {
+            let p = Progress::new(&cb);
+            let p = pp.callback.as_ref().map(|_| &p);
+            g.save(&names, SaveTarget::Path(&path), format, compression, p)
+        })
+    };
+    if let Some(e) = pp.take_err() {
+        return Err(e);
+    }
+    r.py_err()
+}
+
+pub(crate) fn tag(
+    g: &Graph,
+    py: Python<'_>,
+    layer: String,
+    name: String,
+    config: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyImage> {
+    let config = match config.filter(|c| !c.is_none()) {
+        None => None,
+        Some(c) => {
+            let text: String = py.import("json")?.call_method1("dumps", (c,))?.extract()?;
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| PyValueError::new_err(format!("config: {e}")))?,
+            )
+        }
+    };
+    let img = py.detach(|| g.tag(&layer, &name, config)).py_err()?;
+    Ok(PyImage { img })
+}
+
+pub(crate) fn untag(g: &Graph, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+    let n = image_names(name)?.pop().unwrap_or_default();
+    py.detach(|| g.untag(&n)).py_err()
+}
+
+pub(crate) fn images(g: &Graph, py: Python<'_>) -> PyResult<Vec<PyImage>> {
+    let all = py.detach(|| g.images()).py_err()?;
+    Ok(all.into_iter().map(|img| PyImage { img }).collect())
+}
+
+pub(crate) fn image(g: &Graph, py: Python<'_>, name: &str) -> PyResult<PyImage> {
+    let img = py.detach(|| g.image(name)).py_err()?;
+    Ok(PyImage { img })
+}
