@@ -1,5 +1,5 @@
 """Crash torture (issue 12): a writer doing register, create, commit,
-mount-and-write, delete (and load, where images exist) on one store is
+mount-and-write, delete, load and untag on one store is
 killed with SIGKILL at a crash point (``LAMINA_CRASH_AT``: lamina numbers
 the points where a writer may die, src/crashpoint.rs), then the store is
 opened and checked: it opens; ``Graph.check()`` finds nothing wrong (every
@@ -38,6 +38,7 @@ from support.layers import tar_of
 
 rng = random.Random({wseed!r})
 g = lamina.Graph({root!r}, driver={driver!r})
+archives = {archives!r}
 
 def ro():
     return [l for l in g.layers() if not l.writable and l.chain_id]
@@ -46,9 +47,17 @@ def rw():
     return [l for l in g.layers() if l.writable]
 
 for step in range(6):
-    op = rng.choice(["register", "register", "create", "write", "commit", "delete"])
+    op = rng.choice(
+        ["register", "register", "create", "write", "commit", "delete", "load", "untag"]
+    )
     try:
-        if op == "register" or not ro():
+        if op == "load":
+            g.load(rng.choice(archives))
+        elif op == "untag":
+            images = g.images()
+            if images:
+                g.untag(rng.choice(images).name)
+        elif op == "register" or not ro():
             files = {{f"d{{rng.randrange(4)}}/": ""}}
             for i in range(rng.randrange(1, 40)):
                 name = f"d{{rng.randrange(4)}}/f{{rng.randrange(1000)}}"
@@ -71,7 +80,7 @@ for step in range(6):
             heads = g.heads()
             if heads:
                 g.delete(rng.choice(heads))
-    except (lamina.LayerInUse, lamina.LayerNotFound):
+    except (lamina.LayerInUse, lamina.LayerNotFound, lamina.ImageNotFound):
         pass
 g.close()
 """
@@ -87,8 +96,33 @@ class Trial:
     points: int
 
 
+def make_archives(where: Path, driver: str) -> list[str]:
+    """Three small images (two sharing a base) as docker archives, made
+    by lamina on a scratch store, for writers to load."""
+    from support.layers import tar_of
+
+    out = []
+    with lamina.Graph(where / "scratch", driver=driver) as g:
+        base = g.register(tar_of({"etc/": "", "etc/os": "torture\n"}))
+        for i in range(3):
+            parent = base if i < 2 else None
+            files = {f"app{i}/": "", **{f"app{i}/f{n}": "y" * (n * 700) for n in range(12)}}
+            top = g.register(tar_of(files), parent=parent)
+            img = g.tag(top, f"torture/app{i}:1")
+            dst = where / f"app{i}.tar"
+            g.save(img, str(dst), format="docker-archive", compression=None)
+            out.append(str(dst))
+    return out
+
+
 def run_trial(
-    root: Path, driver: str, seed: int, trial: int, tests: Path, points: int = POINTS
+    root: Path,
+    driver: str,
+    seed: int,
+    trial: int,
+    tests: Path,
+    points: int = POINTS,
+    archives: tuple[str, ...] = (),
 ) -> Trial:
     """One writer, killed at a crash point drawn from the seed among the
     first ``points``; then the store is checked (AssertionError naming the
@@ -96,7 +130,9 @@ def run_trial(
     rng = random.Random(f"{seed}:{trial}")
     crash_at = 1 + int(rng.random() * points)
     wseed = rng.getrandbits(64)
-    code = WRITER.format(tests=str(tests), root=str(root), driver=driver, wseed=wseed)
+    code = WRITER.format(
+        tests=str(tests), root=str(root), driver=driver, wseed=wseed, archives=list(archives)
+    )
     with tempfile.NamedTemporaryFile(prefix="lamina-crash-count-") as count:
         env = {
             **os.environ,
@@ -139,10 +175,12 @@ def torture(root: Path, driver: str, seed: int, trials: int, tests: Path) -> lis
     writers die; the draw is still the seed's."""
     done: list[Trial] = []
     points = POINTS
-    for t in range(trials):
-        done.append(run_trial(root, driver, seed, t, tests, points))
-        if not done[-1].killed:
-            points = max(done[-1].points, 10)
+    with tempfile.TemporaryDirectory(prefix="lamina-torture-images-") as d:
+        archives = tuple(make_archives(Path(d), driver))
+        for t in range(trials):
+            done.append(run_trial(root, driver, seed, t, tests, points, archives))
+            if not done[-1].killed:
+                points = max(done[-1].points, 10)
     return done
 
 
