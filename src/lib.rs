@@ -39,6 +39,7 @@ pub mod fs;
 pub mod graph;
 pub mod ids;
 pub mod init_layer;
+pub mod view;
 
 #[cfg(feature = "python")]
 mod python;

@@ -51,6 +51,33 @@ use std::path::{Path, PathBuf};
 use crate::archive::ApplyReport;
 use crate::error::{Error, Result};
 
+/// How one directory of a layer's stack holds its files (see
+/// [`Driver::stack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackForm {
+    /// A complete tree: the merged view at and below this directory is
+    /// this tree alone (nothing under it in the stack shows through), and
+    /// every entry is what it is (a 0/0 character device is a device).
+    Tree,
+    /// One layer's own changes in overlayfs's upper-dir form: a 0/0
+    /// character device is a whiteout (the name is gone from the layers
+    /// below); a directory with `trusted.overlay.opaque=y` (or
+    /// `user.overlay.opaque=y`, the `userxattr` form) hides what the layers
+    /// below hold under it; anything else is merged with the directories
+    /// below, as overlayfs merges lowerdirs. `redirect` and `metacopy`
+    /// entries are refused, as in [`crate::archive::upper`].
+    Overlay,
+}
+
+/// One directory of a layer's stack (see [`Driver::stack`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// How it holds its files.
+    pub form: StackForm,
+}
+
 /// The storage drivers this build has, by the name a store records.
 pub const NAMES: &[&str] = &["overlay", "vfs"];
 
@@ -115,6 +142,42 @@ pub trait Driver: Send + Sync {
     /// The directory holding the layer's full tree, where it has one
     /// (read-only layers): the tree a tar-split record is reassembled from.
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;
+
+    /// The directories whose stacking is the layer's merged view, base
+    /// first: what a mount of the layer would show, read without mounting
+    /// (by [`crate::view`], as any user, on any driver). The view is what
+    /// overlayfs shows with these directories as lowerdirs, the last one on
+    /// top; [`StackForm`] says how each is read. A directory that is the
+    /// layer's own changes must be the layer's own (its `upper/` or
+    /// `diff/`); the view never writes to any of them.
+    ///
+    /// - `overlay`: a read-only layer is `[root/ (Tree)]`; a writable one
+    ///   (a container, an `-init` layer) is `[lower root/ (Tree), upper/
+    ///   (Overlay)]`, the lower being the one its mount uses.
+    /// - `vfs`: `[root/ (Tree)]`.
+    /// - `overlay2` (per-layer `diff/` in overlay form, stacked as
+    ///   lowerdirs): `[diff/ of the base (Overlay), ..., diff/ of the parent
+    ///   (Overlay), its own diff/ (Overlay)]` — the `lowerdir=` list of its
+    ///   mount reversed (overlayfs lists the top first), with its own
+    ///   `diff/` (the upper of a writable layer) last. A driver whose base
+    ///   layer holds a full tree may give it as `Tree`.
+    ///
+    /// The default, for a driver that keeps a full tree per layer, is the
+    /// layer's [`Driver::tree`] as one `Tree`.
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
+        let _ = parents;
+        match self.tree(layer) {
+            Some(path) => Ok(vec![StackDir {
+                path,
+                form: StackForm::Tree,
+            }]),
+            None => Err(Error::Driver(format!(
+                "layer {}: the {} driver keeps no tree to read its merged view from",
+                layer.id,
+                self.name()
+            ))),
+        }
+    }
 
     /// Remove the layer: fails with [`crate::Error::LayerInUse`] while a
     /// live process has it mounted; otherwise unmounts what is left mounted

@@ -40,7 +40,7 @@ use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, Mounter};
 use crate::driver::probe::HostProbe;
 use crate::driver::vfs::make_root;
-use crate::driver::{content_size, empty_dir, Change, Driver, LayerDir};
+use crate::driver::{content_size, empty_dir, Change, Driver, LayerDir, StackDir, StackForm};
 use crate::error::{Error, IoContext, Result};
 
 /// A read-only layer's full tree.
@@ -284,6 +284,35 @@ impl Driver for Overlay {
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf> {
         let root = layer.dir.join(ROOT);
         root.is_dir().then_some(root)
+    }
+
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
+        let root = layer.dir.join(ROOT);
+        if root.is_dir() {
+            return Ok(vec![StackDir {
+                path: root,
+                form: StackForm::Tree,
+            }]);
+        }
+        let upper = layer.dir.join(UPPER);
+        if !upper.is_dir() {
+            return Err(Error::Driver(format!(
+                "layer {} has neither root/ nor upper/",
+                layer.id
+            )));
+        }
+        // What its mount stacks: the one lower (for a layer with no
+        // read-only ancestor, its own empty/, made with it) under upper/.
+        Ok(vec![
+            StackDir {
+                path: Self::lower_of(layer.dir, parents),
+                form: StackForm::Tree,
+            },
+            StackDir {
+                path: upper,
+                form: StackForm::Overlay,
+            },
+        ])
     }
 
     fn remove(

@@ -26,7 +26,9 @@ use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
 use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, NoMounts};
-use crate::driver::{content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir};
+use crate::driver::{
+    content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir, StackDir, StackForm,
+};
 use crate::error::{Error, IoContext, Result};
 
 /// The directory of a layer's tree.
@@ -113,6 +115,14 @@ impl Driver for Vfs {
 
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf> {
         Some(layer.dir.join(ROOT))
+    }
+
+    fn stack(&self, layer: LayerDir<'_>, _parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
+        // Every layer, writable or not, is a whole tree of its own.
+        Ok(vec![StackDir {
+            path: layer.dir.join(ROOT),
+            form: StackForm::Tree,
+        }])
     }
 
     fn remove(
