@@ -12,6 +12,7 @@ from lamina._lamina import (
     DRIVERS,
     INIT_LAYER_ENTRIES,
     Change,
+    Entry,
     Graph,
     Layer,
     __version__,
@@ -24,6 +25,7 @@ from lamina._lamina import (
     setup_init_layer,
     upper_changes,
 )
+from lamina.analysis import Report
 from lamina.errors import (
     ArchiveError,
     CorruptStore,
@@ -43,6 +45,7 @@ __all__ = [
     "Change",
     "CorruptStore",
     "DriverError",
+    "Entry",
     "Graph",
     "LaminaError",
     "Layer",
@@ -50,6 +53,7 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "Report",
     "UnsafeArchive",
     "__version__",
     "apply_layer",

@@ -9,6 +9,7 @@ mod export;
 mod graph;
 mod init_layer;
 mod layer;
+mod view;
 
 use pyo3::prelude::*;
 
@@ -31,6 +32,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
+
+    #[pymodule_export]
+    use super::view::{_merged_view, PyEntry, PyView, PyWalk};
 
     use pyo3::prelude::*;
 

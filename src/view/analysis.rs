@@ -333,6 +333,32 @@ pub fn replay(diffs: &[Arc<LayerDiff>]) -> Vec<LayerReport> {
                 bytes,
             });
         }
+        // moby's rule: a directory is modified when anything below it
+        // changed, listed in the diff or not (its mtime moved; a tar
+        // carries it so that the mtime survives).
+        let listed: std::collections::HashSet<Vec<u8>> = r
+            .added
+            .iter()
+            .chain(&r.modified)
+            .map(|c| c.path.clone())
+            .collect();
+        let mut above: std::collections::BTreeSet<Vec<u8>> = Default::default();
+        for c in r.added.iter().chain(&r.modified).chain(&r.removed) {
+            for a in ancestors(&c.path) {
+                if a != b"/" && !listed.contains(a) {
+                    above.insert(a.to_vec());
+                }
+            }
+        }
+        for a in above {
+            if state.get(&a).is_some_and(|n| n.kind == EntryKind::Dir) {
+                r.modified.push(PathChange {
+                    path: a,
+                    kind: EntryKind::Dir,
+                    bytes: 0,
+                });
+            }
+        }
         r.added.sort_by(|a, b| a.path.cmp(&b.path));
         r.modified.sort_by(|a, b| a.path.cmp(&b.path));
         out.push(r);

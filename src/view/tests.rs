@@ -260,8 +260,9 @@ fn overlay_diffs_stack_as_their_flat_apply() {
     let (low, up) = (s("low"), s("up"));
     make(&low, &[("d/old", "o"), ("m/old", "o")]);
     make(&up, &[("d/new", "n"), ("m/new", "n")]);
+    let upfd = rustix::fs::open(&up, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap();
     crate::fs::xattr::set(
-        rustix::fs::open(&up, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).unwrap(),
+        std::os::fd::AsFd::as_fd(&upfd),
         OsStr::new("d"),
         OsStr::new("trusted.overlay.opaque"),
         b"y",
