@@ -5,6 +5,7 @@ declare -A need=(
   [debootstrap]=debootstrap [mkfs.xfs]=xfsprogs [mkfs.ext4]=e2fsprogs
   [getfattr]=attr [setfacl]=acl [unshare]=util-linux [tar]=tar
   [setpriv]=util-linux [cp]=coreutils [dockerd]=docker.io
+  [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!need[@]}"; do

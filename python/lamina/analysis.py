@@ -17,6 +17,7 @@ a later layer overwrites or removes).
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -24,8 +25,6 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    import pandas
-
     from lamina._lamina import Layer
 
 __all__ = [
@@ -222,14 +221,14 @@ class Report:
             ],
         }
 
-    def to_pandas(self, what: str = "changes") -> pandas.DataFrame:
+    def to_pandas(self, what: str = "changes") -> Any:
         """A ``pandas.DataFrame`` (pandas must be installed): ``"changes"``,
         one row per path a layer adds, modifies or removes (columns
         ``layer``, ``index``, ``change``, ``path``, ``type``, ``bytes``);
         ``"layers"``, one row per layer; ``"inefficiencies"``, one row per
         inefficient path."""
         try:
-            import pandas
+            pandas = importlib.import_module("pandas")
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError("Report.to_pandas() needs pandas: pip install pandas") from e
         if what == "changes":
@@ -283,9 +282,7 @@ class Report:
         *,
         lowest_efficiency: str | float | None = DEFAULT_RULES["lowestEfficiency"],
         highest_wasted_bytes: str | int | None = DEFAULT_RULES["highestWastedBytes"],
-        highest_user_wasted_percent: str | float | None = DEFAULT_RULES[
-            "highestUserWastedPercent"
-        ],
+        highest_user_wasted_percent: str | float | None = DEFAULT_RULES["highestUserWastedPercent"],
     ) -> list[RuleResult]:
         """dive's CI rules (``dive --ci``): the efficiency must not be below
         ``lowest_efficiency``, the wasted bytes not above
@@ -303,7 +300,8 @@ class Report:
                 RuleResult(
                     "lowestEfficiency",
                     "fail" if bad else "pass",
-                    f"image efficiency is too low (efficiency={self.efficiency:.2f} < threshold={t})"
+                    "image efficiency is too low "
+                    f"(efficiency={self.efficiency:.2f} < threshold={t})"
                     if bad
                     else str(lowest_efficiency),
                 )

@@ -201,9 +201,7 @@ def layer_html(layer: Layer) -> str:
         facts.append(("metadata", ", ".join(f"{k}={v!r}" for k, v in layer.metadata.items())))
     summary = _table(["", ""], [[escape(k), escape(str(v))] for k, v in facts])
     chain = layer.chain
-    rows = [
-        (f"{i} {short(lay.id)}", [float(_layer_bytes(lay))]) for i, lay in enumerate(chain)
-    ]
+    rows = [(f"{i} {short(lay.id)}", [float(_layer_bytes(lay))]) for i, lay in enumerate(chain)]
     chart = bar_chart(rows, [("layer size", BAR)], title=f"the chain of {short(layer.id)}")
     return (
         f"<div style='{FONT}'><b>lamina.Layer</b> {escape(short(layer.id))}</div>"
@@ -238,7 +236,7 @@ def changes_html(changes: Sequence[Change], *, limit: int = 400) -> str:
         parts = p.strip("/").split("/")
         for i in range(1, len(parts) + 1):
             paths.add("/" + "/".join(parts[:i]))
-    lines = []
+    lines: list[str] = []
     for p in sorted(paths, key=lambda s: s.split("/")):
         if len(lines) == limit:
             lines.append(f"<div>... and {len(paths) - limit} more</div>")
@@ -250,9 +248,7 @@ def changes_html(changes: Sequence[Change], *, limit: int = 400) -> str:
         mark = f"{kind} " if kind else "  "
         style = f"color:{colour};padding-left:{depth * 1.2:.1f}em;white-space:pre"
         deco = ";text-decoration:line-through" if kind == "D" else ""
-        lines.append(
-            f"<div style='{style}{deco}' title='{escape(p)}'>{mark}{escape(name)}</div>"
-        )
+        lines.append(f"<div style='{style}{deco}' title='{escape(p)}'>{mark}{escape(name)}</div>")
     legend = ", ".join(
         f"<span style='color:{KIND_COLORS[k]}'>{counts[k]} {KIND_NAMES[k]}</span>"
         for k in KIND_COLORS

@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::entry::EntryKind;
-use super::layers::{ancestors, parent, LayerDiff, Meta, Op};
+use super::layers::{ancestors, parent, LayerDiff, Op};
 use crate::error::Result;
 use crate::graph::Layer;
 
@@ -198,149 +198,131 @@ fn subtree_prefix(dir: &[u8]) -> Vec<u8> {
     lo
 }
 
-/// Move `keys` from `from` into `to`.
-fn take(from: &mut BTreeMap<Vec<u8>, Node>, to: &mut BTreeMap<Vec<u8>, Node>, keys: Vec<Vec<u8>>) {
-    for k in keys {
-        if let Some(n) = from.remove(&k) {
-            to.insert(k, n);
-        }
-    }
+/// One layer applied to the replayed view, in the diff's order (as
+/// [`crate::archive::apply`] applies a tar): what it put, and what every
+/// path it touched was before it.
+struct Step<'s> {
+    state: &'s mut BTreeMap<Vec<u8>, Node>,
+    layer: usize,
+    /// Paths touched, and what each was below this layer (`None`: absent).
+    before: BTreeMap<Vec<u8>, Option<Node>>,
+    /// Directories replaced by a non-directory: their old children go
+    /// unlisted (the naive diff's rule).
+    silent: Vec<Vec<u8>>,
 }
 
-/// The entries a layer puts, the last put of a path winning, sorted.
-fn puts(d: &LayerDiff) -> BTreeMap<&[u8], &Meta> {
-    let mut out = BTreeMap::new();
-    for e in &d.entries {
-        if let Op::Put(m) = &e.op {
-            out.insert(e.path.as_slice(), m);
+impl Step<'_> {
+    fn touch(&mut self, path: &[u8]) {
+        if !self.before.contains_key(path) {
+            let was = self.state.get(path).copied();
+            self.before.insert(path.to_vec(), was);
         }
     }
-    out
-}
 
-/// Each layer's account (see the module docs); `size` left 0.
-pub fn replay(diffs: &[Arc<LayerDiff>]) -> Vec<LayerReport> {
-    let mut state: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
-    let mut out = Vec::with_capacity(diffs.len());
-    for (k, d) in diffs.iter().enumerate() {
+    /// Remove `path`'s subtree (`path` itself too with `itself`); with
+    /// `lower_only`, only what the layers below put (an opaque marker).
+    fn remove(&mut self, path: &[u8], itself: bool, lower_only: bool) {
+        let mut keys = under(self.state, path);
+        if itself && self.state.contains_key(path) {
+            keys.push(path.to_vec());
+        }
+        for k in keys {
+            if lower_only && self.state[&k].layer == self.layer {
+                continue;
+            }
+            self.touch(&k);
+            self.state.remove(&k);
+        }
+    }
+
+    fn put(&mut self, path: &[u8], node: Node) {
+        for a in ancestors(path) {
+            if self.state.get(a).is_some_and(|n| n.kind == EntryKind::Dir) {
+                continue;
+            }
+            // Made by the apply to hold the entry.
+            self.touch(a);
+            let dir = Node {
+                kind: EntryKind::Dir,
+                size: 0,
+                layer: self.layer,
+            };
+            self.state.insert(a.to_vec(), dir);
+        }
+        if node.kind != EntryKind::Dir
+            && self
+                .state
+                .get(path)
+                .is_some_and(|n| n.kind == EntryKind::Dir)
+        {
+            self.remove(path, false, false);
+            self.silent.push(path.to_vec());
+        }
+        self.touch(path);
+        self.state.insert(path.to_vec(), node);
+    }
+
+    /// The layer's account against what it found.
+    fn report(self, id: &str) -> LayerReport {
         let mut r = LayerReport {
-            id: d.id.clone(),
+            id: id.to_owned(),
             ..Default::default()
         };
-        // What the layer takes away from the layers below.
-        let mut gone: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
-        let mut silent: Vec<Vec<u8>> = Vec::new();
-        for e in &d.entries {
-            match e.op {
-                Op::Remove => {
-                    if state.contains_key(&e.path) {
-                        let mut keys = under(&state, &e.path);
-                        keys.push(e.path.clone());
-                        take(&mut state, &mut gone, keys);
+        let silenced = |q: &[u8]| {
+            self.silent
+                .iter()
+                .any(|s| q.len() > s.len() && q.starts_with(s) && q[s.len()] == b'/')
+        };
+        for (q, was) in &self.before {
+            if q == b"/" {
+                continue;
+            }
+            let now = self.state.get(q);
+            match (was, now) {
+                (None, Some(n)) => {
+                    r.added_bytes += n.size;
+                    r.added.push(PathChange {
+                        path: q.clone(),
+                        kind: n.kind,
+                        bytes: n.size,
+                    });
+                }
+                (Some(_), Some(n)) => {
+                    r.modified_bytes += n.size;
+                    r.modified.push(PathChange {
+                        path: q.clone(),
+                        kind: n.kind,
+                        bytes: n.size,
+                    });
+                }
+                (Some(old), None) => {
+                    let up = parent(q).unwrap_or(b"/");
+                    if silenced(q) || (up != b"/" && !self.state.contains_key(up)) {
+                        continue;
                     }
-                }
-                Op::Opaque => {
-                    let keys = under(&state, &e.path);
-                    take(&mut state, &mut gone, keys);
-                }
-                Op::Put(_) => {}
-            }
-        }
-        for (path, m) in puts(d) {
-            if m.kind != EntryKind::Dir && state.get(path).is_some_and(|n| n.kind == EntryKind::Dir)
-            {
-                // A directory replaced by a non-directory: its children go
-                // with it, unlisted (the naive diff's rule).
-                let keys = under(&state, path);
-                take(&mut state, &mut gone, keys);
-                silent.push(path.to_vec());
-            }
-            for a in ancestors(path) {
-                match state.get(a) {
-                    Some(n) if n.kind == EntryKind::Dir => {}
-                    old => {
-                        let existed = old.is_some() || gone.contains_key(a);
-                        state.insert(
-                            a.to_vec(),
-                            Node {
-                                kind: EntryKind::Dir,
-                                size: 0,
-                                layer: k,
-                            },
-                        );
-                        if a != b"/" {
-                            let c = PathChange {
-                                path: a.to_vec(),
-                                kind: EntryKind::Dir,
-                                bytes: 0,
-                            };
-                            if existed {
-                                r.modified.push(c);
-                            } else {
-                                r.added.push(c);
-                            }
-                        }
+                    // Its subtree as it was: every path of it was touched.
+                    let mut bytes = old.size;
+                    for c in under(&self.before, q) {
+                        bytes += self.before[&c].map_or(0, |n| n.size);
                     }
+                    r.removed_bytes += bytes;
+                    r.removed.push(PathChange {
+                        path: q.clone(),
+                        kind: old.kind,
+                        bytes,
+                    });
                 }
+                (None, None) => {}
             }
-            let existed = state.contains_key(path) || gone.contains_key(path);
-            let size = file_bytes(m.kind, m.size);
-            state.insert(
-                path.to_vec(),
-                Node {
-                    kind: m.kind,
-                    size,
-                    layer: k,
-                },
-            );
-            if path == b"/" {
-                continue;
-            }
-            let c = PathChange {
-                path: path.to_vec(),
-                kind: m.kind,
-                bytes: size,
-            };
-            if existed {
-                r.modified_bytes += size;
-                r.modified.push(c);
-            } else {
-                r.added_bytes += size;
-                r.added.push(c);
-            }
-        }
-        // Removed: what is gone and not back, at its topmost path.
-        for (q, n) in &gone {
-            if state.contains_key(q)
-                || silent
-                    .iter()
-                    .any(|s| q.starts_with(s) && q[s.len()] == b'/')
-            {
-                continue;
-            }
-            let up = parent(q).unwrap_or(b"/");
-            if up != b"/" && !state.contains_key(up) {
-                continue;
-            }
-            let mut bytes = n.size;
-            for c in under(&gone, q) {
-                bytes += gone[&c].size;
-            }
-            r.removed_bytes += bytes;
-            r.removed.push(PathChange {
-                path: q.clone(),
-                kind: n.kind,
-                bytes,
-            });
         }
         // moby's rule: a directory is modified when anything below it
         // changed, listed in the diff or not (its mtime moved; a tar
         // carries it so that the mtime survives).
-        let listed: std::collections::HashSet<Vec<u8>> = r
+        let listed: std::collections::HashSet<&[u8]> = r
             .added
             .iter()
             .chain(&r.modified)
-            .map(|c| c.path.clone())
+            .map(|c| c.path.as_slice())
             .collect();
         let mut above: std::collections::BTreeSet<Vec<u8>> = Default::default();
         for c in r.added.iter().chain(&r.modified).chain(&r.removed) {
@@ -351,7 +333,7 @@ pub fn replay(diffs: &[Arc<LayerDiff>]) -> Vec<LayerReport> {
             }
         }
         for a in above {
-            if state.get(&a).is_some_and(|n| n.kind == EntryKind::Dir) {
+            if self.state.get(&a).is_some_and(|n| n.kind == EntryKind::Dir) {
                 r.modified.push(PathChange {
                     path: a,
                     kind: EntryKind::Dir,
@@ -359,18 +341,59 @@ pub fn replay(diffs: &[Arc<LayerDiff>]) -> Vec<LayerReport> {
                 });
             }
         }
-        r.added.sort_by(|a, b| a.path.cmp(&b.path));
         r.modified.sort_by(|a, b| a.path.cmp(&b.path));
-        out.push(r);
+        r
     }
-    // Hidden: bytes a layer puts that the final view does not show from it.
+}
+
+/// Each layer's account (see the module docs); `size` left 0.
+pub fn replay(diffs: &[Arc<LayerDiff>]) -> Vec<LayerReport> {
+    let mut state: BTreeMap<Vec<u8>, Node> = BTreeMap::new();
+    let mut out = Vec::with_capacity(diffs.len());
     for (k, d) in diffs.iter().enumerate() {
-        out[k].hidden_bytes = puts(d)
-            .into_iter()
-            .filter(|(p, m)| {
-                m.kind == EntryKind::File && state.get(*p).map_or(true, |n| n.layer != k)
+        let mut step = Step {
+            state: &mut state,
+            layer: k,
+            before: BTreeMap::new(),
+            silent: Vec::new(),
+        };
+        for e in &d.entries {
+            match &e.op {
+                Op::Remove => step.remove(&e.path, true, false),
+                Op::Opaque => step.remove(&e.path, false, true),
+                Op::Put(m) => step.put(
+                    &e.path,
+                    Node {
+                        kind: m.kind,
+                        size: file_bytes(m.kind, m.size),
+                        layer: k,
+                    },
+                ),
+            }
+        }
+        out.push(step.report(&d.id));
+    }
+    // Hidden: bytes a layer puts that the final view does not show from
+    // it (overwritten or removed later, or within the layer itself).
+    for (k, d) in diffs.iter().enumerate() {
+        let mut last: HashMap<&[u8], usize> = HashMap::new();
+        for (i, e) in d.entries.iter().enumerate() {
+            if matches!(e.op, Op::Put(_)) {
+                last.insert(&e.path, i);
+            }
+        }
+        out[k].hidden_bytes = d
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.op {
+                Op::Put(m) if m.kind == EntryKind::File => {
+                    let shown = last[e.path.as_slice()] == i
+                        && state.get(&e.path).is_some_and(|n| n.layer == k);
+                    (!shown).then_some(m.size)
+                }
+                _ => None,
             })
-            .map(|(_, m)| m.size)
             .sum();
     }
     out
