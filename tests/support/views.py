@@ -59,8 +59,8 @@ def tar_paths(tar: str | os.PathLike[str] | bytes) -> tuple[set[str], set[str], 
     puts: set[str] = set()
     removes: set[str] = set()
     opaques: set[str] = set()
-    src = tarfile.open(fileobj=io.BytesIO(tar)) if isinstance(tar, bytes) else tarfile.open(tar)
-    with src as t:
+    kw: dict[str, Any] = {"fileobj": io.BytesIO(tar)} if isinstance(tar, bytes) else {"name": tar}
+    with tarfile.open(**kw) as t:
         for m in t:
             p = posixpath.normpath("/" + m.name.lstrip("/"))
             head, name = posixpath.split(p)

@@ -24,6 +24,10 @@ from support.layers import open_graph
 T = 1_700_000_000
 
 
+def _at_or_under(p: str, top: str) -> bool:
+    return p == top or p.startswith(top + "/")
+
+
 class Chain:
     """A random image: a model of its tree and the tars of its layers."""
 
@@ -72,10 +76,8 @@ class Chain:
                 head, _, tail = path.rpartition("/")
                 info = tarfile.TarInfo(f"{head}/.wh.{tail}" if head else f".wh.{tail}")
                 add(info)
-                self.files = {
-                    p: s for p, s in self.files.items() if p != path and not p.startswith(path + "/")
-                }
-                self.dirs = {d for d in self.dirs if d != path and not d.startswith(path + "/")}
+                self.files = {p: s for p, s in self.files.items() if not _at_or_under(p, path)}
+                self.dirs = {d for d in self.dirs if not _at_or_under(d, path)}
 
             for _ in range(rng.randint(2, 8)):
                 op = rng.random()
@@ -88,17 +90,16 @@ class Chain:
                     put_file(rng.choice(files))  # overwritten
                 elif op < 0.65:
                     victim = rng.choice(files + dirs)
-                    if victim not in listed and not any(
-                        p.startswith(victim + "/") for p in listed
-                    ):
+                    if victim not in listed and not any(p.startswith(victim + "/") for p in listed):
                         whiteout(victim)
                 elif op < 0.75 and dirs:
                     d = rng.choice(dirs)
                     if d not in listed and not any(p.startswith(d + "/") for p in listed):
                         parents(f"{d}/x")  # lists d itself
                         add(tarfile.TarInfo(f"{d}/.wh..wh..opq"))
-                        self.files = {p: s for p, s in self.files.items() if not p.startswith(d + "/")}
-                        self.dirs = {x for x in self.dirs if not x.startswith(d + "/")}
+                        kept = {p: s for p, s in self.files.items() if not _at_or_under(p, d)}
+                        self.files = kept
+                        self.dirs = {x for x in self.dirs if x == d or not _at_or_under(x, d)}
                         put_file(f"{d}/{self._name()}")
                 elif op < 0.85:
                     src = rng.choice(files)
