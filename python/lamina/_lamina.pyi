@@ -127,19 +127,23 @@ class Layer:
     """A layer of a :class:`Graph`. Safe to share between threads."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The layer's id: the hex of its chain id for a registered layer."""
     @property
-    def parent(self) -> Layer | None: ...
+    def parent(self) -> Layer | None:
+        """The layer below this one; ``None`` for a base layer."""
     @property
     def chain(self) -> list[Layer]:
         """The layers from the base to this one."""
     @property
-    def writable(self) -> bool: ...
+    def writable(self) -> bool:
+        """Whether this is a container's writable layer."""
     @property
     def created(self) -> datetime.datetime:
         """When the layer was made (aware, UTC)."""
     @property
-    def metadata(self) -> dict[str, Any]: ...
+    def metadata(self) -> dict[str, Any]:
+        """The metadata given when the layer was made (a JSON object)."""
     @property
     def size(self) -> int:
         """The seed's size: the content bytes of the layer tar's entries (the
@@ -154,7 +158,9 @@ class Layer:
         """``"sha256:<hex>"`` of the layer's uncompressed tar; ``None`` for
         writable and init layers."""
     @property
-    def chain_id(self) -> str | None: ...
+    def chain_id(self) -> str | None:
+        """``"sha256:<hex>"``: the OCI chain id of the layer and its parents;
+        ``None`` for writable and init layers."""
     @property
     def mount_count(self) -> int:
         """Live mount references, from every process."""
@@ -225,9 +231,11 @@ class Entry:
     def mode(self) -> int:
         """Permission bits, setuid, setgid and sticky included."""
     @property
-    def uid(self) -> int: ...
+    def uid(self) -> int:
+        """The owner's user id."""
     @property
-    def gid(self) -> int: ...
+    def gid(self) -> int:
+        """The owner's group id."""
     @property
     def size(self) -> int:
         """Bytes of a regular file (or hard link to one) or of a symlink's
@@ -315,15 +323,19 @@ class Graph:
     def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
         """A writable layer's changes as a new read-only layer on the same
         image layer."""
-    def get(self, ref: _Ref) -> Layer:
+    def get(self, reference: _Ref) -> Layer:
         """By full id or unique prefix. :class:`LayerNotFound` names what was
         looked up and where; for an ambiguous prefix its ``candidates`` list
         the ids it matches."""
-    def layers(self) -> list[Layer]: ...
-    def heads(self) -> list[Layer]: ...
+    def layers(self) -> list[Layer]:
+        """Every layer, oldest first."""
+    def heads(self) -> list[Layer]:
+        """The layers no other layer has as parent."""
     def delete(self, layer: _Ref) -> None:
         """Refused with :class:`LayerInUse` while mounted or with children."""
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]:
+        """Facts about the store and the host: driver, root, layer counts,
+        backing filesystem, d_type, kernel features."""
     def check(self) -> dict[str, Any]:
         """Check every layer, changing nothing: complete, mountable, its files
         give back its tar (reassembled and hashed against its diff ID and

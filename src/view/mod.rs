@@ -43,7 +43,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use analysis::{analyze, Inefficiency, LayerReport, PathChange, Report};
 pub use entry::{Entry, EntryKind};
@@ -59,15 +59,19 @@ use stack::{Located, Stack};
 /// threads.
 pub struct View {
     pub(crate) stack: Stack,
-    /// The chain's diffs, base first, for [`Entry::layer`]; empty for a
-    /// view of bare directories.
-    chain: Vec<Arc<LayerDiff>>,
+    /// The chain's layers, base first; empty for a view of bare
+    /// directories.
+    layers: Vec<Layer>,
+    /// Their diffs, for [`Entry::layer`]: read on first need only, so that
+    /// `read`, `open` and `exists` never read them (a container's diff is
+    /// its change list, which a vfs store computes by comparing trees).
+    chain: Mutex<Option<Vec<Arc<LayerDiff>>>>,
 }
 
 impl std::fmt::Debug for View {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("View")
-            .field("layers", &self.chain.len())
+            .field("layers", &self.layers.len())
             .finish()
     }
 }
@@ -81,11 +85,7 @@ impl View {
     /// The merged view of `layer` and its chain.
     pub fn of(layer: &Layer) -> Result<View> {
         let mut view = View::bare(layer)?;
-        view.chain = layer
-            .chain()?
-            .iter()
-            .map(LayerDiff::of)
-            .collect::<Result<_>>()?;
+        view.layers = layer.chain()?;
         Ok(view)
     }
 
@@ -101,24 +101,38 @@ impl View {
     pub fn of_stack(dirs: &[StackDir]) -> Result<View> {
         Ok(View {
             stack: Stack::open(dirs)?,
-            chain: Vec::new(),
+            layers: Vec::new(),
+            chain: Mutex::new(None),
         })
     }
 
     /// The ids of the chain's layers, base first (empty for a view of
     /// bare directories).
     pub fn layer_ids(&self) -> Vec<&str> {
-        self.chain.iter().map(|d| d.id.as_str()).collect()
+        self.layers.iter().map(Layer::id).collect()
     }
 
-    /// The chain's diffs, base first.
-    pub fn diffs(&self) -> &[Arc<LayerDiff>] {
-        &self.chain
+    /// The chain's diffs, base first (read once, on first need).
+    pub fn diffs(&self) -> Result<Vec<Arc<LayerDiff>>> {
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        if chain.is_none() {
+            *chain = Some(
+                self.layers
+                    .iter()
+                    .map(LayerDiff::of)
+                    .collect::<Result<_>>()?,
+            );
+        }
+        Ok(chain.clone().unwrap_or_default())
     }
 
     /// Which layer provides the entry at `path` (a clean path).
-    fn provider(&self, path: &[u8]) -> Option<String> {
-        layers::provider(&self.chain, path).map(|i| self.chain[i].id.clone())
+    fn provider(&self, path: &[u8]) -> Result<Option<String>> {
+        if self.layers.is_empty() {
+            return Ok(None);
+        }
+        let chain = self.diffs()?;
+        Ok(layers::provider(&chain, path).map(|i| chain[i].id.clone()))
     }
 
     /// The entry a resolution found (symlink target read, provider named).
@@ -130,7 +144,7 @@ impl View {
                 e.linkname = Some(PathBuf::from(std::ffi::OsString::from_vec(t)));
             }
         }
-        e.layer = self.provider(&loc.path);
+        e.layer = self.provider(&loc.path)?;
         Ok(e)
     }
 

@@ -158,7 +158,7 @@ impl Walk {
             } else {
                 None
             };
-            e.layer = view.provider(&path);
+            e.layer = view.provider(&path)?;
             self.link(&mut e, &found);
             if let Some(child) = child {
                 self.push(path, child)?;

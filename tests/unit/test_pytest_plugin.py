@@ -4,23 +4,13 @@ diff."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 
 import pytest
 
+from support.plugin import plugin_args
+
 pytest_plugins = ["pytester"]
-
-
-def _plugin_args() -> list[str]:
-    """``-p lamina.pytest_plugin`` where the entry point is not installed
-    (the unprivileged run imports lamina from a copy); where it is, the
-    same name makes ``-p`` a no-op."""
-    eps = importlib.metadata.entry_points()
-    group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", [])
-    if any(ep.value == "lamina.pytest_plugin" for ep in group):
-        return []
-    return ["-p", "lamina.pytest_plugin"]
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -28,7 +18,7 @@ def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     # inside this session would register twice. vfs: a unit test mounts
     # nothing, even as root (the default there is the host's best driver).
     args = args or ("--lamina-driver", "vfs")
-    return pytester.runpytest_subprocess(*_plugin_args(), "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess(*plugin_args(), "-p", "no:cacheprovider", *args)
 
 
 BUILD_TOOL_TEST = """
@@ -174,5 +164,5 @@ def test_driver(lamina_graph):
 
 
 def test_plugin_is_registered() -> None:
-    if not _plugin_args():
+    if not plugin_args():
         assert "lamina.pytest_plugin" in sys.modules
