@@ -18,7 +18,6 @@ a later layer overwrites or removes).
 from __future__ import annotations
 
 import importlib
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -345,10 +344,12 @@ class Report:
         return report_html(self)
 
     def __repr__(self) -> str:
-        pct = "inf" if math.isinf(self.user_wasted_percent) else f"{self.user_wasted_percent:.2%}"
+        from lamina.display import percent
+
+        pct = percent(self.user_wasted_percent)
         name = f" {self.name!r}" if self.name else ""
         return (
-            f"<Report{name} layers={len(self.layers)} efficiency={self.efficiency:.4%} "
+            f"<Report{name} layers={len(self.layers)} efficiency={percent(self.efficiency)} "
             f"wasted_bytes={self.wasted_bytes} user_wasted={pct}>"
         )
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from typing import Any
 
 from lamina.analysis import DEFAULT_RULES, Report, analyze
-from lamina.display import human, short
+from lamina.display import human, percent, short
 
 __all__ = ["add_analyze", "add_tree_args", "run_analyze", "run_file_tree"]
 
@@ -90,9 +89,9 @@ def _text(report: Report, top: int, enc: str) -> str:
     ]
     out = [_table(rows, ["#", "LAYER", "SIZE", "ADDED", "MODIFIED", "REMOVED", "HIDDEN"]), ""]
     pct = report.user_wasted_percent
-    out.append(f"efficiency:           {report.efficiency:.4%}")
+    out.append(f"efficiency:           {percent(report.efficiency)}")
     out.append(f"wasted bytes:         {report.wasted_bytes} ({human(report.wasted_bytes)})")
-    out.append(f"user wasted percent:  {'inf' if math.isinf(pct) else f'{pct:.2%}'}")
+    out.append(f"user wasted percent:  {percent(pct)}")
     out.append(f"image size:           {report.size_bytes} ({human(report.size_bytes)})")
     ineff = report.largest_inefficiencies(top)
     out.append("")

@@ -23,6 +23,7 @@ __all__ = [
     "graph_html",
     "human",
     "layer_html",
+    "percent",
     "report_html",
     "tree_rows",
 ]
@@ -42,6 +43,19 @@ def human(n: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"  # pragma: no cover - unreachable
+
+
+def percent(ratio: float) -> str:
+    """``ratio`` as a percentage with two decimals, or as many more as it
+    takes not to round a ratio below 1 up to 100% (``"99.99999%"``);
+    ``"inf"`` for an infinite one."""
+    if math.isinf(ratio):
+        return "inf"
+    for digits in range(2, 12):
+        text = f"{ratio:.{digits}%}"
+        if ratio >= 1 or float(text[:-1]) < 100:
+            return text
+    return f"{ratio:.12%}"
 
 
 def short(layer_id: str) -> str:
@@ -264,9 +278,10 @@ def report_html(report: Report, *, top: int = 10) -> str:
     pct = report.user_wasted_percent
     head = (
         f"<div style='{FONT}'><b>lamina analysis{name}</b>: "
-        f"efficiency <b>{report.efficiency:.4%}</b>, wasted <b>{human(report.wasted_bytes)}</b> "
+        f"efficiency <b>{percent(report.efficiency)}</b>, "
+        f"wasted <b>{human(report.wasted_bytes)}</b> "
         f"({report.wasted_bytes} bytes), user wasted "
-        f"<b>{'inf' if math.isinf(pct) else f'{pct:.2%}'}</b>, "
+        f"<b>{percent(pct)}</b>, "
         f"image {human(report.size_bytes)} in {len(report.layers)} layers</div>"
     )
     rows = [

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from lamina.display import percent
 from support import browser, dive_reference
 from support.docker_image import docker_saved_layers
 
@@ -76,7 +77,7 @@ def test_the_notebook_runs_on_the_image(executed: Any) -> None:
     assert ids[-1] in html["top"]
     ref = dive_reference.analyze([s.tar for s in saved])
     report_html = next(h for src, h in html.items() if src.startswith("report = "))
-    assert f"efficiency <b>{ref.efficiency:.4%}</b>" in report_html
+    assert f"efficiency <b>{percent(ref.efficiency)}</b>" in report_html
     assert report_html.count("<svg") >= 1 and "/data/keep/k" in report_html
     summary = next(
         o["text"] for src, o in outs if src.startswith("summary = ") and o.output_type == "stream"
