@@ -29,6 +29,10 @@
 //! trees, [`export_diff`] streams the tar of their differences (or of a whole
 //! tree), and [`upper_changes`] / [`write_upper_diff`] do the same from an
 //! overlay upper dir alone, at a cost proportional to the changes.
+//!
+//! [`view`] reads a layer's merged view without mounting (what
+//! `Layer.walk()` and friends return, on every driver, as any user) and
+//! computes dive's analysis of a chain of layers from their diffs.
 
 pub mod archive;
 pub mod copy;

@@ -37,6 +37,10 @@
 //! - [`probe`]: what the host offers; the `auto` choice.
 //! - [`overlay`]: the seed's overlay driver (full `root/` trees + one-lower overlays).
 //! - [`vfs`]: plain full copies, no mounts.
+//!
+//! [`Driver::stack`] tells [`crate::view`] how a layer's files are stored
+//! (a stack of directories, each a whole tree or one layer's changes in
+//! overlay form), so that a layer's merged view is read without mounting.
 
 pub mod mount;
 pub mod mounter;

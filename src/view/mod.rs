@@ -8,7 +8,7 @@
 //! (never outside it), nothing mounted and nothing written, so it works
 //! as any user, on every driver.
 //!
-//! - [`stack`]: the overlayfs rules over a stack of directories, and path
+//! - `stack`: the overlayfs rules over a stack of directories, and path
 //!   resolution inside the view.
 //! - [`walk`]: an iterative walk of the view, with bounded fds.
 //! - [`entry`]: [`Entry`], one entry of the view.
