@@ -228,15 +228,16 @@ def assert_layer_tree(
     for key, spec in expected.items():
         p = _norm(key if key.startswith("/") else f"{top}/{key}")
         want[p] = Dir() if key.endswith("/") and spec is None else spec
-    problems: list[str] = []
+    missing: list[str] = []
+    unexpected: list[str] = []
+    differ: list[str] = []
     if exact:
         got = {e.path: e for e in layer.walk(top)}
-        # What walk() reports under a symlinked `path` is its target's.
         implied = {p.rsplit("/", i)[0] or "/" for p in want for i in range(1, p.count("/") + 1)}
         for p, e in sorted(got.items()):
             if p in want or p in implied or p == top:
                 continue
-            problems.append(f"unexpected: {p} ({_describe(e)})")
+            unexpected.append(f"unexpected: {p} ({_describe(e)})")
     else:
         got = {}
     for p, spec in sorted(want.items()):
@@ -245,9 +246,10 @@ def assert_layer_tree(
             try:
                 entry = layer.stat(p)
             except (FileNotFoundError, NotADirectoryError):
-                problems.append(f"missing:    {p}" + (f" ({_show_spec(spec)})" if spec else ""))
+                missing.append(f"missing:    {p}" + (f" ({_show_spec(spec)})" if spec else ""))
                 continue
-        problems.extend(_check(layer, p, entry, spec))
+        differ.extend(_check(layer, p, entry, spec))
+    problems = missing + unexpected + differ
     if problems:
         head = f"layer {layer.id[:12]}: the tree under {top} differs from what was expected"
         raise AssertionError(head + ":\n  " + "\n  ".join(problems))
