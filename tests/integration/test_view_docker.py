@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,14 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
 @pytest.fixture(scope="module")
 def saved() -> list[SavedLayer]:
     return docker_saved_layers()
+
+
+@pytest.fixture(autouse=True)
+def _free_space(tmp_path: Path) -> Iterator[None]:
+    """Each store here holds the image (200 MB) once per layer on vfs: gone
+    after its test, so the suite's tmpfs does not fill up."""
+    yield
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def _register(g: lamina.Graph, saved: list[SavedLayer]) -> list[lamina.Layer]:
@@ -114,7 +123,7 @@ def test_which_layer_provides_each_entry(saved: list[SavedLayer], tmp_path: Path
         d.mkdir()
         lamina.apply_layer(d, s.tar, whiteouts="overlay")
         diffs.append(d)
-    with open_graph(tmp_path / "s", "vfs") as g:
+    with open_graph(tmp_path / "s", "overlay") as g:
         chain = _register(g, saved)
         for top in range(len(chain)):
             for e in chain[top].walk():
