@@ -137,7 +137,9 @@ impl View {
 
     /// The entry a resolution found (symlink target read, provider named).
     pub(crate) fn entry_of(&self, loc: &Located) -> Result<Entry> {
-        let mut e = Entry::from_stat(&loc.path, &loc.found.stat);
+        let dir = loc.parent.as_ref().map(|(d, n)| (d, n.as_os_str()));
+        let st = self.stack.shown_stat(dir, &loc.found, &loc.path)?;
+        let mut e = Entry::from_stat(&loc.path, &st);
         if loc.found.is_symlink() {
             if let Some((dir, name)) = &loc.parent {
                 let t = self.stack.readlink(dir, name, &loc.found, &loc.path)?;
@@ -180,6 +182,19 @@ impl View {
         let loc = self.stack.resolve(bytes(path), true)?;
         match &loc.parent {
             Some((dir, name)) if loc.own.is_none() => {
+                // A device a rootless apply stored as an empty file is a
+                // device.
+                let st = self
+                    .stack
+                    .shown_stat(Some((dir, name)), &loc.found, &loc.path)?;
+                let kind = EntryKind::of_stat(&st);
+                if !matches!(kind, EntryKind::File | EntryKind::Dir) {
+                    return Err(crate::Error::InvalidArgument(format!(
+                        "{}: not a regular file ({})",
+                        path.display(),
+                        kind.name()
+                    )));
+                }
                 self.stack.open_file(dir, name, &loc.found, &loc.path)
             }
             _ => Err(crate::Error::errno("open", path, libc::EISDIR)),

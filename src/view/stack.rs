@@ -41,6 +41,7 @@ use rustix::io::Errno;
 use crate::archive::changes::{is_dir, list_dir, lstat_at, open_dir};
 use crate::driver::{StackDir, StackForm};
 use crate::error::{Error, IoContext, Result};
+use crate::fs::recorded::{self, Ids};
 use crate::fs::remove::{mount_of, MountOf};
 use crate::fs::xattr;
 
@@ -53,6 +54,9 @@ struct Level {
     form: StackForm,
     fd: OwnedFd,
     mount: MountOf,
+    /// How its inodes read: as they are, or as a rootless apply recorded
+    /// them ([`crate::fs::recorded`]).
+    ids: Ids,
 }
 
 /// An opened stack of directories; see the module docs.
@@ -146,11 +150,13 @@ impl Stack {
         for d in dirs.iter().rev() {
             let fd = crate::archive::changes::open_root(&d.path)?;
             let mount = mount_of(fd.as_fd()).at("statx", &d.path)?;
+            let ids = Ids::of_root(fd.as_fd(), &d.path)?;
             levels.push(Level {
                 path: d.path.clone(),
                 form: d.form,
                 fd,
                 mount,
+                ids,
             });
         }
         Ok(Stack { levels })
@@ -177,6 +183,34 @@ impl Stack {
 
     fn form(&self, dir: &MergedDir, part: usize) -> StackForm {
         self.levels[dir.parts[part].0].form
+    }
+
+    /// The metadata the view shows for `name` of `dir` (the root for
+    /// `None`), found as `found`: the inode's own, or in a tree a rootless
+    /// apply wrote, what it recorded (owner, full mode, a device stored as
+    /// an empty file). Navigation uses the inode's own (`found.stat`).
+    pub(crate) fn shown_stat(
+        &self,
+        dir: Option<(&MergedDir, &OsStr)>,
+        found: &Found,
+        at: &[u8],
+    ) -> Result<Stat> {
+        let (level, fd, name) = match dir {
+            Some((d, name)) => {
+                let (level, fd) = &d.parts[found.part];
+                (*level, fd, name)
+            }
+            None => (0, &self.levels[0].fd, OsStr::new("")),
+        };
+        let ids = &self.levels[level].ids;
+        if *ids == Ids::default() {
+            return Ok(found.stat);
+        }
+        let key = OsStr::new(recorded::OVERRIDE_STAT);
+        let record = xattr::get(fd, name, key, &shown(at))?
+            .map(|v| vec![(key.as_bytes().to_vec(), v)])
+            .unwrap_or_default();
+        Ok(ids.stat(&found.stat, &record))
     }
 
     /// What `name` is in `dir`; `None` when no directory has it or the

@@ -148,7 +148,8 @@ impl Walk {
             let path = join(&top.path, name.as_bytes());
             let view = self.view.clone();
             let dir = self.top_dir()?;
-            let mut e = Entry::from_stat(&path, &found.stat);
+            let st = view.stack.shown_stat(Some((dir, &name)), &found, &path)?;
+            let mut e = Entry::from_stat(&path, &st);
             if found.is_symlink() {
                 let t = view.stack.readlink(dir, &name, &found, &path)?;
                 e.linkname = Some(PathBuf::from(OsString::from_vec(t)));

@@ -46,9 +46,54 @@ def walk_manifest(view: Any, path: str = "/", *, content: bool = True) -> dict[s
     return recs
 
 
+OVERRIDE = "user.containers.override_stat"
+
+
+def _override(path: str) -> tuple[int, int, int, str | None, tuple[int, int] | None] | None:
+    try:
+        v = os.getxattr(path, OVERRIDE, follow_symlinks=False).decode()
+    except OSError:
+        return None
+    uid, gid, mode, *rest = v.split(":", 3)
+    kind, rdev = None, None
+    if rest:
+        t = rest[0]
+        for dev in ("char", "block"):
+            if t.startswith(dev):
+                kind, (major, minor) = dev, t[len(dev) :].split(":")
+                rdev = (int(major), int(minor))
+        if kind is None:
+            kind = {"pipe": "fifo"}.get(t, t)
+    return int(uid), int(gid), int(mode, 8), kind, rdev
+
+
 def tree_manifest(root: str | os.PathLike[str], *, content: bool = True) -> dict[str, Record]:
-    """The manifest of a mounted tree, without xattrs."""
-    return {p: replace(r, xattrs=()) for p, r in manifest(root, content=content).items()}
+    """The manifest of a mounted tree, without xattrs; a tree a rootless
+    apply wrote (its root carries ``user.containers.override_stat`` and is
+    not root's) as it records itself: the override's owner, mode and type,
+    and the writer's own ids standing for root's (the containers/storage
+    scheme, read here from the xattrs directly)."""
+    root = os.fspath(root)
+    m = {p: replace(r, xattrs=()) for p, r in manifest(root, content=content).items()}
+    st = os.lstat(root)
+    if _override(root) is None or st.st_uid == 0:
+        return m
+    writer = (st.st_uid, st.st_gid)
+    for p, r in m.items():
+        o = _override(os.path.join(root, p.lstrip("/")) if p != "/" else root)
+        if o is None:
+            uid = 0 if r.uid == writer[0] else r.uid
+            gid = 0 if r.gid == writer[1] else r.gid
+            m[p] = replace(r, uid=uid, gid=gid)
+            continue
+        uid, gid, mode, kind, rdev = o
+        if kind in ("char", "block"):
+            m[p] = replace(
+                r, uid=uid, gid=gid, mode=mode, type=kind, rdev=rdev, size=None, sha256=None
+            )
+        else:
+            m[p] = replace(r, uid=uid, gid=gid, mode=mode, type=kind or r.type)
+    return m
 
 
 def tar_paths(tar: str | os.PathLike[str] | bytes) -> tuple[set[str], set[str], set[str]]:
