@@ -276,12 +276,12 @@ class _View:
     def exists(self, path: _Path, *, follow_symlinks: bool = False) -> bool: ...
     def open(self, path: _Path) -> io.BufferedReader: ...
 
-def _merged_view(dirs: list[tuple[_Path, Literal["tree", "overlay"]]]) -> _View:
-    """The merged view of directories stacked base first, each a whole
-    tree (``"tree"``) or one layer's changes in overlay form
-    (``"overlay"``: 0/0 character devices are whiteouts, the
-    ``overlay.opaque`` xattr makes a directory opaque), read as overlayfs
-    reads its lowerdirs. Entries name no layer."""
+def _merged_view(dirs: list[_Path]) -> _View:
+    """The merged view of directories stacked uppermost first (as
+    overlayfs's ``lowerdir=`` lists them), each in overlay form (0/0
+    character devices are whiteouts, the ``overlay.opaque`` xattr makes a
+    directory opaque), read as overlayfs reads its lowerdirs. Entries name
+    no layer."""
 
 _Ref: TypeAlias = str | Layer
 
@@ -290,7 +290,7 @@ class Graph:
     threads; every I/O call releases the GIL."""
 
     def __init__(
-        self, root: _Path, driver: Literal["auto", "overlay", "vfs"] | str = "auto"
+        self, root: _Path, driver: Literal["auto", "overlay", "overlay2", "vfs"] | str = "auto"
     ) -> None:
         """Open (or make) the store at ``root``. ``driver`` is one of
         :data:`DRIVERS` or ``"auto"``; any other name is a ``ValueError``

@@ -9,6 +9,7 @@
 //! <root>/layers/<id>/<anything else>    the driver: root/, upper/, work/, merged/, diff/, ...
 //! <root>/driver/                        the driver's home: mount records (mounts/),
 //!                                       and whatever else a driver keeps store-wide
+//!                                       (overlay2: short names in l/, an empty/ lower)
 //! ```
 //!
 //! The graph makes a layer's directory (a staging directory under `tmp/`
@@ -36,16 +37,19 @@
 //! - [`mount`]: persisted per-process mount reference counts.
 //! - [`probe`]: what the host offers; the `auto` choice.
 //! - [`overlay`]: the seed's overlay driver (full `root/` trees + one-lower overlays).
+//! - [`overlay2`]: moby's overlay2 (each layer's own `diff/`, stacked as
+//!   lowers; `auto`'s choice where overlayfs works).
 //! - [`vfs`]: plain full copies, no mounts.
 //!
 //! [`Driver::stack`] tells [`crate::view`] how a layer's files are stored
-//! (a stack of directories, each a whole tree or one layer's changes in
-//! overlay form), so that a layer's merged view is read without mounting.
+//! (a stack of directories in overlay form), so that a layer's merged view
+//! is read without mounting.
 
 pub mod mount;
 pub mod mounter;
 pub mod mountinfo;
 pub mod overlay;
+pub mod overlay2;
 pub mod probe;
 pub mod vfs;
 
@@ -55,35 +59,8 @@ use std::path::{Path, PathBuf};
 use crate::archive::ApplyReport;
 use crate::error::{Error, Result};
 
-/// How one directory of a layer's stack holds its files (see
-/// [`Driver::stack`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StackForm {
-    /// A complete tree: the merged view at and below this directory is
-    /// this tree alone (nothing under it in the stack shows through), and
-    /// every entry is what it is (a 0/0 character device is a device).
-    Tree,
-    /// One layer's own changes in overlayfs's upper-dir form: a 0/0
-    /// character device is a whiteout (the name is gone from the layers
-    /// below); a directory with `trusted.overlay.opaque=y` (or
-    /// `user.overlay.opaque=y`, the `userxattr` form) hides what the layers
-    /// below hold under it; anything else is merged with the directories
-    /// below, as overlayfs merges lowerdirs. `redirect` and `metacopy`
-    /// entries are refused, as in [`crate::archive::upper`].
-    Overlay,
-}
-
-/// One directory of a layer's stack (see [`Driver::stack`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StackDir {
-    /// The directory.
-    pub path: PathBuf,
-    /// How it holds its files.
-    pub form: StackForm,
-}
-
 /// The storage drivers this build has, by the name a store records.
-pub const NAMES: &[&str] = &["overlay", "vfs"];
+pub const NAMES: &[&str] = &["overlay", "overlay2", "vfs"];
 
 /// Check a driver name a caller asked for: one of [`NAMES`], or `"auto"`
 /// (the store's own driver, or for a new store the host's best).
@@ -116,7 +93,7 @@ pub use crate::archive::changes::{Change, ChangeKind};
 /// Every method may be called from many threads at once; the graph
 /// serializes calls that change the same layer.
 pub trait Driver: Send + Sync {
-    /// The driver's name as stored in `lamina.json` (`"overlay"`, `"vfs"`).
+    /// The driver's name as stored in `lamina.json` (one of [`NAMES`]).
     fn name(&self) -> &'static str;
 
     /// Make an empty writable layer in `layer.dir` (a fresh staging
@@ -131,10 +108,11 @@ pub trait Driver: Send + Sync {
     /// container made on it by [`Driver::create`] starts from it.
     fn create_init(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<()>;
 
-    /// Make `layer.dir` (a fresh staging directory) a read-only layer: the
-    /// parent's tree plus the tar diff read from `diff` (plain, gzip or
-    /// zstd), whiteouts applied, its tar-split record written to `record`.
-    /// Never changes an inode of the parent.
+    /// Make `layer.dir` (a fresh staging directory) a read-only layer from
+    /// the tar diff read from `diff` (plain, gzip or zstd): the parent's
+    /// tree plus the diff, whiteouts applied (overlay, vfs), or the diff
+    /// alone in overlay form (overlay2); its tar-split record written to
+    /// `record`. Never changes an inode of the parent.
     fn apply_diff(
         &self,
         layer: LayerDir<'_>,
@@ -143,45 +121,26 @@ pub trait Driver: Send + Sync {
         record: &mut dyn Write,
     ) -> Result<ApplyReport>;
 
-    /// The directory holding the layer's full tree, where it has one
-    /// (read-only layers): the tree a tar-split record is reassembled from.
+    /// Whether [`Driver::apply_diff`] reads nothing of `parents` but
+    /// their place in the chain, so that an image's layers may be applied
+    /// in parallel, each into its own staging directory, while (or
+    /// before) its parents are, and landed in order afterwards. `false`
+    /// for drivers that start a layer from a copy of its parent's tree.
+    fn layers_apply_independently(&self) -> bool {
+        false
+    }
+
+    /// The directory a read-only layer's tar was applied to, where it has
+    /// one: the tree its tar-split record is reassembled from (the full
+    /// tree for overlay and vfs, the layer's own `diff/` for overlay2).
     fn tree(&self, layer: LayerDir<'_>) -> Option<PathBuf>;
 
-    /// The directories whose stacking is the layer's merged view, base
-    /// first: what a mount of the layer would show, read without mounting
-    /// (by [`crate::view`], as any user, on any driver). The view is what
-    /// overlayfs shows with these directories as lowerdirs, the last one on
-    /// top; [`StackForm`] says how each is read. A directory that is the
-    /// layer's own changes must be the layer's own (its `upper/` or
-    /// `diff/`); the view never writes to any of them.
-    ///
-    /// - `overlay`: a read-only layer is `[root/ (Tree)]`; a writable one
-    ///   (a container, an `-init` layer) is `[lower root/ (Tree), upper/
-    ///   (Overlay)]`, the lower being the one its mount uses.
-    /// - `vfs`: `[root/ (Tree)]`.
-    /// - `overlay2` (per-layer `diff/` in overlay form, stacked as
-    ///   lowerdirs): `[diff/ of the base (Overlay), ..., diff/ of the parent
-    ///   (Overlay), its own diff/ (Overlay)]` — the `lowerdir=` list of its
-    ///   mount reversed (overlayfs lists the top first), with its own
-    ///   `diff/` (the upper of a writable layer) last. A driver whose base
-    ///   layer holds a full tree may give it as `Tree`.
-    ///
-    /// The default, for a driver that keeps a full tree per layer, is the
-    /// layer's [`Driver::tree`] as one `Tree`.
-    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
-        let _ = parents;
-        match self.tree(layer) {
-            Some(path) => Ok(vec![StackDir {
-                path,
-                form: StackForm::Tree,
-            }]),
-            None => Err(Error::Driver(format!(
-                "layer {}: the {} driver keeps no tree to read its merged view from",
-                layer.id,
-                self.name()
-            ))),
-        }
-    }
+    /// The directories whose overlay union is the layer's view, uppermost
+    /// first: what reads the view without mounting it. Each is in overlay
+    /// form (a 0/0 character device hides the path in the directories
+    /// below, `overlay.opaque=y` a directory's content below); a full tree
+    /// (overlay's `root/`, vfs) is a stack of one.
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf>;
 
     /// Remove the layer: fails with [`crate::Error::LayerInUse`] while a
     /// live process has it mounted; otherwise unmounts what is left mounted
@@ -264,6 +223,7 @@ pub fn open(
     let driver = match name {
         "vfs" => Box::new(vfs::Vfs::new(&mounts, probe)?) as Box<dyn Driver>,
         "overlay" => Box::new(overlay::Overlay::new(&mounts, mounter, probe)?),
+        "overlay2" => Box::new(overlay2::Overlay2::new(home, mounter, probe)?),
         other => {
             return Err(Error::UnknownDriver {
                 name: other.to_owned(),
@@ -305,6 +265,32 @@ pub(crate) fn refuse_mounts_inside(layer: LayerDir<'_>) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// A layer's mount point must be the store's own directory: `mount(2)`
+/// follows a symlink put in its place, and would mount over whatever it
+/// points to outside the store.
+pub(crate) fn check_mount_point(merged: &Path) -> Result<()> {
+    use crate::error::IoContext;
+    let m = merged.symlink_metadata().at("lstat", merged)?;
+    if m.file_type().is_symlink() || !m.is_dir() {
+        return Err(Error::corrupt(
+            merged,
+            "the mount point is not the store's own directory",
+        ));
+    }
+    Ok(())
+}
+
+/// A new directory with exactly `mode` (the umask does not decide it).
+pub(crate) fn mkdir(path: &Path, mode: u32) -> Result<()> {
+    use crate::error::IoContext;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .mode(mode)
+        .create(path)
+        .at("mkdir", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at("chmod", path)
 }
 
 /// Bytes of the regular files among `changes` (added or modified), as found

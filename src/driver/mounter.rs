@@ -4,16 +4,28 @@
 //! implementation and a recording one for tests), the refcounting above
 //! ([`crate::driver::mount`]) takes a [`Mounter`], so its logic is tested
 //! without root and without touching the host's mounts.
+//!
+//! An overlay of many lowers does not fit the one page of data `mount(2)`
+//! takes. Where the kernel has the new mount API with `lowerdir+` (Linux
+//! 6.8), [`LinuxMounter`] hands overlayfs one lower at a time
+//! (`fsopen` + `fsconfig` + `fsmount` + `move_mount`), up to the kernel's
+//! own limit of [`OVERLAY_MAX_LOWERS`]. Elsewhere it falls back to what
+//! moby's overlay2 does: short names relative to a directory (its `l/`
+//! symlinks, given in [`Relative`]), mounted from a thread whose working
+//! directory is that directory (moby's `mountFrom`; here a thread that
+//! `unshare(CLONE_FS)`s, so no other thread's working directory moves).
 
 use std::collections::HashSet;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
-use rustix::fs::StatVfsMountFlags;
+use rustix::fs::{Mode, OFlags, StatVfsMountFlags, CWD};
 use rustix::io::Errno;
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::{
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
+};
 
 use crate::driver::mountinfo;
 use crate::error::{Error, IoContext, Result};
@@ -32,6 +44,10 @@ pub enum MountSpec {
         work: Option<PathBuf>,
         /// Extra mount options, each `key` or `key=value`.
         options: Vec<String>,
+        /// The same directories named relative to one directory, for a
+        /// `mount(2)` whose absolute names would not fit a page (`None`:
+        /// absolute names only).
+        relative: Option<Relative>,
     },
     /// A read-only bind mount of `source` (a read-only layer's `root/`:
     /// writes there would reach inodes shared with other layers).
@@ -44,31 +60,87 @@ pub enum MountSpec {
     Itself,
 }
 
-/// Linux takes mount data up to one page, NUL included; moby's overlay2
-/// and containerd switch to relative paths past that, lamina's single
-/// lower keeps well under it unless the store root itself is very long.
-const MAX_MOUNT_DATA: usize = 4095;
+/// An overlay's directories named relative to `dir`: moby's short `l/`
+/// names (`l/<26 characters>` symlinks to each layer's `diff/`), so that
+/// 128 lowers and more fit the page of data `mount(2)` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relative {
+    /// The directory the names are relative to: the mount is made from a
+    /// thread whose working directory it is.
+    pub dir: PathBuf,
+    /// Lower directories, uppermost first, relative to `dir`.
+    pub lower: Vec<PathBuf>,
+    /// The upper directory, relative to `dir`.
+    pub upper: Option<PathBuf>,
+    /// The work directory, relative to `dir`.
+    pub work: Option<PathBuf>,
+}
 
-fn check_option_path(what: &str, p: &Path) -> Result<()> {
+/// Linux takes mount data up to one page, NUL included; moby's overlay2
+/// and containerd switch to relative paths past that.
+pub const MAX_MOUNT_DATA: usize = 4095;
+
+/// The most lower directories one overlay mount stacks: `OVL_MAX_STACK`
+/// (fs/overlayfs/params.h), whichever way the lowers are passed.
+pub const OVERLAY_MAX_LOWERS: usize = 500;
+
+fn check_option_path(what: &str, p: &Path, absolute: bool) -> Result<()> {
     let b = p.as_os_str().as_bytes();
     // overlayfs splits its data at ',' and lowerdir at ':'; '\' escapes.
-    if !p.is_absolute() || b.iter().any(|c| b",:\\\n\0".contains(c)) {
+    if p.is_absolute() != absolute || b.is_empty() || b.iter().any(|c| b",:\\\n\0".contains(c)) {
+        let how = if absolute {
+            "an absolute"
+        } else {
+            "a relative"
+        };
         return Err(Error::Driver(format!(
-            "overlay {what} {} must be an absolute path without ',', ':', '\\' or newlines",
+            "overlay {what} {} must be {how} path without ',', ':', '\\' or newlines",
             p.display()
         )));
     }
     Ok(())
 }
 
+/// `lowerdir=...[,upperdir=...,workdir=...][,options]`, every path checked.
+fn join_data(
+    lower: &[PathBuf],
+    upper: Option<&PathBuf>,
+    work: Option<&PathBuf>,
+    options: &[String],
+    absolute: bool,
+) -> Result<String> {
+    for l in lower {
+        check_option_path("lowerdir", l, absolute)?;
+    }
+    let mut parts = vec![format!(
+        "lowerdir={}",
+        lower
+            .iter()
+            .map(|l| l.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(":")
+    )];
+    if let (Some(u), Some(w)) = (upper, work) {
+        check_option_path("upperdir", u, absolute)?;
+        check_option_path("workdir", w, absolute)?;
+        parts.push(format!("upperdir={}", u.to_string_lossy()));
+        parts.push(format!("workdir={}", w.to_string_lossy()));
+    }
+    parts.extend(options.iter().cloned());
+    Ok(parts.join(","))
+}
+
 impl MountSpec {
-    /// The overlay mount data string (`lowerdir=...,upperdir=...`).
-    pub fn overlay_data(&self) -> Result<String> {
+    /// Check an overlay spec's shape: at least one lower and at most
+    /// [`OVERLAY_MAX_LOWERS`], `upper` and `work` together, options that
+    /// are one `key` or `key=value` each.
+    pub fn validate(&self) -> Result<()> {
         let MountSpec::Overlay {
             lower,
             upper,
             work,
             options,
+            relative,
         } = self
         else {
             return Err(Error::InvalidArgument("not an overlay mount".into()));
@@ -78,36 +150,48 @@ impl MountSpec {
                 "overlay needs a lower directory".into(),
             ));
         }
+        if lower.len() > OVERLAY_MAX_LOWERS {
+            return Err(Error::Driver(format!(
+                "an overlay of {} lower layers: overlayfs stacks at most {OVERLAY_MAX_LOWERS} \
+                 (the kernel's OVL_MAX_STACK)",
+                lower.len()
+            )));
+        }
         if upper.is_some() != work.is_some() {
             return Err(Error::InvalidArgument(
                 "overlay upperdir and workdir go together".into(),
             ));
         }
-        let mut parts = Vec::new();
-        for l in lower {
-            check_option_path("lowerdir", l)?;
-        }
-        parts.push(format!(
-            "lowerdir={}",
-            lower
-                .iter()
-                .map(|l| l.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(":")
-        ));
-        if let (Some(u), Some(w)) = (upper, work) {
-            check_option_path("upperdir", u)?;
-            check_option_path("workdir", w)?;
-            parts.push(format!("upperdir={}", u.to_string_lossy()));
-            parts.push(format!("workdir={}", w.to_string_lossy()));
+        if let Some(r) = relative {
+            if r.lower.len() != lower.len() || r.upper.is_some() != upper.is_some() {
+                return Err(Error::InvalidArgument(
+                    "relative overlay names must name the same directories".into(),
+                ));
+            }
         }
         for o in options {
-            if o.is_empty() || o.contains([',', '\0', '\n']) {
+            if o.is_empty() || o.contains([',', '\0', '\n']) || o.starts_with('=') {
                 return Err(Error::InvalidArgument(format!("bad overlay option {o:?}")));
             }
-            parts.push(o.clone());
         }
-        let data = parts.join(",");
+        Ok(())
+    }
+
+    /// The overlay mount data string (`lowerdir=...,upperdir=...`) with
+    /// absolute names; longer than [`MAX_MOUNT_DATA`] is an error.
+    pub fn overlay_data(&self) -> Result<String> {
+        self.validate()?;
+        let MountSpec::Overlay {
+            lower,
+            upper,
+            work,
+            options,
+            ..
+        } = self
+        else {
+            unreachable!("validated as an overlay");
+        };
+        let data = join_data(lower, upper.as_ref(), work.as_ref(), options, true)?;
         if data.len() > MAX_MOUNT_DATA {
             return Err(Error::Driver(format!(
                 "overlay mount options are {} bytes, over the kernel's limit of {MAX_MOUNT_DATA}; \
@@ -117,6 +201,55 @@ impl MountSpec {
         }
         Ok(data)
     }
+
+    /// What `mount(2)` is given: the absolute data when it fits a page,
+    /// else the [`Relative`] names with the directory to mount from. Past
+    /// a page either way, an error naming the limit and the number of
+    /// lowers that fit.
+    pub fn mount_data(&self) -> Result<(Option<&Path>, String)> {
+        let too_long = match self.overlay_data() {
+            Ok(d) => return Ok((None, d)),
+            Err(Error::Driver(m)) if m.contains("bytes, over") => m,
+            Err(e) => return Err(e),
+        };
+        let MountSpec::Overlay {
+            lower,
+            options,
+            relative: Some(r),
+            ..
+        } = self
+        else {
+            return Err(Error::Driver(too_long));
+        };
+        let data = join_data(&r.lower, r.upper.as_ref(), r.work.as_ref(), options, false)?;
+        if data.len() > MAX_MOUNT_DATA {
+            let per = data.len().div_ceil(lower.len());
+            return Err(Error::Driver(format!(
+                "an overlay of {} lower layers needs {} bytes of mount options even with \
+                 short names, over the page mount(2) takes ({MAX_MOUNT_DATA} bytes, about {} \
+                 lowers); this kernel has no fsconfig lowerdir+ (Linux 6.8) to pass them one \
+                 at a time",
+                lower.len(),
+                data.len(),
+                MAX_MOUNT_DATA / per.max(1)
+            )));
+        }
+        Ok((Some(&r.dir), data))
+    }
+}
+
+/// Whether the running kernel takes overlay lowers one at a time through
+/// the new mount API (`fsconfig(FSCONFIG_SET_STRING, "lowerdir+")`, Linux
+/// 6.8), probed once per process: a filesystem context is opened and given
+/// one lower, and dropped without being mounted. `false` too where this
+/// process may not open one (no `CAP_SYS_ADMIN`).
+pub fn lowerdir_plus() -> bool {
+    static PROBED: OnceLock<bool> = OnceLock::new();
+    *PROBED.get_or_init(|| {
+        rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+            .and_then(|fs| rustix::mount::fsconfig_set_string(&fs, "lowerdir+", "/"))
+            .is_ok()
+    })
 }
 
 /// The mount calls the refcounting needs.
@@ -137,6 +270,12 @@ pub trait Mounter: Send + Sync {
     fn is_mounted(&self, target: &Path) -> Result<bool> {
         Ok(self.is_mounted_in(&self.mount_points()?, target))
     }
+    /// Whether overlay lowers go to the kernel one at a time (the new
+    /// mount API's `lowerdir+`), so that absolute names of any length do:
+    /// a driver then needs no [`Relative`] short names.
+    fn has_lowerdir_plus(&self) -> bool {
+        false
+    }
 }
 
 /// A shared mounter (one per store, used by every layer's driver calls).
@@ -152,6 +291,9 @@ impl<M: Mounter + ?Sized> Mounter for std::sync::Arc<M> {
     }
     fn is_mounted_in(&self, points: &HashSet<PathBuf>, target: &Path) -> bool {
         (**self).is_mounted_in(points, target)
+    }
+    fn has_lowerdir_plus(&self) -> bool {
+        (**self).has_lowerdir_plus()
     }
 }
 
@@ -190,18 +332,7 @@ impl Mounter for LinuxMounter {
             source: std::io::Error::from_raw_os_error(e.raw_os_error()),
         };
         match spec {
-            MountSpec::Overlay { .. } => {
-                let data = CString::new(spec.overlay_data()?)
-                    .map_err(|_| Error::InvalidArgument("NUL in overlay options".into()))?;
-                rustix::mount::mount(
-                    "overlay",
-                    target,
-                    "overlay",
-                    MountFlags::empty(),
-                    data.as_c_str(),
-                )
-                .map_err(|e| failed(e, "mount overlay"))
-            }
+            MountSpec::Overlay { .. } => mount_overlay(spec, target, self.has_lowerdir_plus()),
             MountSpec::ReadOnlyBind { source } => {
                 rustix::mount::mount_bind(source, target).map_err(|e| failed(e, "bind mount"))?;
                 // A bind mount starts with the flags of its source; making it
@@ -251,6 +382,149 @@ impl Mounter for LinuxMounter {
             .map(|m| m.mount_point)
             .collect())
     }
+
+    fn has_lowerdir_plus(&self) -> bool {
+        lowerdir_plus()
+    }
+}
+
+/// [`LinuxMounter`] as on a kernel without the new mount API (before
+/// 6.8): overlays go through `mount(2)` alone, with [`Relative`] short
+/// names past a page. What lamina does on such kernels, kept callable on
+/// any kernel so that this path is tested where the new one exists.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClassicMounter;
+
+impl Mounter for ClassicMounter {
+    fn mount(&self, spec: &MountSpec, target: &Path) -> Result<()> {
+        match spec {
+            MountSpec::Overlay { .. } => mount_overlay(spec, target, false),
+            _ => LinuxMounter.mount(spec, target),
+        }
+    }
+    fn unmount(&self, target: &Path) -> Result<()> {
+        LinuxMounter.unmount(target)
+    }
+    fn mount_points(&self) -> Result<HashSet<PathBuf>> {
+        LinuxMounter.mount_points()
+    }
+}
+
+/// An overlay mount: through `fsconfig` when `lowerdir_plus`, else
+/// through `mount(2)`, from the [`Relative`] names' directory when the
+/// absolute names pass a page.
+fn mount_overlay(spec: &MountSpec, target: &Path, lowerdir_plus: bool) -> Result<()> {
+    if lowerdir_plus {
+        spec.validate()?;
+        return mount_overlay_fsconfig(spec, target);
+    }
+    let (from, data) = spec.mount_data()?;
+    let data =
+        CString::new(data).map_err(|_| Error::InvalidArgument("NUL in overlay options".into()))?;
+    match from {
+        None => rustix::mount::mount(
+            "overlay",
+            target,
+            "overlay",
+            MountFlags::empty(),
+            data.as_c_str(),
+        )
+        .map_err(|e| mount_error("mount overlay", target, e)),
+        Some(dir) => mount_overlay_from(dir, &data, target),
+    }
+}
+
+fn mount_error(op: &'static str, at: &Path, e: Errno) -> Error {
+    Error::Mount {
+        op,
+        target: at.to_owned(),
+        source: std::io::Error::from_raw_os_error(e.raw_os_error()),
+    }
+}
+
+/// An overlay through the new mount API: every lower its own `fsconfig`
+/// call (`lowerdir+`, Linux 6.8), so no page limits the stack and names
+/// need no escaping; the mount is made detached (`fsmount`) and attached
+/// at `target` last (`move_mount`). As with `mount(2)`, an error names the
+/// mount point (the contract of `DriverError.filename`); its operation
+/// says which parameter the kernel refused.
+fn mount_overlay_fsconfig(spec: &MountSpec, target: &Path) -> Result<()> {
+    let MountSpec::Overlay {
+        lower,
+        upper,
+        work,
+        options,
+        ..
+    } = spec
+    else {
+        return Err(Error::InvalidArgument("not an overlay mount".into()));
+    };
+    let failed = |op: &'static str| move |e: Errno| mount_error(op, target, e);
+    let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(failed("fsopen overlay"))?;
+    for l in lower {
+        rustix::mount::fsconfig_set_string(&fs, "lowerdir+", l)
+            .map_err(failed("mount overlay (lowerdir+)"))?;
+    }
+    if let (Some(u), Some(w)) = (upper, work) {
+        rustix::mount::fsconfig_set_string(&fs, "upperdir", u)
+            .map_err(failed("mount overlay (upperdir)"))?;
+        rustix::mount::fsconfig_set_string(&fs, "workdir", w)
+            .map_err(failed("mount overlay (workdir)"))?;
+    }
+    for o in options {
+        match o.split_once('=') {
+            Some((k, v)) => rustix::mount::fsconfig_set_string(&fs, k, v),
+            None => rustix::mount::fsconfig_set_flag(&fs, o.as_str()),
+        }
+        .map_err(failed("mount overlay (option)"))?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(failed("mount overlay"))?;
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(failed("fsmount overlay"))?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(failed("move_mount overlay"))
+}
+
+/// `mount(2)` of an overlay whose data names its directories relative to
+/// `dir`: moby's `mountFrom` re-executes itself to `chdir` there, because
+/// the working directory belongs to the whole process. Here a thread of
+/// its own leaves the process's filesystem context (`unshare(CLONE_FS)`)
+/// first, so its `fchdir` moves no other thread, and the kernel resolves
+/// the names against it.
+fn mount_overlay_from(dir: &Path, data: &CStr, target: &Path) -> Result<()> {
+    if !target.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "mount point {} must be absolute",
+            target.display()
+        )));
+    }
+    let dirfd = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", dir)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: CLONE_FS only (cwd, root, umask): unlike CLONE_FILES
+            // it leaves every fd shared, which is what `unshare_unsafe`
+            // asks its callers to care about.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FS) }
+                .map_err(|e| mount_error("unshare(CLONE_FS)", target, e))?;
+            rustix::process::fchdir(&dirfd).at("fchdir", dir)?;
+            rustix::mount::mount("overlay", target, "overlay", MountFlags::empty(), data)
+                .map_err(|e| mount_error("mount overlay", target, e))
+        })
+        .join()
+        .map_err(|p| crate::error::panic_message("the mount thread", p))?
+    })
 }
 
 fn locked_flags(f: StatVfsMountFlags) -> MountFlags {
@@ -290,6 +564,7 @@ struct Recorded {
     calls: Vec<MountCall>,
     mounted: HashSet<PathBuf>,
     fail_next: Option<Errno>,
+    lowerdir_plus: bool,
 }
 
 impl RecordingMounter {
@@ -330,12 +605,22 @@ impl RecordingMounter {
     pub fn fail_next_mount(&self, errno: Errno) {
         self.state().fail_next = Some(errno);
     }
+
+    /// Pretend the kernel has (or lacks, the default) `lowerdir+`: an
+    /// overlay spec is then checked as [`LinuxMounter`] would pass it.
+    pub fn set_lowerdir_plus(&self, has: bool) {
+        self.state().lowerdir_plus = has;
+    }
 }
 
 impl Mounter for RecordingMounter {
     fn mount(&self, spec: &MountSpec, target: &Path) -> Result<()> {
         if let MountSpec::Overlay { .. } = spec {
-            spec.overlay_data()?;
+            if self.has_lowerdir_plus() {
+                spec.validate()?;
+            } else {
+                spec.mount_data()?;
+            }
         }
         let mut st = self.state();
         st.calls
@@ -364,6 +649,10 @@ impl Mounter for RecordingMounter {
     fn mount_points(&self) -> Result<HashSet<PathBuf>> {
         Ok(self.state().mounted.clone())
     }
+
+    fn has_lowerdir_plus(&self) -> bool {
+        self.state().lowerdir_plus
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +666,7 @@ mod tests {
             upper: Some("/s/layers/b/upper".into()),
             work: Some("/s/layers/b/work".into()),
             options: vec!["index=off".into()],
+            relative: None,
         };
         assert_eq!(
             spec.overlay_data().unwrap(),
@@ -387,6 +677,7 @@ mod tests {
             upper: None,
             work: None,
             options: vec![],
+            relative: None,
         };
         assert_eq!(ro.overlay_data().unwrap(), "lowerdir=/a:/b");
         for bad in ["/a,b", "/a:b", "rel", "/a\\b"] {
@@ -395,6 +686,7 @@ mod tests {
                 upper: None,
                 work: None,
                 options: vec![],
+                relative: None,
             };
             assert!(s.overlay_data().is_err(), "{bad}");
         }
@@ -403,6 +695,7 @@ mod tests {
             upper: None,
             work: None,
             options: vec![],
+            relative: None,
         };
         assert!(matches!(long.overlay_data(), Err(Error::Driver(_))));
         let half = MountSpec::Overlay {
@@ -410,6 +703,7 @@ mod tests {
             upper: Some("/u".into()),
             work: None,
             options: vec![],
+            relative: None,
         };
         assert!(half.overlay_data().is_err());
         assert!(MountSpec::ReadOnlyBind {
@@ -417,6 +711,91 @@ mod tests {
         }
         .overlay_data()
         .is_err());
+    }
+
+    /// Past a page, mount(2) is given the short names relative to their
+    /// directory; past a page even so, an error that names the limit.
+    #[test]
+    fn mount_data_goes_relative_past_a_page() {
+        let spec = |n: usize, relative: bool| {
+            let lower: Vec<PathBuf> = (0..n)
+                .map(|i| PathBuf::from(format!("/store/layers/{:064x}/diff", i)))
+                .collect();
+            MountSpec::Overlay {
+                relative: relative.then(|| Relative {
+                    dir: "/store/driver/l".into(),
+                    lower: (0..n).map(|i| PathBuf::from(format!("{i:026X}"))).collect(),
+                    upper: Some("../../layers/u/diff".into()),
+                    work: Some("../../layers/u/work".into()),
+                }),
+                lower,
+                upper: Some("/store/layers/u/diff".into()),
+                work: Some("/store/layers/u/work".into()),
+                options: vec!["index=off".into()],
+            }
+        };
+        // 40 absolute names fit.
+        assert_eq!(spec(40, true).mount_data().unwrap().0, None);
+        // 128 do not, and go relative.
+        let s = spec(128, true);
+        assert!(s.overlay_data().is_err());
+        let (from, data) = s.mount_data().unwrap();
+        assert_eq!(from, Some(Path::new("/store/driver/l")));
+        assert!(data.starts_with(&format!("lowerdir={:026X}:", 0)), "{data}");
+        assert!(
+            data.ends_with(",upperdir=../../layers/u/diff,workdir=../../layers/u/work,index=off")
+        );
+        assert!(data.len() <= MAX_MOUNT_DATA);
+        // Without short names: the page limit, named.
+        let m = spec(128, false).mount_data().unwrap_err().to_string();
+        assert!(m.contains("4095"), "{m}");
+        // Past a page even with short names.
+        let m = spec(200, true).mount_data().unwrap_err().to_string();
+        assert!(m.contains("200 lower layers") && m.contains("4095"), "{m}");
+        assert!(m.contains("lowerdir+"), "{m}");
+        // Relative names must be relative, and name as many directories.
+        let mut bad = spec(128, true);
+        if let MountSpec::Overlay {
+            relative: Some(r), ..
+        } = &mut bad
+        {
+            r.lower[3] = "/abs".into();
+        }
+        assert!(bad.mount_data().is_err());
+        let mut bad = spec(128, true);
+        if let MountSpec::Overlay {
+            relative: Some(r), ..
+        } = &mut bad
+        {
+            r.lower.pop();
+        }
+        assert!(matches!(bad.validate(), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn at_most_the_kernels_stack_of_lowers() {
+        let spec = |n: usize| MountSpec::Overlay {
+            lower: (0..n)
+                .map(|i| PathBuf::from(format!("/l/{i:040}")))
+                .collect(),
+            upper: None,
+            work: None,
+            options: vec![],
+            relative: None,
+        };
+        spec(OVERLAY_MAX_LOWERS).validate().unwrap();
+        let m = spec(OVERLAY_MAX_LOWERS + 1).validate().unwrap_err();
+        assert!(matches!(m, Error::Driver(_)));
+        assert!(m.to_string().contains("at most 500"), "{m}");
+        // A recording mounter checks as the real one would.
+        let r = RecordingMounter::new();
+        r.set_lowerdir_plus(true);
+        r.mount(&spec(OVERLAY_MAX_LOWERS), Path::new("/t")).unwrap();
+        assert!(r
+            .mount(&spec(OVERLAY_MAX_LOWERS + 1), Path::new("/u"))
+            .is_err());
+        r.set_lowerdir_plus(false);
+        assert!(r.mount(&spec(OVERLAY_MAX_LOWERS), Path::new("/v")).is_err());
     }
 
     #[test]

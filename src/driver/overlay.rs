@@ -27,7 +27,7 @@
 //! exactly as the seed's `Create` does.
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, Mounter};
 use crate::driver::probe::HostProbe;
 use crate::driver::vfs::make_root;
-use crate::driver::{content_size, empty_dir, Change, Driver, LayerDir, StackDir, StackForm};
+use crate::driver::{check_mount_point, content_size, empty_dir, mkdir, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
 
 /// A read-only layer's full tree.
@@ -124,6 +124,7 @@ impl Overlay {
                 upper: Some(upper),
                 work: Some(dir.join(WORK)),
                 options: self.options.clone(),
+                relative: None,
             }
         } else {
             MountSpec::Overlay {
@@ -131,6 +132,7 @@ impl Overlay {
                 upper: None,
                 work: None,
                 options: self.options.clone(),
+                relative: None,
             }
         }
     }
@@ -163,28 +165,6 @@ impl Overlay {
             _ => f(&Self::lower_of(layer.dir, parents)),
         }
     }
-}
-
-/// A layer's mount point must be the store's own directory: `mount(2)`
-/// follows a symlink put in its place, and would mount over whatever it
-/// points to outside the store.
-fn check_mount_point(merged: &Path) -> Result<()> {
-    let m = merged.symlink_metadata().at("lstat", merged)?;
-    if m.file_type().is_symlink() || !m.is_dir() {
-        return Err(Error::corrupt(
-            merged,
-            "the mount point is not the store's own directory",
-        ));
-    }
-    Ok(())
-}
-
-fn mkdir(path: &Path, mode: u32) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .mode(mode)
-        .create(path)
-        .at("mkdir", path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).at("chmod", path)
 }
 
 /// `upper/` with the owner and mode of `like` (the lower's root), so the
@@ -286,33 +266,11 @@ impl Driver for Overlay {
         root.is_dir().then_some(root)
     }
 
-    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
-        let root = layer.dir.join(ROOT);
-        if root.is_dir() {
-            return Ok(vec![StackDir {
-                path: root,
-                form: StackForm::Tree,
-            }]);
+    fn stack(&self, layer: LayerDir<'_>, parents: &[LayerDir<'_>]) -> Vec<PathBuf> {
+        match self.tree(layer) {
+            Some(root) => vec![root],
+            None => vec![layer.dir.join(UPPER), Self::lower_of(layer.dir, parents)],
         }
-        let upper = layer.dir.join(UPPER);
-        if !upper.is_dir() {
-            return Err(Error::Driver(format!(
-                "layer {} has neither root/ nor upper/",
-                layer.id
-            )));
-        }
-        // What its mount stacks: the one lower (for a layer with no
-        // read-only ancestor, its own empty/, made with it) under upper/.
-        Ok(vec![
-            StackDir {
-                path: Self::lower_of(layer.dir, parents),
-                form: StackForm::Tree,
-            },
-            StackDir {
-                path: upper,
-                form: StackForm::Overlay,
-            },
-        ])
     }
 
     fn remove(

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{FileType, Mode, OFlags};
 
-use crate::driver::mounter::{LinuxMounter, MountSpec, Mounter};
+use crate::driver::mounter::{lowerdir_plus, LinuxMounter, MountSpec, Mounter};
 use crate::error::{Error, IoContext, Result};
 
 /// `CAP_SYS_ADMIN`, the capability `mount(2)` checks (capability(7)).
@@ -124,6 +124,16 @@ pub fn overlay_parameters() -> BTreeMap<String, String> {
     out
 }
 
+/// [`HostProbe::native_diff_blockers`] from the overlay module's
+/// parameters (as [`overlay_parameters`] reads them).
+pub fn native_diff_blockers(parameters: &BTreeMap<String, String>) -> Vec<String> {
+    ["redirect_dir", "metacopy"]
+        .into_iter()
+        .filter(|k| parameters.get(*k).is_some_and(|v| v == "Y" || v == "on"))
+        .map(|k| format!("{k}=on"))
+        .collect()
+}
+
 /// The name of the filesystem holding `path`, from its `statfs` magic.
 pub fn backing_fs(path: &Path) -> Result<String> {
     let st = rustix::fs::statfs(path).at("statfs", path)?;
@@ -159,9 +169,10 @@ pub fn fs_name(magic: u64) -> String {
     name.to_owned()
 }
 
-/// Mount an overlay for real in a scratch directory under `scratch` and
-/// take it down again: the test containers/storage and moby run before
-/// choosing overlay.
+/// Mount an overlay of two lowers and an upper for real in a scratch
+/// directory under `scratch` and take it down again: the test
+/// containers/storage and moby run before choosing overlay (moby's
+/// overlay2 also needs more than one lower, as `auto`'s choice does).
 pub fn overlay_mounts(scratch: &Path) -> Result<()> {
     let base = scratch.join(format!(
         ".lamina-overlay-probe-{}-{:x}",
@@ -173,7 +184,7 @@ pub fn overlay_mounts(scratch: &Path) -> Result<()> {
         .create(&base)
         .at("mkdir", &base)?;
     let result = (|| {
-        let sub: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+        let sub: Vec<PathBuf> = ["lower", "upper", "work", "merged", "lower2"]
             .iter()
             .map(|d| base.join(d))
             .collect();
@@ -181,10 +192,11 @@ pub fn overlay_mounts(scratch: &Path) -> Result<()> {
             std::fs::create_dir(d).at("mkdir", d)?;
         }
         let spec = MountSpec::Overlay {
-            lower: vec![sub[0].clone()],
+            lower: vec![sub[0].clone(), sub[4].clone()],
             upper: Some(sub[1].clone()),
             work: Some(sub[2].clone()),
             options: vec![],
+            relative: None,
         };
         LinuxMounter.mount(&spec, &sub[3])?;
         LinuxMounter.unmount(&sub[3])
@@ -213,6 +225,9 @@ pub struct HostProbe {
     pub userxattr: bool,
     /// The overlay module's parameters.
     pub overlay_parameters: BTreeMap<String, String>,
+    /// Whether overlay lowers can be passed one at a time
+    /// ([`crate::driver::mounter::lowerdir_plus`], Linux 6.8).
+    pub lowerdir_plus: bool,
 }
 
 impl HostProbe {
@@ -239,16 +254,28 @@ impl HostProbe {
             overlay_mounts,
             userxattr: in_user_namespace(),
             overlay_parameters: overlay_parameters(),
+            lowerdir_plus: lowerdir_plus(),
         })
     }
 
-    /// What `auto` picks: `overlay` where overlayfs works on this store's
-    /// filesystem, else `vfs`.
+    /// What `auto` picks: `overlay2` where an overlay of several lowers
+    /// mounts on this store's filesystem, else `vfs`. (The seed's
+    /// `overlay` is never picked: it copies every image layer in full.)
     pub fn auto_driver(&self) -> &'static str {
         match self.overlay_mounts {
-            Some(Ok(())) => "overlay",
+            Some(Ok(())) => "overlay2",
             _ => "vfs",
         }
+    }
+
+    /// The overlay features that are on by default in this kernel and
+    /// write what an upper dir alone cannot show (moby's
+    /// `doesSupportNativeDiff`): a renamed directory becomes a
+    /// `redirect` xattr pointing into the lowers (`redirect_dir`), a
+    /// chown-ed file a metadata-only copy whose data stays below
+    /// (`metacopy`). Where any is on, overlay2 diffs naively.
+    pub fn native_diff_blockers(&self) -> Vec<String> {
+        native_diff_blockers(&self.overlay_parameters)
     }
 
     /// Why `auto` would not pick overlay, or `None` if it would.
@@ -279,6 +306,10 @@ impl HostProbe {
             ("kernel_overlay".to_owned(), self.overlay.to_string()),
             ("can_mount".to_owned(), self.can_mount.to_string()),
             ("userxattr".to_owned(), self.userxattr.to_string()),
+            (
+                "overlay_lowerdir_plus".to_owned(),
+                self.lowerdir_plus.to_string(),
+            ),
         ];
         if let Some(why) = self.overlay_unavailable_reason() {
             out.push(("overlay_unavailable".to_owned(), why));

@@ -26,9 +26,7 @@ use crate::archive::{apply_layer_with_record, ApplyOptions, ApplyReport};
 use crate::copy::{copy_dir, CopyOptions};
 use crate::driver::mount::MountRefs;
 use crate::driver::mounter::{MountSpec, NoMounts};
-use crate::driver::{
-    content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir, StackDir, StackForm,
-};
+use crate::driver::{content_size, empty_dir, probe::HostProbe, Change, Driver, LayerDir};
 use crate::error::{Error, IoContext, Result};
 
 /// The directory of a layer's tree.
@@ -117,12 +115,8 @@ impl Driver for Vfs {
         Some(layer.dir.join(ROOT))
     }
 
-    fn stack(&self, layer: LayerDir<'_>, _parents: &[LayerDir<'_>]) -> Result<Vec<StackDir>> {
-        // Every layer, writable or not, is a whole tree of its own.
-        Ok(vec![StackDir {
-            path: layer.dir.join(ROOT),
-            form: StackForm::Tree,
-        }])
+    fn stack(&self, layer: LayerDir<'_>, _parents: &[LayerDir<'_>]) -> Vec<PathBuf> {
+        vec![layer.dir.join(ROOT)]
     }
 
     fn remove(

@@ -240,11 +240,11 @@ mod tests {
     fn unknown_driver_writes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("s");
-        for bad in ["overlay2", "", "VFS", "../x"] {
+        for bad in ["overlay3", "", "VFS", "../x"] {
             match Store::open(&root, bad, || unreachable!()) {
                 Err(e @ Error::UnknownDriver { .. }) => {
                     let m = e.to_string();
-                    assert!(m.contains("this build has overlay, vfs"), "{m}");
+                    assert!(m.contains("this build has overlay, overlay2, vfs"), "{m}");
                 }
                 other => panic!("{bad:?}: {other:?}"),
             }

@@ -12,14 +12,13 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use pyo3::exceptions::{PyStopIteration, PyValueError};
+use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::graph::PyGraph;
 use super::layer::PyLayer;
 use super::IntoPy;
-use crate::driver::{StackDir, StackForm};
 use crate::view::{Entry, PathChange, Report, View, Walk};
 
 /// One entry of a layer's merged view.
@@ -274,26 +273,10 @@ impl PyView {
     }
 }
 
-/// The merged view of bare directories, base first: `(path, "tree")` for
-/// a whole tree, `(path, "overlay")` for one layer's changes in overlay
-/// form. Entries name no layer.
+/// The merged view of bare directories, uppermost first (as overlayfs's
+/// `lowerdir=` lists them), each in overlay form. Entries name no layer.
 #[pyfunction]
-pub(crate) fn _merged_view(py: Python<'_>, dirs: Vec<(PathBuf, String)>) -> PyResult<PyView> {
-    let dirs = dirs
-        .into_iter()
-        .map(|(path, form)| {
-            let form = match form.as_str() {
-                "tree" => StackForm::Tree,
-                "overlay" => StackForm::Overlay,
-                f => {
-                    return Err(PyValueError::new_err(format!(
-                        "a directory's form is 'tree' or 'overlay', not {f:?}"
-                    )))
-                }
-            };
-            Ok(StackDir { path, form })
-        })
-        .collect::<PyResult<Vec<_>>>()?;
+pub(crate) fn _merged_view(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<PyView> {
     let v = py.detach(|| View::of_stack(&dirs)).py_err()?;
     Ok(PyView { v: Arc::new(v) })
 }

@@ -50,7 +50,6 @@ pub use entry::{Entry, EntryKind};
 pub use layers::LayerDiff;
 pub use walk::Walk;
 
-use crate::driver::StackDir;
 use crate::error::{IoContext, Result};
 use crate::graph::Layer;
 use stack::{Located, Stack};
@@ -92,13 +91,13 @@ impl View {
     /// The view of `layer` without its chain's diffs (`Entry.layer` unset).
     pub(crate) fn bare(layer: &Layer) -> Result<View> {
         let g = layer.graph();
-        let dirs = g.with_layer(layer, |l, parents| g.inner.driver.stack(l, parents))?;
+        let dirs = g.with_layer(layer, |l, parents| Ok(g.inner.driver.stack(l, parents)))?;
         View::of_stack(&dirs)
     }
 
     /// The merged view of directories stacked as a driver stacks them
-    /// (base first); entries name no layer.
-    pub fn of_stack(dirs: &[StackDir]) -> Result<View> {
+    /// (uppermost first, each in overlay form); entries name no layer.
+    pub fn of_stack(dirs: &[PathBuf]) -> Result<View> {
         Ok(View {
             stack: Stack::open(dirs)?,
             layers: Vec::new(),

@@ -1,18 +1,19 @@
 //! A stack of directories read the way overlayfs reads its layers, in
 //! userspace: no mount, no privilege, nothing written.
 //!
-//! The rules are the kernel's (`fs/overlayfs/namei.c` `ovl_lookup`,
-//! `readdir.c` `ovl_dir_read_merged`), for the two forms a driver stores a
-//! layer in ([`StackForm`]):
+//! The directories are the ones [`crate::driver::Driver::stack`] gives,
+//! uppermost first, each in overlay form (a full tree is a stack of one),
+//! and the rules are the kernel's (`fs/overlayfs/namei.c` `ovl_lookup`,
+//! `readdir.c` `ovl_dir_read_merged`):
 //!
 //! - a name is looked up from the top directory down; the first directory
-//!   that has it decides what it is, and a 0/0 character device in an
-//!   overlay-form directory (a whiteout) means it is not there;
+//!   that has it decides what it is, and a 0/0 character device (a
+//!   whiteout) means it is not there;
 //! - a directory found that way is merged with the directories of the same
 //!   name below it, down to the first that is opaque
 //!   (`trusted.overlay.opaque=y`, or the `userxattr` form
-//!   `user.overlay.opaque=y`), a whole tree ([`StackForm::Tree`]), a
-//!   non-directory or a whiteout — as `ovl_lookup_layer` stops there;
+//!   `user.overlay.opaque=y`), a non-directory or a whiteout — as
+//!   `ovl_lookup_layer` stops there;
 //! - a directory's entries are the union of its merged directories' names,
 //!   the upper one winning, whiteouts hiding the names below them;
 //! - the root of the stack merges every directory (the kernel does not look
@@ -39,7 +40,6 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::archive::changes::{is_dir, list_dir, lstat_at, open_dir};
-use crate::driver::{StackDir, StackForm};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::recorded::{self, Ids};
 use crate::fs::remove::{mount_of, MountOf};
@@ -51,7 +51,6 @@ pub const MAX_HOPS: usize = 40;
 /// One directory of the stack.
 struct Level {
     path: PathBuf,
-    form: StackForm,
     fd: OwnedFd,
     mount: MountOf,
     /// How its inodes read: as they are, or as a rootless apply recorded
@@ -138,22 +137,21 @@ fn open_self(fd: &OwnedFd) -> rustix::io::Result<OwnedFd> {
 }
 
 impl Stack {
-    /// Open the stack `dirs` (base first, as [`crate::driver::Driver::stack`]
-    /// gives them).
-    pub(crate) fn open(dirs: &[StackDir]) -> Result<Stack> {
+    /// Open the stack `dirs` (uppermost first, as
+    /// [`crate::driver::Driver::stack`] gives them).
+    pub(crate) fn open(dirs: &[PathBuf]) -> Result<Stack> {
         if dirs.is_empty() {
             return Err(Error::InvalidArgument(
                 "a merged view needs at least one directory".into(),
             ));
         }
         let mut levels = Vec::with_capacity(dirs.len());
-        for d in dirs.iter().rev() {
-            let fd = crate::archive::changes::open_root(&d.path)?;
-            let mount = mount_of(fd.as_fd()).at("statx", &d.path)?;
-            let ids = Ids::of_root(fd.as_fd(), &d.path)?;
+        for d in dirs {
+            let fd = crate::archive::changes::open_root(d)?;
+            let mount = mount_of(fd.as_fd()).at("statx", d)?;
+            let ids = Ids::of_root(fd.as_fd(), d)?;
             levels.push(Level {
-                path: d.path.clone(),
-                form: d.form,
+                path: d.clone(),
                 fd,
                 mount,
                 ids,
@@ -162,14 +160,11 @@ impl Stack {
         Ok(Stack { levels })
     }
 
-    /// The root of the view: every directory down to the first whole tree.
+    /// The root of the view: every directory of the stack.
     pub(crate) fn root(&self) -> Result<MergedDir> {
         let mut parts = Vec::new();
         for (i, l) in self.levels.iter().enumerate() {
             parts.push((i, open_self(&l.fd).at("open", &l.path)?));
-            if l.form == StackForm::Tree {
-                break;
-            }
         }
         Ok(MergedDir { parts })
     }
@@ -179,10 +174,6 @@ impl Stack {
         let top = &self.levels[0];
         let stat = rustix::fs::fstat(&top.fd).at("stat", &top.path)?;
         Ok(Found { part: 0, stat })
-    }
-
-    fn form(&self, dir: &MergedDir, part: usize) -> StackForm {
-        self.levels[dir.parts[part].0].form
     }
 
     /// The metadata the view shows for `name` of `dir` (the root for
@@ -216,10 +207,10 @@ impl Stack {
     /// What `name` is in `dir`; `None` when no directory has it or the
     /// first that does whites it out. `at` names `dir/name` in messages.
     pub(crate) fn lookup(&self, dir: &MergedDir, name: &OsStr, at: &[u8]) -> Result<Option<Found>> {
-        for (part, (level, fd)) in dir.parts.iter().enumerate() {
+        for (part, (_, fd)) in dir.parts.iter().enumerate() {
             match lstat_at(fd, name) {
                 Ok(stat) => {
-                    if self.levels[*level].form == StackForm::Overlay && is_whiteout(&stat) {
+                    if is_whiteout(&stat) {
                         return Ok(None);
                     }
                     return Ok(Some(Found { part, stat }));
@@ -231,7 +222,7 @@ impl Stack {
         Ok(None)
     }
 
-    /// Whether the directory `fd` of an overlay-form level is opaque;
+    /// Whether the directory `fd` is opaque;
     /// renamed directories (`redirect`) cannot be read without the lower
     /// tree they point into, and are refused as in [`crate::archive::upper`].
     fn opaque(&self, fd: &OwnedFd, at: &[u8]) -> Result<bool> {
@@ -288,16 +279,12 @@ impl Stack {
         let Some(fd) = self.open_part(*level, pfd, name, at)? else {
             return Ok(MergedDir { parts });
         };
-        let stop = match self.levels[*level].form {
-            StackForm::Tree => true,
-            StackForm::Overlay => self.opaque(&fd, at)?,
-        };
+        let stop = self.opaque(&fd, at)?;
         parts.push((*level, fd));
         if stop {
             return Ok(MergedDir { parts });
         }
         for (level, pfd) in &dir.parts[found.part + 1..] {
-            let form = self.levels[*level].form;
             match lstat_at(pfd, name) {
                 Err(Errno::NOENT) => continue,
                 Err(e) => return Err(e).at("lstat", &shown(at)),
@@ -307,10 +294,7 @@ impl Stack {
             let Some(fd) = self.open_part(*level, pfd, name, at)? else {
                 break;
             };
-            let stop = match form {
-                StackForm::Tree => true,
-                StackForm::Overlay => self.opaque(&fd, at)?,
-            };
+            let stop = self.opaque(&fd, at)?;
             parts.push((*level, fd));
             if stop {
                 break;
@@ -322,8 +306,7 @@ impl Stack {
     /// The entries of `dir`, sorted by name bytes. `at` is its path.
     pub(crate) fn list(&self, dir: &MergedDir, at: &[u8]) -> Result<Vec<(OsString, Found)>> {
         let mut seen: BTreeMap<OsString, Option<Found>> = BTreeMap::new();
-        for (part, (level, fd)) in dir.parts.iter().enumerate() {
-            let overlay = self.levels[*level].form == StackForm::Overlay;
+        for (part, (_, fd)) in dir.parts.iter().enumerate() {
             for name in list_dir(fd, &shown(at))? {
                 if seen.contains_key(&name) {
                     continue;
@@ -334,7 +317,7 @@ impl Stack {
                     Err(Errno::NOENT) => continue,
                     Err(e) => return Err(e).at("lstat", &shown(&join(at, name.as_bytes()))),
                 };
-                let v = (!(overlay && is_whiteout(&stat))).then_some(Found { part, stat });
+                let v = (!is_whiteout(&stat)).then_some(Found { part, stat });
                 seen.insert(name, v);
             }
         }
@@ -391,19 +374,17 @@ impl Stack {
         if mount_of(fd.as_fd()).at("statx", &shown)? != self.levels[*level].mount {
             return Err(Error::errno("open", shown, libc::EXDEV));
         }
-        if self.form(dir, found.part) == StackForm::Overlay {
-            let meta = xattr::list(&fd, OsStr::new(""), &shown)?
-                .into_iter()
-                .any(|k| {
-                    k.as_bytes() == b"trusted.overlay.metacopy"
-                        || k.as_bytes() == b"user.overlay.metacopy"
-                });
-            if meta {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: metadata-only copy-up (overlay metacopy) in an overlay-form layer",
-                    shown.display()
-                )));
-            }
+        let meta = xattr::list(&fd, OsStr::new(""), &shown)?
+            .into_iter()
+            .any(|k| {
+                k.as_bytes() == b"trusted.overlay.metacopy"
+                    || k.as_bytes() == b"user.overlay.metacopy"
+            });
+        if meta {
+            return Err(Error::InvalidArgument(format!(
+                "{}: metadata-only copy-up (overlay metacopy) in an overlay-form layer",
+                shown.display()
+            )));
         }
         let file = rustix::fs::open(
             crate::fs::proc_path(&fd, OsStr::new("")),

@@ -16,17 +16,11 @@ use super::entry::EntryKind;
 use super::layers::{DiffEntry, LayerDiff, Meta, Op};
 use super::View;
 use crate::archive::{apply_layer, ApplyOptions, WhiteoutMode};
-use crate::driver::{StackDir, StackForm};
 use crate::export_diff;
 
-fn tree(dirs: &[(&Path, StackForm)]) -> Arc<View> {
-    let dirs: Vec<StackDir> = dirs
-        .iter()
-        .map(|(p, f)| StackDir {
-            path: p.to_path_buf(),
-            form: *f,
-        })
-        .collect();
+/// The view of `dirs`, uppermost first.
+fn tree(dirs: &[&Path]) -> Arc<View> {
+    let dirs: Vec<PathBuf> = dirs.iter().map(|p| p.to_path_buf()).collect();
     Arc::new(View::of_stack(&dirs).unwrap())
 }
 
@@ -89,7 +83,7 @@ fn a_tree_resolves_symlinks_inside_itself() {
     fs::write(outside.path().join("secret"), "no").unwrap();
     symlink(outside.path().join("secret"), r.join("escape")).unwrap();
 
-    let v = tree(&[(r, StackForm::Tree)]);
+    let v = tree(&[r]);
     assert_eq!(v.read(Path::new("/lib/libc")).unwrap(), b"elf");
     assert_eq!(v.read(Path::new("abs/passwd")).unwrap(), b"root:x:0:0\n");
     assert_eq!(v.read(Path::new("/usr/up")).unwrap(), b"root:x:0:0\n");
@@ -242,12 +236,9 @@ fn overlay_diffs_stack_as_their_flat_apply() {
         apply_layer(&d, &tar[..], &opts).unwrap();
         dirs.push(d);
     }
-    let stacked: Vec<_> = dirs
-        .iter()
-        .map(|d| (d.as_path(), StackForm::Overlay))
-        .collect();
+    let stacked: Vec<_> = dirs.iter().rev().map(PathBuf::as_path).collect();
     let mut got = walked(&tree(&stacked));
-    let mut want = walked(&tree(&[(flat.as_path(), StackForm::Tree)]));
+    let mut want = walked(&tree(&[flat.as_path()]));
     // The root's time is when each directory was made.
     got[0].4 = (0, 0);
     want[0].4 = (0, 0);
@@ -269,13 +260,9 @@ fn overlay_diffs_stack_as_their_flat_apply() {
         &up,
     )
     .unwrap();
-    let v = tree(&[(&low, StackForm::Overlay), (&up, StackForm::Overlay)]);
+    let v = tree(&[&up, &low]);
     let names: Vec<_> = walked(&v).into_iter().map(|r| r.0).collect();
     assert_eq!(names, ["/", "/d", "/d/new", "/m", "/m/new", "/m/old"]);
-    // A whole tree under an overlay-form layer shows through only where
-    // the layer merges; a 0/0 device in a tree is a device.
-    let v = tree(&[(&low, StackForm::Tree), (&up, StackForm::Overlay)]);
-    assert_eq!(walked(&v).len(), 6);
 }
 
 #[test]
@@ -295,7 +282,7 @@ fn deep_trees_walk_with_bounded_fds() {
     fs::create_dir_all(b.join(&rel)).unwrap();
     fs::write(b.join(&rel).join("leaf"), "l").unwrap();
     fs::create_dir(a.join("z")).unwrap();
-    let v = tree(&[(&a, StackForm::Tree), (&b, StackForm::Overlay)]);
+    let v = tree(&[&b, &a]);
     let n = v.clone().walk(Path::new("/")).unwrap().count();
     assert_eq!(n, 1 + 400 + 4 + 1 + 1);
     let fds = fs::read_dir("/proc/self/fd").unwrap().count();
@@ -447,7 +434,7 @@ fn entries_carry_their_metadata() {
     let r = t.path();
     fs::write(r.join("f"), "12345").unwrap();
     let m = fs::metadata(r.join("f")).unwrap();
-    let v = tree(&[(r, StackForm::Tree)]);
+    let v = tree(&[r]);
     let e = v.stat(Path::new("/f"), false).unwrap();
     assert_eq!(e.size, 5);
     assert_eq!(e.mode, m.mode() & 0o7777);

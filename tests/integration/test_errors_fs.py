@@ -68,8 +68,9 @@ def test_copy_enospc(small_fs: Path, tmp_path: Path) -> None:
     assert e.value.filename == str(small_fs / "dst" / "big")
 
 
-def test_mount_failure_keeps_errno(tmp_path: Path) -> None:
-    with open_graph(tmp_path / "s", "overlay") as g:
+@pytest.mark.parametrize("driver", [d for d in DRIVERS if d != "vfs"])
+def test_mount_failure_keeps_errno(tmp_path: Path, driver: str) -> None:
+    with open_graph(tmp_path / "s", driver) as g:
         box = g.create(g.register(tar_of({"f": "x"})))
         work = Path(g.root, "layers", box.id, "work")
         shutil.rmtree(work)

@@ -32,7 +32,7 @@ def test_verbs(driver: str, tmp_path: Path) -> None:
     box = lamina(root, driver, "create", top[:12], "--init").strip()
     path = lamina(root, driver, "mount", box[:12]).strip()
     # The mount outlives the process that made it.
-    if driver == "overlay":
+    if driver != "vfs":
         assert path in mount_points()
     Path(path, "new").write_text("n\n")
     lamina(root, driver, "umount", box[:12])

@@ -116,8 +116,9 @@ def test_container_lifecycle(graph: lamina.Graph) -> None:
         assert Path(root, "hello").read_text() == "hi\n"
         assert not Path(root, "etc/os-release").exists()
         assert not Path(root, ".dockerenv").exists()
-        if graph.driver == "overlay":
-            # Read-only: its files are hard links shared with other layers.
+        if graph.driver != "vfs":
+            # Read-only: its files are hard links shared with other layers
+            # (overlay), its diff/ a lower of its children (overlay2).
             with pytest.raises(OSError):
                 Path(root, "new").write_text("x")
     with pytest.raises(lamina.LayerInUse):
@@ -180,3 +181,8 @@ def test_status(graph: lamina.Graph) -> None:
     s = graph.status()
     assert s["driver"] == graph.driver and s["layers"] == 1
     assert "backing_filesystem" in s and s["supports_d_type"] is True
+    if graph.driver == "overlay2":
+        # Native diffs unless the kernel turns on what breaks them.
+        blockers = [k for k in ("redirect_dir", "metacopy") if s.get(f"overlay.{k}") == "Y"]
+        assert s["native_diff"] is (not blockers)
+        assert s["mount_api"] and s["max_lowers"]

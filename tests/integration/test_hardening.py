@@ -309,7 +309,7 @@ def test_cli_refuses_empty_input_and_needless_umount(tmp_path: Path) -> None:
     root = tmp_path / "s"
     r = cli(root, "register", "/dev/null")
     assert r.returncode == 1 and b"empty stream" in r.stderr
-    with lamina.Graph(root, driver="overlay") as g:
+    with lamina.Graph(root, driver="auto") as g:
         box = g.create(g.register(BASE)).id
     r = cli(root, "umount", box)
     assert r.returncode == 1 and b"not mounted" in r.stderr

@@ -103,7 +103,7 @@ def test_overlay_form_reads_as_the_kernel_mounts_it(
         d.mkdir()
         lamina.apply_layer(d, s.tar, whiteouts="overlay", rootless_overlay=rootless)
         diffs.append(d)
-        view = lamina._lamina._merged_view([(x, "overlay") for x in diffs])
+        view = lamina._lamina._merged_view(diffs[::-1])
         mnt = tmp_path / "merged"
         mnt.mkdir(exist_ok=True)
         _mount_overlay(diffs, mnt, "userxattr" if rootless else "")

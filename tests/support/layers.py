@@ -10,7 +10,7 @@ from pathlib import Path
 
 import lamina
 
-DRIVERS = ("overlay", "vfs")
+DRIVERS = ("overlay", "overlay2", "vfs")
 
 
 def tar_of(entries: dict[str, bytes | str | None], *, mtime: int = 1_700_000_000) -> bytes:

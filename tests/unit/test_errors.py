@@ -42,11 +42,12 @@ def test_version() -> None:
     assert lamina.__version__.count(".") == 2
 
 
-@pytest.mark.parametrize("bad", ["overlay2", "", "VFS", "../x"])
+@pytest.mark.parametrize("bad", ["overlay3", "", "VFS", "../x"])
 def test_unknown_driver_writes_nothing(tmp_path: Path, bad: str) -> None:
     """A typo must not brick a store: the name is checked before any write."""
     root = tmp_path / "store"
-    with pytest.raises(ValueError, match=r"unknown storage driver .*this build has overlay, vfs"):
+    known = r"unknown storage driver .*this build has overlay, overlay2, vfs"
+    with pytest.raises(ValueError, match=known):
         lamina.Graph(root, driver=bad)
     assert not root.exists()
     with lamina.Graph(root, driver="auto" if os.geteuid() == 0 else "vfs") as g:
@@ -56,7 +57,7 @@ def test_unknown_driver_writes_nothing(tmp_path: Path, bad: str) -> None:
 
 
 def test_drivers_of_this_build() -> None:
-    assert lamina.DRIVERS == ("overlay", "vfs")
+    assert lamina.DRIVERS == ("overlay", "overlay2", "vfs")
 
 
 def test_layer_not_found_says_what_and_where(tmp_path: Path) -> None:
@@ -89,14 +90,15 @@ def test_cli_unknown_driver_lists_drivers(tmp_path: Path) -> None:
             "--root",
             str(tmp_path / "s"),
             "--driver",
-            "overlay2",
+            "overlay3",
             "ls",
         ],
         capture_output=True,
         text=True,
     )
     assert run.returncode == 2
-    assert "invalid choice: 'overlay2'" in run.stderr and "'overlay', 'vfs', 'auto'" in run.stderr
+    assert "invalid choice: 'overlay3'" in run.stderr
+    assert "'overlay', 'overlay2', 'vfs', 'auto'" in run.stderr
     assert not (tmp_path / "s").exists()
 
 

@@ -267,11 +267,11 @@ def test_merged_view_of_bare_directories(tmp_path: Path) -> None:
     (a / "d" / "x").write_text("x")
     (b / "d").mkdir(parents=True)
     (b / "d" / "y").write_text("y")
-    v = lamina._lamina._merged_view([(a, "tree"), (b, "overlay")])
+    v = lamina._lamina._merged_view([b, a])
     assert [e.path for e in v.walk()] == ["/", "/d", "/d/x", "/d/y"]
     assert v.stat("/d/x").layer is None
-    with pytest.raises(ValueError):
-        lamina._lamina._merged_view([(a, "aufs")])  # type: ignore[list-item]
+    with pytest.raises(FileNotFoundError):
+        lamina._lamina._merged_view([tmp_path / "nope"])
 
 
 def test_the_view_says_what_the_tar_says_even_rootless(tmp_path: Path) -> None:
