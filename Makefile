@@ -82,13 +82,13 @@ fuzz: $(DEPS)
 lint: $(DEPS)
 	cargo fmt --check
 	cargo clippy --quiet --all-targets --features python -- -D warnings
-	$(VENV)/bin/ruff check python tests bench fuzz
-	$(VENV)/bin/ruff format --check python tests bench fuzz
-	$(VENV)/bin/mypy --strict python/lamina
+	$(VENV)/bin/ruff check python tests bench fuzz examples
+	$(VENV)/bin/ruff format --check python tests bench fuzz examples
+	$(VENV)/bin/mypy --strict python/lamina examples
 
 fmt: $(DEPS)
 	cargo fmt
-	$(VENV)/bin/ruff format python tests bench fuzz
+	$(VENV)/bin/ruff format python tests bench fuzz examples
 
 clean:
 	rm -rf $(VENV) target

@@ -6,6 +6,7 @@ declare -A need=(
   [getfattr]=attr [setfacl]=acl [unshare]=util-linux [tar]=tar
   [setpriv]=util-linux [cp]=coreutils [dockerd]=docker.io
   [skopeo]=skopeo [umoci]=umoci [setcap]=libcap2-bin
+  [chromium]=chromium [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -208,7 +208,10 @@ where
         if id == reference {
             return Ok(id.to_owned());
         }
-        if id.starts_with(reference) {
+        // An init layer is reached only past its hex part: the hex alone
+        // (a container's id, or a prefix of it) never names it, even while
+        // a delete has taken the container and not yet its init layer.
+        if id.starts_with(reference) && (reference.len() > 64 || !is_init_id(id)) {
             matches.push(id);
         }
     }
@@ -303,6 +306,14 @@ mod tests {
         assert_eq!(find("a31").unwrap(), b);
         assert_eq!(find(&init).unwrap(), init);
         assert_eq!(find(&format!("{A}-i")).unwrap(), init);
+        // The container gone, its init layer not yet: its id is no prefix.
+        let alone = [init.as_str()];
+        for r in [A, "a3e"] {
+            assert!(matches!(
+                resolve_prefix(alone, r, root),
+                Err(Error::LayerNotFound { .. })
+            ));
+        }
         match find("a3") {
             Err(e @ Error::AmbiguousLayer { .. }) => {
                 let m = e.to_string();

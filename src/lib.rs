@@ -33,6 +33,9 @@
 //! Images go in and out through [`image`]: OCI image layouts and docker
 //! archives, loaded into the graph ([`Graph::load`], layers staged and
 //! checked before any lands) and saved from it ([`Graph::save`]).
+//! [`view`] reads a layer's merged view without mounting (what
+//! `Layer.walk()` and friends return, on every driver, as any user) and
+//! computes dive's analysis of a chain of layers from their diffs.
 
 pub mod archive;
 pub mod copy;
@@ -44,6 +47,7 @@ pub mod graph;
 pub mod ids;
 pub mod image;
 pub mod init_layer;
+pub mod view;
 
 #[cfg(feature = "python")]
 mod python;

@@ -15,7 +15,7 @@ SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purel
 stage=$(mktemp -d /tmp/lamina-unpriv.XXXXXX)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/site"
-cp -a python/lamina tests "$stage/"
+cp -a python/lamina tests README.md examples "$stage/"
 # pytest and its dependencies, without the editable lamina install.
 for d in "$SITE"/*; do
   case "$(basename "$d")" in lamina*|_lamina*|*.pth|maturin*) ;; *) cp -a "$d" "$stage/site/" ;; esac

@@ -12,6 +12,7 @@ from lamina._lamina import (
     DRIVERS,
     INIT_LAYER_ENTRIES,
     Change,
+    Entry,
     Graph,
     Image,
     Layer,
@@ -25,6 +26,7 @@ from lamina._lamina import (
     setup_init_layer,
     upper_changes,
 )
+from lamina.analysis import Report
 from lamina.errors import (
     ArchiveError,
     CorruptStore,
@@ -45,6 +47,7 @@ __all__ = [
     "Change",
     "CorruptStore",
     "DriverError",
+    "Entry",
     "Graph",
     "Image",
     "ImageNotFound",
@@ -54,6 +57,7 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "Report",
     "UnsafeArchive",
     "__version__",
     "apply_layer",

@@ -1,10 +1,13 @@
 """Type stubs for the native module ``lamina._lamina``."""
 
 import datetime
+import io
 from collections.abc import Callable, Iterable, Iterator
 from os import PathLike
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, TypeAlias, final, overload
+
+from lamina.analysis import Report
 
 _Path: TypeAlias = str | PathLike[str]
 LayerSource: TypeAlias = str | PathLike[str] | bytes | bytearray | IO[bytes]
@@ -124,19 +127,23 @@ class Layer:
     """A layer of a :class:`Graph`. Safe to share between threads."""
 
     @property
-    def id(self) -> str: ...
+    def id(self) -> str:
+        """The layer's id: the hex of its chain id for a registered layer."""
     @property
-    def parent(self) -> Layer | None: ...
+    def parent(self) -> Layer | None:
+        """The layer below this one; ``None`` for a base layer."""
     @property
     def chain(self) -> list[Layer]:
         """The layers from the base to this one."""
     @property
-    def writable(self) -> bool: ...
+    def writable(self) -> bool:
+        """Whether this is a container's writable layer."""
     @property
     def created(self) -> datetime.datetime:
         """When the layer was made (aware, UTC)."""
     @property
-    def metadata(self) -> dict[str, Any]: ...
+    def metadata(self) -> dict[str, Any]:
+        """The metadata given when the layer was made (a JSON object)."""
     @property
     def size(self) -> int:
         """The seed's size: the content bytes of the layer tar's entries (the
@@ -151,7 +158,9 @@ class Layer:
         """``"sha256:<hex>"`` of the layer's uncompressed tar; ``None`` for
         writable and init layers."""
     @property
-    def chain_id(self) -> str | None: ...
+    def chain_id(self) -> str | None:
+        """``"sha256:<hex>"``: the OCI chain id of the layer and its parents;
+        ``None`` for writable and init layers."""
     @property
     def mount_count(self) -> int:
         """Live mount references, from every process."""
@@ -177,8 +186,102 @@ class Layer:
         writable overlay layer)."""
     def diff_size(self) -> int:
         """Bytes of file content the layer adds or changes."""
+    def walk(self, path: _Path = "/") -> _Walk:
+        """Every entry of the layer's merged view at and below ``path``
+        (symlinks on the way, the last one too, followed inside the view):
+        parents before children, siblings sorted by name. No mount, no
+        privilege: the view is read from the layers' own directories on
+        every driver, and equals what :meth:`mount` shows. The second and
+        later names of a hard-linked file come as ``"hardlink"`` entries
+        whose ``linkname`` is the first."""
+    def stat(self, path: _Path, *, follow_symlinks: bool = False) -> Entry:
+        """The entry at ``path`` of the merged view (symlinks on the way
+        followed inside the view; the last one only with
+        ``follow_symlinks``). ``FileNotFoundError``, ``NotADirectoryError``
+        or ``OSError(ELOOP)`` name the path."""
+    def read(self, path: _Path) -> bytes:
+        """The content of the regular file at ``path`` of the merged view."""
+    def exists(self, path: _Path, *, follow_symlinks: bool = False) -> bool:
+        """Whether the merged view has an entry at ``path`` (a dangling
+        symlink is one unless ``follow_symlinks``)."""
+    def open(self, path: _Path) -> io.BufferedReader:
+        """The regular file at ``path`` of the merged view, opened for
+        reading (a binary file object; ``.name`` is ``path``)."""
+    def analyze(self) -> Report:
+        """dive's analysis of the layer's chain: efficiency, wasted bytes,
+        the largest inefficient files, and per layer what it adds,
+        modifies, removes and hides (see :mod:`lamina.analysis`)."""
+    def _repr_html_(self) -> str:
+        """A summary and a size bar per layer of the chain (notebooks)."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
+
+@final
+class Entry:
+    """One entry of a layer's merged view (DESIGN.md §4)."""
+
+    @property
+    def path(self) -> str:
+        """Its path in the view: ``"/etc/passwd"``."""
+    @property
+    def type(
+        self,
+    ) -> Literal["file", "dir", "symlink", "hardlink", "char", "block", "fifo", "socket"]: ...
+    @property
+    def mode(self) -> int:
+        """Permission bits, setuid, setgid and sticky included."""
+    @property
+    def uid(self) -> int:
+        """The owner's user id."""
+    @property
+    def gid(self) -> int:
+        """The owner's group id."""
+    @property
+    def size(self) -> int:
+        """Bytes of a regular file (or hard link to one) or of a symlink's
+        target; 0 for anything else."""
+    @property
+    def mtime(self) -> float:
+        """Modification time, seconds since the epoch."""
+    @property
+    def mtime_ns(self) -> int:
+        """Modification time, nanoseconds since the epoch."""
+    @property
+    def linkname(self) -> str | None:
+        """A symlink's target, or the earlier name a hard link links to."""
+    @property
+    def devmajor(self) -> int: ...
+    @property
+    def devminor(self) -> int: ...
+    @property
+    def layer(self) -> str | None:
+        """The id of the layer of the chain that provides the entry: the
+        topmost layer whose diff adds or changes it."""
+    def to_dict(self) -> dict[str, Any]:
+        """The entry's fields as a dict."""
+    def __eq__(self, other: object) -> bool: ...
+
+@final
+class _Walk:
+    def __iter__(self) -> _Walk: ...
+    def __next__(self) -> Entry: ...
+
+@final
+class _View:
+    """A merged view of bare directories (see :func:`_merged_view`)."""
+
+    def walk(self, path: _Path = "/") -> _Walk: ...
+    def stat(self, path: _Path, *, follow_symlinks: bool = False) -> Entry: ...
+    def read(self, path: _Path) -> bytes: ...
+    def exists(self, path: _Path, *, follow_symlinks: bool = False) -> bool: ...
+    def open(self, path: _Path) -> io.BufferedReader: ...
+
+def _merged_view(dirs: list[_Path]) -> _View:
+    """The merged view of directories stacked uppermost first (as
+    overlayfs's ``lowerdir=`` lists them), each in overlay form (0/0
+    character devices are whiteouts, the ``overlay.opaque`` xattr makes a
+    directory opaque), read as overlayfs reads its lowerdirs. Entries name
+    no layer."""
 
 _Ref: TypeAlias = str | Layer
 
@@ -257,16 +360,20 @@ class Graph:
     def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
         """A writable layer's changes as a new read-only layer on the same
         image layer."""
-    def get(self, ref: _Ref) -> Layer:
+    def get(self, reference: _Ref) -> Layer:
         """By full id or unique prefix. :class:`LayerNotFound` names what was
         looked up and where; for an ambiguous prefix its ``candidates`` list
         the ids it matches."""
-    def layers(self) -> list[Layer]: ...
-    def heads(self) -> list[Layer]: ...
+    def layers(self) -> list[Layer]:
+        """Every layer, oldest first."""
+    def heads(self) -> list[Layer]:
+        """The layers no other layer has as parent."""
     def delete(self, layer: _Ref) -> None:
         """Refused with :class:`LayerInUse` while mounted, with children, or
         used by an image."""
-    def status(self) -> dict[str, Any]: ...
+    def status(self) -> dict[str, Any]:
+        """Facts about the store and the host: driver, root, layer counts,
+        backing filesystem, d_type, kernel features."""
     def load(
         self, source: _Path | IO[bytes] | bytes, *, progress: _Progress | None = None
     ) -> list[Image]:
@@ -327,6 +434,8 @@ class Graph:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool: ...
+    def _repr_html_(self) -> str:
+        """The layers as a tree, with sizes (notebooks)."""
     def __getitem__(self, ref: _Ref) -> Layer: ...
     def __contains__(self, ref: object) -> bool: ...
     def __len__(self) -> int: ...

@@ -32,14 +32,20 @@ def default_root() -> str:
 class _Progress:
     """A byte-count progress bar on stderr, drawn only on a terminal."""
 
-    def __init__(self, label: str, total: int | None) -> None:
+    def __init__(self, label: str, total: int | None, quiet: bool = False) -> None:
         self.label, self.total, self.done = label, total, 0
-        self.enabled = sys.stderr.isatty()
+        self.enabled = sys.stderr.isatty() and not quiet
+        self.shown = -1
 
     def update(self, n: int) -> None:
         self.done += n
         if not self.enabled:
             return
+        # Redrawn when the bar moves, not on every chunk.
+        step = int(self.done * 1000 / self.total) if self.total else self.done >> 20
+        if step == self.shown:
+            return
+        self.shown = step
         if self.total:
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(frac * 30)
@@ -74,9 +80,9 @@ class _ImageProgress:
     """What ``Graph.load``/``save`` report, as a bar on stderr (bytes and
     layers), drawn only on a terminal; a callable to pass as ``progress``."""
 
-    def __init__(self, label: str) -> None:
+    def __init__(self, label: str, quiet: bool = False) -> None:
         self.label = label
-        self.enabled = sys.stderr.isatty()
+        self.enabled = sys.stderr.isatty() and not quiet
         self.drawn = False
 
     def __call__(self, done: int, total: int, layers: int, total_layers: int) -> None:
@@ -128,23 +134,74 @@ def _save_format(path: str, given: str | None) -> str:
     if given:
         return given
     return "docker-archive" if path == "-" or path.endswith(".tar") else "oci"
+class _CountingWriter:
+    """A binary writer that reports what passes through it."""
+
+    def __init__(self, raw: IO[bytes], progress: _Progress) -> None:
+        self.raw, self.progress = raw, progress
+
+    def write(self, data: bytes) -> int:
+        n = self.raw.write(data)
+        self.progress.update(len(data))
+        return n if n is not None else len(data)
 
 
 @contextmanager
-def _source(path: str) -> Iterator[Any]:
-    """The tar to register: a path (fastest), or a counting reader on a tty."""
+def progress_writer(
+    dst: str | IO[bytes], label: str, total: int | None, quiet: bool = False
+) -> Iterator[Any]:
+    """Where to write ``dst`` (a path or a binary file object): itself, or a
+    counting writer drawing a progress bar when stderr is a terminal and
+    not ``quiet`` (``save`` and ``diff`` use it)."""
+    progress = _Progress(label, total, quiet)
+    if not progress.enabled:
+        yield dst
+        return
+    with open(dst, "wb") if isinstance(dst, str) else _Borrowed(dst) as f:
+        try:
+            yield _CountingWriter(f, progress)
+        finally:
+            progress.close()
+
+
+class _Borrowed:
+    """A file object used in a ``with`` without closing it."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+
+    def __enter__(self) -> IO[bytes]:
+        return self.f
+
+    def __exit__(self, *exc: object) -> None:
+        self.f.flush()
+
+
+@contextmanager
+def progress_source(path: str, label: str, quiet: bool = False) -> Iterator[Any]:
+    """What to read ``path`` through: the path itself (fastest), standard
+    input for ``-``, or a counting reader drawing a progress bar when
+    stderr is a terminal and not ``quiet`` (``register`` and ``load`` use
+    it)."""
     if path == "-":
         yield sys.stdin.buffer
         return
-    if not sys.stderr.isatty():
+    if quiet or not sys.stderr.isatty():
         yield path
         return
-    progress = _Progress(f"register {os.path.basename(path)}", os.path.getsize(path))
+    progress = _Progress(f"{label} {os.path.basename(path)}", os.path.getsize(path))
     with open(path, "rb") as f:
         try:
             yield _CountingReader(f, progress)
         finally:
             progress.close()
+
+
+@contextmanager
+def _source(path: str, quiet: bool = False) -> Iterator[Any]:
+    """The tar to register: a path (fastest), or a counting reader on a tty."""
+    with progress_source(path, "register", quiet) as src:
+        yield src
 
 
 def _short(layer_id: str) -> str:
@@ -269,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[*DRIVERS, "auto"],
         help="storage driver of a new store (default: the store's own, or the host's best)",
     )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars (they are drawn on a terminal)"
+    )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     v = verbs.add_parser("register", help="apply a tar layer (plain, gzip, zstd) as a layer")
@@ -283,7 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("commit", help="turn a writable layer's diff into a read-only layer")
     v.add_argument("id")
     verbs.add_parser("ls", help="list layers")
-    verbs.add_parser("tree", help="show the layers as a tree")
+    from lamina import cli_explore
+
+    cli_explore.add_tree_args(
+        verbs.add_parser("tree", help="the layers as a tree; with REF, a layer's files as a tree")
+    )
+    cli_explore.add_analyze(verbs)
     for name, helptext in (
         ("inspect", "a layer as JSON"),
         ("mount", "mount a layer, print its path"),
@@ -336,7 +401,7 @@ def _run(args: argparse.Namespace) -> int:
     root = args.root or default_root()
     with Graph(root, driver=args.driver) as g:
         if args.verb == "register":
-            with _source(args.tar) as src:
+            with _source(args.tar, args.quiet) as src:
                 layer = g.register(src, parent=args.parent, id=args.id)
             print(layer.id)
         elif args.verb == "create":
@@ -345,7 +410,7 @@ def _run(args: argparse.Namespace) -> int:
             parent = g.image(args.image).layer if args.image else args.parent
             print(g.create(parent, id=args.id, init=args.init).id)
         elif args.verb == "load":
-            bar = _ImageProgress("load")
+            bar = _ImageProgress("load", args.quiet)
             try:
                 src = sys.stdin.buffer if args.path == "-" else args.path
                 loaded = g.load(src, progress=bar)
@@ -356,7 +421,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "save":
             fmt: Any = _save_format(args.path, args.format)
             comp: Any = args.compression or ("gzip" if fmt == "oci" else "none")
-            bar = _ImageProgress("save")
+            bar = _ImageProgress("save", args.quiet)
             try:
                 dst = sys.stdout.buffer if args.path == "-" else args.path
                 g.save(
@@ -385,8 +450,16 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "ls":
             rows = [_layer_row(lay) for lay in g.layers()]
             print(_table(rows, ["ID", "PARENT", "MODE", "SIZE", "CREATED", "DIFF ID"]))
+        elif args.verb == "tree" and args.ref:
+            from lamina.cli_explore import run_file_tree
+
+            return run_file_tree(g, args)
         elif args.verb == "tree":
             print(_tree(g))
+        elif args.verb == "analyze":
+            from lamina.cli_explore import run_analyze
+
+            return run_analyze(g, args)
         elif args.verb == "inspect":
             print(json.dumps(_inspect(g.get(args.id)), indent=2))
         elif args.verb == "mount":
@@ -401,10 +474,10 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{c.kind} {escape_path(c.path, enc)}")
         elif args.verb == "diff":
             layer = g.get(args.id)
-            if args.output:
-                layer.diff(args.output)
-            else:
-                layer.diff(sys.stdout.buffer)
+            dst = args.output or sys.stdout.buffer
+            label = f"diff {_short(layer.id)}"
+            with progress_writer(dst, label, layer.tar_size, args.quiet) as out:
+                layer.diff(out)
         elif args.verb == "rm":
             g.delete(args.id)
         elif args.verb in ("check", "repair"):

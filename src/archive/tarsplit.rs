@@ -404,6 +404,39 @@ impl<R: BufRead> Read for Skeleton<R> {
     }
 }
 
+/// Call `f` with the header of every entry of the layer a record
+/// describes, in archive order, from the record alone (no tree is read):
+/// what a layer's tar says it adds, changes and whites out.
+pub fn for_each_header(
+    record: impl Read,
+    mut f: impl FnMut(&super::reader::Header) -> Result<()>,
+) -> Result<()> {
+    let dec = zstd::stream::read::Decoder::new(record).map_err(rerr)?;
+    let mut rec = BufReader::with_capacity(64 * 1024, dec);
+    let mut magic = [0u8; 16];
+    rec.read_exact(&mut magic).map_err(rerr)?;
+    if &magic != MAGIC {
+        return Err(corrupt(
+            "bad magic (not a lamina tar-split record, or another version)",
+        ));
+    }
+    let skeleton = Skeleton {
+        rec,
+        left: 0,
+        zeros: false,
+        ended: false,
+    };
+    let mut none = super::reader::NoRecord;
+    let mut tar = super::reader::TarReader::new(BufReader::new(skeleton), &mut none);
+    while let Some(h) = tar
+        .next_entry()
+        .map_err(|e| corrupt(&format!("its tar does not parse: {e}")))?
+    {
+        f(&h)?;
+    }
+    Ok(())
+}
+
 /// The seed's size of the layer a record describes: the sum of its
 /// entries' header sizes (see `ApplyReport::content_bytes`), read from the
 /// record alone.

@@ -40,6 +40,10 @@
 //! - [`overlay2`]: moby's overlay2 (each layer's own `diff/`, stacked as
 //!   lowers; `auto`'s choice where overlayfs works).
 //! - [`vfs`]: plain full copies, no mounts.
+//!
+//! [`Driver::stack`] tells [`crate::view`] how a layer's files are stored
+//! (a stack of directories in overlay form), so that a layer's merged view
+//! is read without mounting.
 
 pub mod mount;
 pub mod mounter;

@@ -195,9 +195,13 @@ impl PyLayer {
         Ok(n.into_pyobject(py)?.into_any())
     }
 
-    /// The paths the layer changes against its parent, parents first.
-    fn changes(&self, py: Python<'_>) -> PyResult<Vec<PyChange>> {
-        Ok(to_py(py.detach(|| self.l.changes()).py_err()?))
+    /// The paths the layer changes against its parent, parents first (a
+    /// `list` whose `_repr_html_` draws them as a tree).
+    fn changes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let list: Vec<PyChange> = to_py(py.detach(|| self.l.changes()).py_err()?);
+        py.import("lamina.display")?
+            .getattr("ChangeList")?
+            .call1((list,))
     }
 
     /// Bytes of file content the layer adds or changes against its parent.

@@ -10,6 +10,7 @@ mod graph;
 mod image;
 mod init_layer;
 mod layer;
+mod view;
 
 use pyo3::prelude::*;
 
@@ -35,6 +36,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
+
+    #[pymodule_export]
+    use super::view::{_merged_view, PyEntry, PyView, PyWalk};
 
     use pyo3::prelude::*;
 
