@@ -134,6 +134,8 @@ def _save_format(path: str, given: str | None) -> str:
     if given:
         return given
     return "docker-archive" if path == "-" or path.endswith(".tar") else "oci"
+
+
 class _CountingWriter:
     """A binary writer that reports what passes through it."""
 
