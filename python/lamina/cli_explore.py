@@ -53,15 +53,17 @@ def add_analyze(verbs: Any) -> None:
 
 
 def _report(graph: Any, ref: str) -> Report:
-    """The report of a layer (id or prefix) or, where the store has images,
-    an image's top layer."""
+    """The report of a layer (id or prefix) or else of an image's top layer;
+    a reference that names neither is the layer's error."""
+    from lamina.errors import ImageNotFound, LayerNotFound
+
     try:
         return analyze(graph.get(ref))
-    except KeyError:
-        image_of = getattr(graph, "image", None)
-        if image_of is None:
-            raise
-        image = image_of(ref)
+    except LayerNotFound as no_layer:
+        try:
+            image = graph.image(ref)
+        except (ImageNotFound, ValueError):
+            raise no_layer from None
         return analyze(image.layer, name=ref)
 
 
