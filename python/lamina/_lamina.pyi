@@ -317,6 +317,9 @@ class Image:
     def created(self) -> datetime.datetime:
         """When the image was made (its config's ``created``; else when it was
         recorded), aware, UTC."""
+    def analyze(self) -> Report:
+        """dive's analysis of the image's layers (its top layer's chain),
+        named by the image: see :meth:`Layer.analyze`."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 

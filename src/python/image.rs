@@ -54,6 +54,18 @@ impl PyImage {
         Ok(PyLayer::new(py.detach(|| self.img.layer()).py_err()?))
     }
 
+    /// dive's analysis of the image's layers, named by the image (a
+    /// `lamina.analysis.Report`).
+    fn analyze<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let layer = slf.get().layer(py)?;
+        let kw = pyo3::types::PyDict::new(py);
+        kw.set_item("name", slf.get().img.name())?;
+        py.import("lamina.analysis")?
+            .getattr("analyze")?
+            .call((layer,), Some(&kw))
+    }
+
     /// The layers, base first.
     #[getter]
     fn layers(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {

@@ -226,6 +226,22 @@ def test_report_as_data(tmp_path: Path) -> None:
         r.to_pandas("nope")
 
 
+def test_an_image_is_analysed_as_its_top_layer(tmp_path: Path) -> None:
+    c = Chain(11)
+    for _ in range(3):
+        c.layer()
+    with open_graph(tmp_path / "s", "vfs") as g:
+        top = _register(g, c.tars)[-1]
+        img = g.tag(top, "analysed:1")
+        r = img.analyze()
+        want = top.analyze().to_dict()
+    assert r.name == "analysed:1"
+    got = r.to_dict()
+    got.pop("name", None)
+    want.pop("name", None)
+    assert got == want
+
+
 def test_ci_rules_as_dive_has_them() -> None:
     layer = {
         "id": "x",
