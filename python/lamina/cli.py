@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from lamina.display import tree_rows
 from lamina.errors import LaminaError
 
 
@@ -238,37 +239,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def _tree(graph: Any) -> str:
-    """The layers as a tree. Iterative: a chain of any depth is a loop, not
-    a recursion (1,100 layers deep overflowed Python's recursion limit)."""
-    children: dict[str | None, list[Any]] = {}
-    for layer in graph.layers():
-        children.setdefault(layer.parent.id if layer.parent else None, []).append(layer)
-
-    def kids(parent: str | None) -> list[Any]:
-        return sorted(children.get(parent, []), key=lambda lay: (lay.created, lay.id))
-
-    out: list[str] = []
-    # (layer, prefix of its line, prefix of its children's lines)
-    todo: list[tuple[Any, str, str]] = []
-
-    def push(parent: str | None, prefix: str) -> None:
-        below = kids(parent)
-        for i, layer in reversed(list(enumerate(below))):
-            last = i == len(below) - 1
-            todo.append(
-                (
-                    layer,
-                    prefix + ("└── " if last else "├── "),
-                    prefix + ("    " if last else "│   "),
-                )
-            )
-
-    push(None, "")
-    while todo:
-        layer, line, inner = todo.pop()
-        mark = "rw" if layer.writable else "ro"
-        out.append(f"{line}{_short(layer.id)} ({mark}, {_human(layer.size)})")
-        push(layer.id, inner)
+    """The layers as a tree (parents before children, any depth)."""
+    out = [
+        f"{prefix}{_short(layer.id)} ({'rw' if layer.writable else 'ro'}, {_human(layer.size)})"
+        for prefix, layer in tree_rows(graph.layers())
+    ]
     return "\n".join(out) if out else "(empty store)"
 
 

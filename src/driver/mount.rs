@@ -253,6 +253,27 @@ impl<M: Mounter> MountRefs<M> {
     pub fn count(&self, id: &str) -> Result<u32> {
         self.transaction()?.count(id)
     }
+
+    /// [`MountTxn::put`] for a kernel mount: when no reference is left to
+    /// give back but `target` is still mounted (every process that held it
+    /// died), the mount is released unless a live process holds it, and the
+    /// answer is `Some(0)`. `None`: nothing was mounted.
+    pub fn put_mount(&self, id: &str, target: &Path) -> Result<Option<u32>> {
+        let txn = self.transaction()?;
+        if let Some(left) = txn.put(id, target)? {
+            return Ok(Some(left));
+        }
+        if !self.mounter.is_mounted(target)? {
+            return Ok(None);
+        }
+        txn.release(id, target)?;
+        Ok(Some(0))
+    }
+
+    /// [`MountTxn::reconcile`] in a transaction of its own, described.
+    pub fn reconcile(&self) -> Result<Vec<String>> {
+        Ok(self.transaction()?.reconcile()?.describe())
+    }
 }
 
 /// The mounts lock held: read and change counts, mount and unmount.

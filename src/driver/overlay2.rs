@@ -528,22 +528,13 @@ impl Driver for Overlay2 {
     }
 
     fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
-        let merged = layer.dir.join(MERGED);
-        let txn = self.refs.transaction()?;
-        if let Some(left) = txn.put(layer.id, &merged)? {
-            return Ok(left);
-        }
-        if !self.refs.mounter().is_mounted(&merged)? {
-            return Err(super::not_mounted(layer));
-        }
-        // A mount whose every reference is gone (its process died):
-        // released if no live process holds it.
-        txn.release(layer.id, &merged)?;
-        Ok(0)
+        self.refs
+            .put_mount(layer.id, &layer.dir.join(MERGED))?
+            .ok_or_else(|| super::not_mounted(layer))
     }
 
     fn reconcile_mounts(&self) -> Result<Vec<String>> {
-        Ok(self.refs.transaction()?.reconcile()?.describe())
+        self.refs.reconcile()
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {

@@ -160,7 +160,7 @@ impl Driver for Vfs {
     }
 
     fn reconcile_mounts(&self) -> Result<Vec<String>> {
-        Ok(self.refs.transaction()?.reconcile()?.describe())
+        self.refs.reconcile()
     }
 
     fn mount_count(&self, layer: LayerDir<'_>) -> Result<u32> {

@@ -3,13 +3,14 @@
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyRuntimeWarning, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::file_object::PyWriter;
 use super::IntoPy;
 use crate::archive::changes::{self as core_changes, ChangesOptions};
 use crate::archive::export::{self, ExportOptions, ExportReport};
@@ -97,41 +98,6 @@ pub(crate) fn upper_changes(
     Ok(to_py(list))
 }
 
-/// A [`Write`] into a Python binary file object. The tar writer hands it
-/// 1 MiB at a time; the GIL is taken only for each `write()` call.
-struct PyWriter {
-    obj: Py<PyAny>,
-    err: Option<PyErr>,
-}
-
-impl Write for PyWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let r = Python::attach(|py| -> PyResult<()> {
-            let mut off = 0;
-            while off < data.len() {
-                let b = PyBytes::new(py, &data[off..]);
-                let n = self.obj.call_method1(py, "write", (b,))?;
-                // Raw files may write less than asked; buffered ones return
-                // None or the full length.
-                off += match n.extract::<Option<usize>>(py)? {
-                    Some(0) => return Err(PyValueError::new_err("write() accepted no bytes")),
-                    Some(n) => n,
-                    None => data.len() - off,
-                };
-            }
-            Ok(())
-        });
-        r.map_err(|e| {
-            self.err = Some(e);
-            io::Error::other("the file object's write() raised")
-        })?;
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Where a tar goes: memory, a path, or a Python file object.
 enum Dst {
     Bytes,
@@ -182,9 +148,9 @@ where
             (r.py_err()?, None)
         }
         Dst::File(obj) => {
-            let mut w = PyWriter { obj, err: None };
+            let mut w = PyWriter::new(obj.bind(py));
             let r = py.detach(|| export(&mut w));
-            match (r, w.err.take()) {
+            match (r, w.take_err()) {
                 (Err(_), Some(e)) => return Err(e),
                 (r, _) => (r.py_err()?, None),
             }

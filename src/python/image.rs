@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 
 use super::archive::{source_from_py, Source};
+use super::file_object::PyWriter;
 use super::layer::PyLayer;
 use super::IntoPy;
 use crate::archive::compression::Compression;
@@ -228,38 +228,6 @@ pub(crate) fn load(
     Ok(r.py_err()?.into_iter().map(|img| PyImage { img }).collect())
 }
 
-/// A Python binary file object as a `Write`.
-struct PyWriter {
-    obj: Py<PyAny>,
-    err: Option<PyErr>,
-}
-
-impl Write for PyWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Python::attach(|py| {
-            let r = self
-                .obj
-                .bind(py)
-                .call_method1("write", (PyBytes::new(py, buf),))
-                .and_then(|n| {
-                    if n.is_none() {
-                        Ok(buf.len())
-                    } else {
-                        n.extract::<usize>()
-                    }
-                });
-            r.map_err(|e| {
-                self.err = Some(e);
-                io::Error::other("the file object's write() raised")
-            })
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 fn image_names(refs: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let one = |o: &Bound<'_, PyAny>| -> PyResult<String> {
         if let Ok(i) = o.cast::<PyImage>() {
@@ -308,10 +276,7 @@ pub(crate) fn save(
     let cb = |i: ProgressInfo| pp.call(i);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let r = if dst.hasattr("write")? {
-        let mut w = PyWriter {
-            obj: dst.clone().unbind(),
-            err: None,
-        };
+        let mut w = PyWriter::new(dst);
         let r = py.detach(|| {
             let p = Progress::new(&cb);
             let p = pp.callback.as_ref().map(|_| &p);
@@ -320,7 +285,7 @@ pub(crate) fn save(
             b.flush()
                 .map_err(|e| crate::Error::io("write", "<file object>", e))
         });
-        if let Some(e) = w.err.take() {
+        if let Some(e) = w.take_err() {
             return Err(e);
         }
         r

@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::export::{to_py, PyChange};
+use super::file_object::PyWriter;
 use super::IntoPy;
 use crate::graph::Layer;
 
@@ -24,39 +25,6 @@ impl PyLayer {
 
     pub(crate) fn layer(&self) -> &Layer {
         &self.l
-    }
-}
-
-/// A Python binary file object as a [`Write`]; a Python exception raised
-/// by `.write()` is kept aside and re-raised once the export unwinds.
-struct PyWriter {
-    obj: Py<PyAny>,
-    err: Option<PyErr>,
-}
-
-impl Write for PyWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Python::attach(|py| {
-            let r = self
-                .obj
-                .bind(py)
-                .call_method1("write", (PyBytes::new(py, buf),))
-                .and_then(|n| {
-                    if n.is_none() {
-                        Ok(buf.len())
-                    } else {
-                        n.extract::<usize>()
-                    }
-                });
-            r.map_err(|e| {
-                self.err = Some(e);
-                io::Error::other("the file object's write() raised")
-            })
-        })
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -163,10 +131,7 @@ impl PyLayer {
             return Ok(PyBytes::new(py, &buf).into_any());
         };
         if dst.hasattr("write")? {
-            let mut w = PyWriter {
-                obj: dst.clone().unbind(),
-                err: None,
-            };
+            let mut w = PyWriter::new(dst);
             let r = py.detach(|| {
                 let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
                 let n = self.l.diff(&mut b)?;
@@ -174,7 +139,7 @@ impl PyLayer {
                     .map_err(|e| crate::Error::io("write", "<file object>", e))?;
                 Ok(n)
             });
-            if let Some(e) = w.err.take() {
+            if let Some(e) = w.take_err() {
                 return Err(e);
             }
             return Ok(r.py_err()?.into_pyobject(py)?.into_any());

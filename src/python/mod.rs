@@ -6,6 +6,7 @@ mod archive;
 mod copy;
 mod errors;
 mod export;
+mod file_object;
 mod graph;
 mod image;
 mod init_layer;
