@@ -31,7 +31,16 @@ fn theirs(data: &[u8]) -> Option<Vec<(Vec<u8>, u8, u64)>> {
     let mut a = tar::Archive::new(std::io::Cursor::new(data));
     let mut out = Vec::new();
     for e in a.entries().ok()? {
-        let e = e.ok()?;
+        let mut e = e.ok()?;
+        // The tar crate splits pax records on newlines; a record whose
+        // value holds one (legal: its length ends it, as GNU tar, Go and
+        // Python's tarfile read it) is malformed to it, and it silently
+        // falls back to the ustar fields. Not comparable.
+        if let Some(pax) = e.pax_extensions().ok()? {
+            for x in pax {
+                x.ok()?;
+            }
+        }
         let t = match e.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => b'0',
             tar::EntryType::Link => b'1',

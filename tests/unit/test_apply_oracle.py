@@ -64,6 +64,10 @@ def tree(fmt: str) -> list[dict]:
             {"name": "ns", "data": b"ns", "mtime": 1_600_000_000.123456789},
             {"name": "xa", "data": b"x", "xattrs": {"user.comment": "hello", "user.bin": "\u00e9"}},
             {"name": "x\u00e9\u4e2d", "data": b"utf8"},
+            # A pax record's length, not a newline, ends it (GNU tar, Go,
+            # tarfile); the tar crate splits on newlines (fuzz/reader.rs).
+            {"name": "nl-" + "j" * 100 + "\n\x01 \n 2", "data": b"newline in a pax path"},
+            {"name": "nl-link", "type": "symlink", "linkname": "t\n" * 60},
         ]
     if PRIVILEGED:
         es += [
