@@ -53,8 +53,16 @@ fn theirs(data: &[u8]) -> Option<Vec<(Vec<u8>, u8, u64)>> {
             // through as entries of their own: not comparable.
             _ => return None,
         };
-        let size = if t == b'0' { e.size() } else { 0 };
         let mut path = e.path_bytes().into_owned();
+        // A NUL-typed entry named with a trailing slash is a directory in
+        // old tars (Go's archive/tar, tarfile and GNU tar read it so); the
+        // tar crate reports its type byte as it stands.
+        let t = if e.header().as_bytes()[156] == 0 && path.ends_with(b"/") {
+            b'5'
+        } else {
+            t
+        };
+        let size = if t == b'0' { e.size() } else { 0 };
         if t == b'5' && path.ends_with(b"/") && path.len() > 1 {
             path.pop();
         }

@@ -371,7 +371,8 @@ impl<'r, R: BufRead> TarReader<'r, R> {
                 p
             }
         };
-        // Old tars mark directories only by a trailing slash on a `0` entry.
+        // Old tars mark directories only by a trailing slash on a NUL-typed
+        // entry (read so by Go's archive/tar, tarfile and GNU tar).
         let kind = if kind == Kind::File && flag == 0 && path.ends_with(b"/") {
             Kind::Dir
         } else {

@@ -113,6 +113,25 @@ def test_umask_does_not_apply(tmp_path: Path) -> None:
     mf.assert_same(mf.manifest(ours), mf.manifest(theirs))
 
 
+def test_old_style_directory_entries(tmp_path: Path) -> None:
+    """A NUL-typed entry whose name ends in a slash is a directory (V7-era
+    tars; Go's archive/tar and tarfile read it so too)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        root = tarfile.TarInfo(".")
+        root.type, root.mode = tarfile.DIRTYPE, 0o755
+        t.addfile(root)
+        old = tarfile.TarInfo("old/")
+        old.type, old.mode, old.mtime = tarfile.AREGTYPE, 0o750, 1_500_000_000
+        t.addfile(old)
+        t.addfile(tarfile.TarInfo("old/f"), io.BytesIO(b""))
+    data = buf.getvalue()
+    assert data[512 + 156 : 512 + 157] == b"\0" and data[512 : 512 + 4] == b"old/"
+    ours, theirs = apply_both(tmp_path, [data])
+    assert (ours / "old").is_dir()
+    mf.assert_same(mf.manifest(ours), mf.manifest(theirs))
+
+
 def test_replace_rules_and_duplicates(tmp_path: Path) -> None:
     lower = build(
         [
