@@ -24,3 +24,28 @@ pub(crate) fn alone(test: &str) -> bool {
     );
     false
 }
+
+/// A layer tar of a small tree of `files` (path, content), made by the
+/// export writer.
+pub(crate) fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let t = tempfile::tempdir().unwrap();
+    for (p, data) in files {
+        let path = t.path().join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, data).unwrap();
+    }
+    let mut out = Vec::new();
+    crate::archive::export::export_diff(None, t.path(), &mut out, &Default::default()).unwrap();
+    out
+}
+
+/// `cp -a from to`, the oracle copy.
+pub(crate) fn cp_a(from: &std::path::Path, to: &std::path::Path) {
+    let ok = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}

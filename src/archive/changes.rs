@@ -207,11 +207,6 @@ pub(crate) fn is_dir(st: &Stat) -> bool {
     FileType::from_raw_mode(st.st_mode) == FileType::Directory
 }
 
-/// Whether an xattr is overlayfs bookkeeping rather than file metadata.
-pub(crate) fn is_overlay_xattr(key: &[u8]) -> bool {
-    key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.")
-}
-
 /// The xattrs that describe the file itself (overlay bookkeeping left out).
 pub(crate) fn file_xattrs(
     dir: BorrowedFd<'_>,
@@ -219,7 +214,7 @@ pub(crate) fn file_xattrs(
     shown: &Path,
 ) -> Result<Vec<(OsString, Vec<u8>)>> {
     let mut all = xattr::get_all(dir, name, shown)?;
-    all.retain(|(k, _)| !is_overlay_xattr(k.as_bytes()));
+    all.retain(|(k, _)| !super::whiteout::is_overlay_xattr(k.as_bytes()));
     Ok(all)
 }
 

@@ -119,7 +119,7 @@ fn fd_xattrs(fd: BorrowedFd<'_>, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>
     };
     let mut keys: Vec<&[u8]> = names
         .split(|&c| c == 0)
-        .filter(|k| !k.is_empty() && !super::changes::is_overlay_xattr(k))
+        .filter(|k| !k.is_empty() && !super::whiteout::is_overlay_xattr(k))
         .collect();
     keys.sort_unstable();
     let mut out = Vec::with_capacity(keys.len());
@@ -501,6 +501,7 @@ impl<W: Write> Sink for TarSink<W> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::testutil::cp_a;
     use std::fs;
 
     fn names(tar: &[u8]) -> Vec<String> {
@@ -542,16 +543,6 @@ pub(crate) mod tests {
             off += 512 + size.div_ceil(512) as usize * 512;
         }
         out
-    }
-
-    fn cp_a(from: &Path, to: &Path) {
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(ok.success());
     }
 
     fn ino(p: &Path) -> u64 {

@@ -20,7 +20,7 @@ pub mod compression;
 pub mod digest;
 pub mod export;
 pub mod reader;
-mod resolve;
+pub(crate) mod resolve;
 pub mod tar_writer;
 pub mod tarsplit;
 pub mod upper;

@@ -279,7 +279,7 @@ impl Resolver {
 
 /// Push the components of `path` onto `todo` so that they pop in order;
 /// empty and `.` components are dropped.
-fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
+pub(crate) fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
     todo.extend(
         path.split(|&b| b == b'/')
             .filter(|c| !c.is_empty() && *c != b".")

@@ -102,10 +102,7 @@ fn check_xattrs(dir: BorrowedFd<'_>, name: &OsStr, shown: &Path, st: &Stat) -> R
     let mut opaque = false;
     for key in xattr::list(dir, name, shown)? {
         let k = key.as_bytes();
-        let Some(rest) = k
-            .strip_prefix(b"trusted.overlay.")
-            .or_else(|| k.strip_prefix(b"user.overlay."))
-        else {
+        let Some(rest) = super::whiteout::overlay_name(k) else {
             continue;
         };
         match rest {
@@ -237,6 +234,7 @@ pub(crate) fn visit<S: Sink>(w: &mut Walker<'_, S>, name: &OsStr) -> Result<Opti
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::cp_a;
     use std::fs;
 
     #[test]
@@ -250,16 +248,6 @@ mod tests {
             upper_changes(&u, &l),
             Err(Error::UnsafeArchive(_))
         ));
-    }
-
-    fn cp_a(from: &Path, to: &Path) {
-        let ok = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .status()
-            .unwrap();
-        assert!(ok.success());
     }
 
     fn same_time(from: &Path, to: &Path) {

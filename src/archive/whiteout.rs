@@ -63,7 +63,15 @@ pub fn classify(name: &[u8]) -> Result<Whiteout<'_>> {
 /// set in a lower or upper dir it would redirect lookups or hide lower
 /// content (`trusted.overlay.redirect`, `.opaque`, `.metacopy`, ...).
 pub fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+    overlay_name(name).is_some()
+}
+
+/// The overlay name of an xattr (`opaque` for `trusted.overlay.opaque`,
+/// or for `user.overlay.opaque`, the form of a `userxattr` mount); `None`
+/// for any other xattr.
+pub fn overlay_name(key: &[u8]) -> Option<&[u8]> {
+    key.strip_prefix(b"trusted.overlay.")
+        .or_else(|| key.strip_prefix(b"user.overlay."))
 }
 
 #[cfg(test)]

@@ -242,6 +242,24 @@ pub fn auto(scratch: &Path) -> Result<(&'static str, probe::HostProbe)> {
     Ok((p.auto_driver(), p))
 }
 
+/// Run `f` on `layer`'s view, got from `d` for the time of `f` (an
+/// existing mount is shared through its count) and put back after it;
+/// `f`'s error wins over the put's.
+pub(crate) fn with_mounted<T, D: Driver + ?Sized>(
+    d: &D,
+    layer: LayerDir<'_>,
+    parents: &[LayerDir<'_>],
+    writable: bool,
+    f: impl FnOnce(&Path) -> Result<T>,
+) -> Result<T> {
+    let view = d.get(layer, parents, writable, false)?;
+    let r = f(&view);
+    let put = d.put(layer);
+    let v = r?;
+    put?;
+    Ok(v)
+}
+
 /// The error of an unmount with nothing to give back.
 pub(crate) fn not_mounted(layer: LayerDir<'_>) -> Error {
     Error::InvalidArgument(format!("layer {} is not mounted", layer.id))

@@ -155,12 +155,7 @@ impl Overlay {
     ) -> Result<T> {
         match parents.split_last() {
             Some((p, above)) if p.dir.join(UPPER).is_dir() => {
-                let view = self.get(*p, above, false, false)?;
-                let r = f(&view);
-                let put = self.put(*p);
-                let v = r?;
-                put?;
-                Ok(v)
+                super::with_mounted(self, *p, above, false, f)
             }
             _ => f(&Self::lower_of(layer.dir, parents)),
         }

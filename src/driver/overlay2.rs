@@ -322,12 +322,7 @@ impl Overlay2 {
         parents: &[LayerDir<'_>],
         f: impl FnOnce(&Path) -> Result<T>,
     ) -> Result<T> {
-        let view = self.get(layer, parents, !Self::is_committed(layer), false)?;
-        let r = f(&view);
-        let put = self.put(layer);
-        let v = r?;
-        put?;
-        Ok(v)
+        super::with_mounted(self, layer, parents, !Self::is_committed(layer), f)
     }
 
     /// The naive diff's two views: the parent's (`None` for a base layer)
@@ -622,18 +617,7 @@ mod tests {
     use super::*;
     use crate::driver::mounter::{MountCall, RecordingMounter};
     use crate::graph::{Graph, Metadata};
-
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let t = tempfile::tempdir().unwrap();
-        for (p, data) in files {
-            let path = t.path().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, data).unwrap();
-        }
-        let mut out = Vec::new();
-        export_diff(None, t.path(), &mut out, &ExportOptions::default()).unwrap();
-        out
-    }
+    use crate::testutil::tar_of;
 
     struct Fixture {
         _tmp: tempfile::TempDir,

@@ -221,19 +221,7 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A layer tar of a small tree, made by the export writer.
-    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
-        let t = tempfile::tempdir().unwrap();
-        for (p, data) in files {
-            let path = t.path().join(p);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, data).unwrap();
-        }
-        let mut out = Vec::new();
-        crate::archive::export::export_diff(None, t.path(), &mut out, &Default::default()).unwrap();
-        out
-    }
+    use crate::testutil::tar_of;
 
     #[test]
     fn vfs_lifecycle() {

@@ -186,9 +186,11 @@ fn write_blobs(
     )
 }
 
-/// The original manifest where it lists exactly these blobs, else a new one.
-fn manifest_for(img: &Image, blobs: &[&Blob]) -> Vec<u8> {
+/// The manifest `img` is saved under: the original where it lists exactly
+/// the blobs of its layers (from `by_id`, layer id to blob), else a new one.
+fn manifest_for(img: &Image, by_id: &HashMap<&str, &Blob>) -> Vec<u8> {
     let rec = img.record();
+    let blobs: Vec<&Blob> = rec.layers.iter().map(|id| by_id[id.as_str()]).collect();
     let same = serde_json::from_str::<Value>(&rec.manifest)
         .ok()
         .and_then(|m| {
@@ -197,7 +199,7 @@ fn manifest_for(img: &Image, blobs: &[&Blob]) -> Vec<u8> {
                 == ids::sha256_digest(rec.config.as_bytes());
             Some(
                 cfg && ls.len() == blobs.len()
-                    && ls.iter().zip(blobs).all(|(l, b)| {
+                    && ls.iter().zip(&blobs).all(|(l, b)| {
                         l.get("digest").and_then(Value::as_str) == Some(b.digest.as_str())
                             && l.get("size").and_then(Value::as_u64) == Some(b.size)
                     }),
@@ -212,6 +214,21 @@ fn manifest_for(img: &Image, blobs: &[&Blob]) -> Vec<u8> {
         .map(|b| (b.media_type.clone(), b.digest.clone(), b.size))
         .collect();
     build_manifest(rec.config.as_bytes(), &descs)
+}
+
+/// The index entry that names `manifest` `name` (a full reference), with
+/// the annotations containerd and the OCI layout read names from.
+fn index_entry(media_type: &str, manifest: &[u8], name: &str) -> Value {
+    let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
+    json!({
+        "mediaType": media_type,
+        "digest": ids::sha256_digest(manifest),
+        "size": manifest.len(),
+        "annotations": {
+            "io.containerd.image.name": name,
+            "org.opencontainers.image.ref.name": tag,
+        },
+    })
 }
 
 /// A name next to `path` for its temporary twin.
@@ -319,28 +336,13 @@ impl Graph {
                 layers.iter().map(|l| l.id()).zip(blobs.iter()).collect();
             let mut manifests = Vec::new();
             for img in images {
-                let own: Vec<&Blob> = img
-                    .record()
-                    .layers
-                    .iter()
-                    .map(|id| by_id[id.as_str()])
-                    .collect();
-                let manifest = manifest_for(img, &own);
+                let manifest = manifest_for(img, &by_id);
                 let config = img.record().config.as_bytes();
                 for data in [config, &manifest[..]] {
                     let p = blobs_dir.join(&ids::sha256_digest(data)[7..]);
                     std::fs::write(&p, data).at("write", &p)?;
                 }
-                let tag = img.name().rsplit_once(':').map_or("latest", |(_, t)| t);
-                manifests.push(json!({
-                    "mediaType": img.record().media_type,
-                    "digest": ids::sha256_digest(&manifest),
-                    "size": manifest.len(),
-                    "annotations": {
-                        "io.containerd.image.name": img.name(),
-                        "org.opencontainers.image.ref.name": tag,
-                    },
-                }));
+                manifests.push(index_entry(&img.record().media_type, &manifest, img.name()));
             }
             let index = json!({"schemaVersion": 2, "mediaType": INDEX_V1, "manifests": manifests});
             let index = serde_json::to_vec(&index).expect("an index always encodes");
@@ -396,13 +398,7 @@ impl Graph {
         let mut outs: BTreeMap<Vec<u8>, Out> = BTreeMap::new();
         let mut order: Vec<Vec<u8>> = Vec::new();
         for img in images {
-            let own: Vec<&Blob> = img
-                .record()
-                .layers
-                .iter()
-                .map(|id| by_id[id.as_str()])
-                .collect();
-            let manifest = manifest_for(img, &own);
+            let manifest = manifest_for(img, &by_id);
             let e = outs.entry(manifest.clone()).or_insert_with(|| {
                 order.push(manifest.clone());
                 Out {
@@ -425,16 +421,11 @@ impl Graph {
                 "Layers": o.layers.iter().map(|id| blob_name(&by_id[id.as_str()].digest)).collect::<Vec<_>>(),
             }));
             for n in &o.names {
-                let tag = n.rsplit_once(':').map_or("latest", |(_, t)| t);
-                index.push(json!({
-                    "mediaType": crate::graph::images::MANIFEST_V1,
-                    "digest": ids::sha256_digest(&o.manifest),
-                    "size": o.manifest.len(),
-                    "annotations": {
-                        "io.containerd.image.name": n,
-                        "org.opencontainers.image.ref.name": tag,
-                    },
-                }));
+                index.push(index_entry(
+                    crate::graph::images::MANIFEST_V1,
+                    &o.manifest,
+                    n,
+                ));
             }
         }
         let index = serde_json::to_vec(&json!({

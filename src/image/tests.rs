@@ -14,14 +14,7 @@ use crate::ids::sha256_digest;
 
 /// A layer tar of `files` (path, content), and of whiteouts for `gone`.
 fn layer_tar(files: &[(&str, &str)], gone: &[&str]) -> Vec<u8> {
-    let t = tempfile::tempdir().unwrap();
-    for (p, data) in files {
-        let path = t.path().join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
-    }
-    let mut out = Vec::new();
-    crate::archive::export::export_diff(None, t.path(), &mut out, &Default::default()).unwrap();
+    let mut out = crate::testutil::tar_of(files);
     if gone.is_empty() {
         return out;
     }

@@ -40,6 +40,7 @@ use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 
 use crate::archive::changes::{is_dir, list_dir, lstat_at, open_dir};
+use crate::archive::resolve::push_components;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::recorded::{self, Ids};
 use crate::fs::remove::{mount_of, MountOf};
@@ -230,10 +231,7 @@ impl Stack {
         let mut opaque = false;
         for key in xattr::list(fd, e, &shown(at))? {
             let k = key.as_bytes();
-            let Some(rest) = k
-                .strip_prefix(b"trusted.overlay.")
-                .or_else(|| k.strip_prefix(b"user.overlay."))
-            else {
+            let Some(rest) = crate::archive::whiteout::overlay_name(k) else {
                 continue;
             };
             match rest {
@@ -484,15 +482,4 @@ fn path_of(dirs: &[(Vec<u8>, MergedDir, Found)]) -> Vec<u8> {
         p.push(b'/');
     }
     p
-}
-
-/// Push the components of `path` onto `todo` so that they pop in order;
-/// empty and `.` components are dropped.
-fn push_components(todo: &mut Vec<Vec<u8>>, path: &[u8]) {
-    todo.extend(
-        path.split(|&b| b == b'/')
-            .filter(|c| !c.is_empty() && *c != b".")
-            .rev()
-            .map(<[u8]>::to_vec),
-    );
 }
