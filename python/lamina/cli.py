@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from lamina.display import tree_rows
+from lamina.display import human, short, tree_rows
 from lamina.errors import LaminaError
 
 
@@ -106,10 +106,10 @@ def _image_row(image: Any) -> list[str]:
     layers = image.layers
     return [
         image.name,
-        _short(image.layer.id),
+        short(image.layer.id),
         image.digest[7:19],
         str(len(layers)),
-        _human(sum(lay.size for lay in layers)),
+        human(sum(lay.size for lay in layers)),
         image.created.strftime("%Y-%m-%d %H:%M:%S"),
     ]
 
@@ -207,32 +207,18 @@ def _source(path: str, quiet: bool = False) -> Iterator[Any]:
         yield src
 
 
-def _short(layer_id: str) -> str:
-    init = "-init" if layer_id.endswith("-init") else ""
-    return layer_id[:12] + init
-
-
 def _layer_row(layer: Any) -> list[str]:
     return [
-        _short(layer.id),
-        _short(layer.parent.id) if layer.parent else "-",
+        short(layer.id),
+        short(layer.parent.id) if layer.parent else "-",
         "rw" if layer.writable else "ro",
-        _human(layer.size),
+        human(layer.size),
         layer.created.strftime("%Y-%m-%d %H:%M:%S"),
         (layer.diff_id or "-")[:19],
     ]
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
+def table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
     return "\n".join(lines)
@@ -241,7 +227,7 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def _tree(graph: Any) -> str:
     """The layers as a tree (parents before children, any depth)."""
     out = [
-        f"{prefix}{_short(layer.id)} ({'rw' if layer.writable else 'ro'}, {_human(layer.size)})"
+        f"{prefix}{short(layer.id)} ({'rw' if layer.writable else 'ro'}, {human(layer.size)})"
         for prefix, layer in tree_rows(graph.layers())
     ]
     return "\n".join(out) if out else "(empty store)"
@@ -412,7 +398,7 @@ def _run(args: argparse.Namespace) -> int:
                 bar.close()
         elif args.verb == "images":
             rows = [_image_row(i) for i in g.images()]
-            print(_table(rows, ["NAME", "LAYER", "DIGEST", "LAYERS", "SIZE", "CREATED"]))
+            print(table(rows, ["NAME", "LAYER", "DIGEST", "LAYERS", "SIZE", "CREATED"]))
         elif args.verb == "tag":
             try:
                 source: Any = g.image(args.source).layer
@@ -426,7 +412,7 @@ def _run(args: argparse.Namespace) -> int:
             print(g.commit(g.get(args.id)).id)
         elif args.verb == "ls":
             rows = [_layer_row(lay) for lay in g.layers()]
-            print(_table(rows, ["ID", "PARENT", "MODE", "SIZE", "CREATED", "DIFF ID"]))
+            print(table(rows, ["ID", "PARENT", "MODE", "SIZE", "CREATED", "DIFF ID"]))
         elif args.verb == "tree" and args.ref:
             from lamina.cli_explore import run_file_tree
 
@@ -452,7 +438,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "diff":
             layer = g.get(args.id)
             dst = args.output or sys.stdout.buffer
-            label = f"diff {_short(layer.id)}"
+            label = f"diff {short(layer.id)}"
             with progress_writer(dst, label, layer.tar_size, args.quiet) as out:
                 layer.diff(out)
         elif args.verb == "rm":
@@ -464,7 +450,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _finding(f: dict[str, Any]) -> str:
     where = " ".join(
-        p for p in (_short(f["layer"]) if f["layer"] else "", escape_path(f["path"] or "")) if p
+        p for p in (short(f["layer"]) if f["layer"] else "", escape_path(f["path"] or "")) if p
     )
     return f"{where}: {f['what']}" if where else str(f["what"])
 

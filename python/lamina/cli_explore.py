@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lamina.analysis import DEFAULT_RULES, Report, analyze
-from lamina.display import human, percent, short
+from lamina.display import human, layer_rows, percent, short
 
 __all__ = ["add_analyze", "add_tree_args", "run_analyze", "run_file_tree"]
 
@@ -67,29 +67,11 @@ def _report(graph: Any, ref: str) -> Report:
         return analyze(image.layer, name=ref)
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]
-    )
-
-
 def _text(report: Report, top: int, enc: str) -> str:
-    from lamina.cli import escape_path
+    from lamina.cli import escape_path, table
 
-    rows = [
-        [
-            str(i),
-            short(lay.id),
-            human(lay.size),
-            f"{len(lay.added)} ({human(lay.added_bytes)})",
-            f"{len(lay.modified)} ({human(lay.modified_bytes)})",
-            f"{len(lay.removed)} ({human(lay.removed_bytes)})",
-            human(lay.hidden_bytes),
-        ]
-        for i, lay in enumerate(report.layers)
-    ]
-    out = [_table(rows, ["#", "LAYER", "SIZE", "ADDED", "MODIFIED", "REMOVED", "HIDDEN"]), ""]
+    header = ["#", "LAYER", "SIZE", "ADDED", "MODIFIED", "REMOVED", "HIDDEN"]
+    out = [table(layer_rows(report), header), ""]
     pct = report.user_wasted_percent
     out.append(f"efficiency:           {percent(report.efficiency)}")
     out.append(f"wasted bytes:         {report.wasted_bytes} ({human(report.wasted_bytes)})")
@@ -100,7 +82,7 @@ def _text(report: Report, top: int, enc: str) -> str:
     if ineff:
         out.append(f"largest inefficient files ({len(report.inefficiencies)} in all):")
         out.append(
-            _table(
+            table(
                 [[str(i.count), human(i.bytes), escape_path(i.path, enc)] for i in ineff],
                 ["COUNT", "WASTED", "PATH"],
             )

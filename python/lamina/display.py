@@ -64,6 +64,24 @@ def short(layer_id: str) -> str:
     return layer_id[:12] + init
 
 
+def layer_rows(report: Report) -> list[list[str]]:
+    """A line of text cells per layer of ``report``: its index, short id,
+    size, what it adds, modifies and removes (count and bytes), and its
+    bytes hidden by later layers."""
+    return [
+        [
+            str(i),
+            short(lay.id),
+            human(lay.size),
+            f"{len(lay.added)} ({human(lay.added_bytes)})",
+            f"{len(lay.modified)} ({human(lay.modified_bytes)})",
+            f"{len(lay.removed)} ({human(lay.removed_bytes)})",
+            human(lay.hidden_bytes),
+        ]
+        for i, lay in enumerate(report.layers)
+    ]
+
+
 def tree_rows(layers: Iterable[Layer]) -> list[tuple[str, Layer]]:
     """The layers as tree lines, parents before children: ``(prefix,
     layer)`` with ``prefix`` drawn as ``├── `` / ``└── ``. Iterative: a
@@ -302,18 +320,7 @@ def report_html(report: Report, *, top: int = 10) -> str:
     )
     per_layer = _table(
         ["#", "layer", "size", "added", "modified", "removed", "hidden"],
-        [
-            [
-                str(i),
-                escape(short(lay.id)),
-                human(lay.size),
-                f"{len(lay.added)} ({human(lay.added_bytes)})",
-                f"{len(lay.modified)} ({human(lay.modified_bytes)})",
-                f"{len(lay.removed)} ({human(lay.removed_bytes)})",
-                human(lay.hidden_bytes),
-            ]
-            for i, lay in enumerate(report.layers)
-        ],
+        [[escape(cell) for cell in row] for row in layer_rows(report)],
     )
     ineff_title = (
         f"<div style='{FONT}'><b>largest inefficient files</b> "
