@@ -60,8 +60,9 @@ impl std::fmt::Debug for Graph {
 }
 
 impl Graph {
-    /// Open (or make) the store at `root` with `driver` (`"overlay"`,
-    /// `"vfs"` or `"auto"`; a store keeps the driver it was made with).
+    /// Open (or make) the store at `root` with `driver` (`"overlay2"`,
+    /// `"overlay"`, `"vfs"` or `"auto"`; a store keeps the driver it was
+    /// made with).
     ///
     /// Mount counts are reconciled with the kernel's mount table: counts of
     /// processes that are gone are dropped, so a crash never blocks delete.
