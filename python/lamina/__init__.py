@@ -37,6 +37,7 @@ from lamina.errors import (
     LayerInUse,
     LayerNotFound,
     LimitExceeded,
+    NotMounted,
     UnsafeArchive,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "NotMounted",
     "Report",
     "UnsafeArchive",
     "__version__",

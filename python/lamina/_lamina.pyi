@@ -121,7 +121,7 @@ class _Mounted:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool: ...
+    ) -> None: ...
 
 class Layer:
     """A layer of a :class:`Graph`. Safe to share between threads."""
@@ -349,7 +349,13 @@ class Graph:
     ) -> Layer:
         """Apply a tar (plain, gzip or zstd) as a read-only layer on
         ``parent``. The default id is the hex of the layer's chain id, so the
-        same diff on the same parent is stored once."""
+        same diff on the same parent is stored once.
+
+        ``metadata`` is kept as JSON and must read back exactly: str keys;
+        values None, bool, int within ±2**53, finite float, str, list and
+        dict (a tuple, a non-str key or a bigger int is refused with
+        ``TypeError``/``ValueError`` naming where it is), at most 1 MiB as
+        compact JSON (``ValueError``, before anything is applied)."""
     def create(
         self,
         parent: _Ref | None = None,
@@ -429,14 +435,16 @@ class Graph:
         it), rebuild what can (size records, mount counts, ``tmp/``): the
         dict of :meth:`check` after it, plus ``actions``, what was done."""
     def close(self) -> None:
-        """Unmount what this graph mounted."""
+        """Unmount what this graph mounted. After it, every call on the
+        graph and on its layers and images raises ``ValueError`` (as on a
+        closed file); ``repr()`` still works and closing twice is harmless."""
     def __enter__(self) -> Graph: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool: ...
+    ) -> None: ...
     def _repr_html_(self) -> str:
         """The layers as a tree, with sizes (notebooks)."""
     def __getitem__(self, ref: _Ref) -> Layer: ...

@@ -42,6 +42,7 @@ impl Graph {
         metadata: Metadata,
     ) -> Result<Layer> {
         self.check_open()?;
+        super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
         if let Some(p) = parent.as_ref().filter(|p| p.chain_id().is_none()) {
             return Err(Error::InvalidArgument(format!(
@@ -152,6 +153,7 @@ impl Graph {
         metadata: Metadata,
     ) -> Result<Layer> {
         self.check_open()?;
+        super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
         let id = match id {
             Some(i) => {
@@ -199,6 +201,7 @@ impl Graph {
     /// `-init` layer is not part of the image), with its own diff id.
     pub fn commit(&self, layer: &Layer, metadata: Metadata) -> Result<Layer> {
         self.check_open()?;
+        super::record::check_metadata(&metadata)?;
         if !layer.writable() {
             return Err(Error::InvalidArgument(format!(
                 "layer {} is read-only; only a writable layer can be committed",

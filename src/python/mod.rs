@@ -11,6 +11,7 @@ mod graph;
 mod image;
 mod init_layer;
 mod layer;
+mod metadata;
 mod view;
 
 use pyo3::prelude::*;
@@ -63,6 +64,15 @@ pub(crate) use errors::to_py_err;
 /// Convert a core result into a Python result.
 pub(crate) trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
+}
+
+/// So `?` on a core result works in a binding: the closed-graph guards
+/// (`Graph.g()`, `Layer.l()`, `Image.img()`) are used both inside
+/// `Python::detach` closures (core results) and outside them.
+impl From<crate::Error> for PyErr {
+    fn from(e: crate::Error) -> PyErr {
+        to_py_err(e)
+    }
 }
 
 impl<T> IntoPy<T> for crate::Result<T> {
