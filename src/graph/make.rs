@@ -152,6 +152,36 @@ impl Graph {
         init: bool,
         metadata: Metadata,
     ) -> Result<Layer> {
+        self.create_with(parent, id, init, metadata, None)
+    }
+
+    /// [`Graph::create`] on `image`'s top layer; the container remembers
+    /// the image, whose config [`Graph::commit_image`] inherits.
+    pub fn create_from_image(
+        &self,
+        image: &super::Image,
+        id: Option<&str>,
+        init: bool,
+        metadata: Metadata,
+    ) -> Result<Layer> {
+        let top = image.layer()?;
+        self.create_with(
+            Some(top.id()),
+            id,
+            init,
+            metadata,
+            Some(image.digest().to_owned()),
+        )
+    }
+
+    fn create_with(
+        &self,
+        parent: Option<&str>,
+        id: Option<&str>,
+        init: bool,
+        metadata: Metadata,
+        image: Option<String>,
+    ) -> Result<Layer> {
         self.check_open()?;
         super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
@@ -185,6 +215,7 @@ impl Graph {
                 .create(LayerDir { id: &id, dir }, parents)?;
             let mut rec = LayerRecord::new(&id, parents.last().map(|p| p.id), true);
             rec.metadata = metadata;
+            rec.image = image;
             Ok(rec)
         });
         if made.is_err() && init {
@@ -194,6 +225,18 @@ impl Graph {
             }
         }
         made
+    }
+
+    /// The image layer a commit of the writable `layer` goes on: its parent,
+    /// or its init layer's parent.
+    pub(crate) fn commit_target(&self, layer: &Layer) -> Result<Option<String>> {
+        let mut target = layer.parent_id().map(str::to_owned);
+        if let Some(p) = &target {
+            if ids::init_id(layer.id()).ok().as_deref() == Some(p.as_str()) {
+                target = self.layer(p)?.parent_id().map(str::to_owned);
+            }
+        }
+        Ok(target)
     }
 
     /// Make the changes of the writable `layer` a new read-only layer on
@@ -208,12 +251,7 @@ impl Graph {
                 layer.id()
             )));
         }
-        let mut target = layer.parent_id().map(str::to_owned);
-        if let Some(p) = &target {
-            if ids::init_id(layer.id()).ok().as_deref() == Some(p.as_str()) {
-                target = self.layer(p)?.parent_id().map(str::to_owned);
-            }
-        }
+        let target = self.commit_target(layer)?;
         let layout = self.inner.store.layout();
         let st = layout.stage(&self.inner.store.read_lock()?, "commit")?;
         let path = st.path().join("diff.tar");

@@ -65,6 +65,10 @@ pub struct LayerRecord {
     /// The driver's own facts about the layer, opaque to the graph.
     #[serde(default)]
     pub driver: BTreeMap<String, String>,
+    /// For a container made from an image: that image's manifest digest,
+    /// whose config `commit_image` inherits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl LayerRecord {
@@ -82,6 +86,7 @@ impl LayerRecord {
             writable,
             metadata: serde_json::Map::new(),
             driver: BTreeMap::new(),
+            image: None,
         }
     }
 
@@ -99,7 +104,10 @@ impl LayerRecord {
                 )));
             }
         }
-        for d in [&self.diff_id, &self.chain_id].into_iter().flatten() {
+        for d in [&self.diff_id, &self.chain_id, &self.image]
+            .into_iter()
+            .flatten()
+        {
             ids::validate_digest(d)?;
         }
         Ok(())

@@ -28,6 +28,12 @@ pub(crate) struct PyGraph {
     inner: Graph,
 }
 
+impl PyGraph {
+    pub(crate) fn graph(&self) -> crate::Result<&Graph> {
+        self.g()
+    }
+}
+
 /// The id named by a `Layer` or a str (id or prefix).
 pub(crate) fn layer_ref(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(l) = obj.cast::<PyLayer>() {
@@ -114,8 +120,19 @@ impl PyGraph {
         init: bool,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLayer> {
-        let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
+        let parent = parent.filter(|p| !p.is_none());
         let metadata = metadata_from_py(metadata)?;
+        if let Some(img) = parent.and_then(|p| p.cast::<super::image::PyImage>().ok()) {
+            let img = img.get().img()?;
+            let l = py
+                .detach(|| {
+                    self.g()?
+                        .create_from_image(img, id.as_deref(), init, metadata)
+                })
+                .py_err()?;
+            return Ok(self.wrap(l));
+        }
+        let parent = parent.map(layer_ref).transpose()?;
         let l = py
             .detach(|| {
                 self.g()?

@@ -35,8 +35,12 @@ pub(crate) fn datetime<'py>(py: Python<'py>, t: Timestamp) -> PyResult<Bound<'py
 }
 
 impl PyImage {
+    pub(crate) fn new(img: Image) -> PyImage {
+        PyImage { inner: img }
+    }
+
     /// The image, while its graph is open (else `ValueError`).
-    fn img(&self) -> crate::Result<&Image> {
+    pub(crate) fn img(&self) -> crate::Result<&Image> {
         self.inner.graph().check_open()?;
         Ok(&self.inner)
     }

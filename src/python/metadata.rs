@@ -31,6 +31,15 @@ pub(crate) fn metadata_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Metad
     object(d, "metadata", 0)
 }
 
+/// A dict as a JSON object, refused as metadata is where it would not read
+/// back exactly; `what` names it in errors.
+pub(crate) fn json_object_from_py(
+    d: &Bound<'_, PyDict>,
+    what: &str,
+) -> PyResult<Map<String, Value>> {
+    object(d, what, 0)
+}
+
 fn object(d: &Bound<'_, PyDict>, at: &str, depth: usize) -> PyResult<Map<String, Value>> {
     let mut m = Map::new();
     for (k, v) in d.iter() {

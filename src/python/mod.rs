@@ -3,6 +3,7 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod archive;
+mod build;
 mod copy;
 mod errors;
 mod export;
