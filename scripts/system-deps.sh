@@ -7,6 +7,7 @@ declare -A need=(
   [setpriv]=util-linux [cp]=coreutils [dockerd]=docker.io
   [skopeo]=skopeo [umoci]=umoci [setcap]=libcap2-bin
   [chromium]=chromium [chromedriver]=chromium-driver
+  [docker-registry]=docker-registry [htpasswd]=apache2-utils [openssl]=openssl
 )
 missing=()
 for cmd in "${!need[@]}"; do

@@ -125,6 +125,21 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A registry failed or refused a request (the message names the
+    /// reference and the blob).
+    #[error("{0}")]
+    Registry(String),
+    /// A registry refused the credentials, or asked for some and there were
+    /// none.
+    #[error("{0}")]
+    RegistryAuth(String),
+    /// The registry has no such manifest (or none for the platform asked).
+    #[error("{0}")]
+    RegistryNotFound(String),
+    /// A manifest lamina does not pull (Docker schema 1, an unknown media
+    /// type).
+    #[error("{0}")]
+    UnsupportedManifest(String),
     /// An unmount of a layer this process has not mounted (more unmounts
     /// than mounts).
     #[error("layer {id} is not mounted")]

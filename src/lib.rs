@@ -47,6 +47,7 @@ pub mod graph;
 pub mod ids;
 pub mod image;
 pub mod init_layer;
+pub mod registry;
 pub mod view;
 
 #[cfg(feature = "python")]

@@ -29,6 +29,7 @@ from lamina._lamina import (
 from lamina.analysis import Report
 from lamina.errors import (
     ArchiveError,
+    AuthenticationError,
     CorruptStore,
     DriverError,
     ImageNotFound,
@@ -37,14 +38,18 @@ from lamina.errors import (
     LayerInUse,
     LayerNotFound,
     LimitExceeded,
+    ManifestUnknown,
     NotMounted,
+    RegistryError,
     UnsafeArchive,
+    UnsupportedManifest,
 )
 
 __all__ = [
     "DRIVERS",
     "INIT_LAYER_ENTRIES",
     "ArchiveError",
+    "AuthenticationError",
     "Change",
     "CorruptStore",
     "DriverError",
@@ -58,9 +63,12 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "ManifestUnknown",
     "NotMounted",
+    "RegistryError",
     "Report",
     "UnsafeArchive",
+    "UnsupportedManifest",
     "__version__",
     "apply_layer",
     "changes",

@@ -399,6 +399,32 @@ class Graph:
         layer made by :func:`setup_init_layer` between them. On an
         :class:`Image`, the container sits on its top layer and remembers the
         image, whose config :meth:`commit_image` inherits."""
+    def pull(
+        self,
+        reference: str,
+        *,
+        platform: str | None = None,
+        auth: tuple[str, str] | dict[str, str] | None = None,
+        insecure: bool = False,
+        progress: _Progress | None = None,
+    ) -> Image:
+        """Pull ``reference`` (``host[:port]/repo[:tag][@digest]``, as Docker
+        parses it) over the OCI distribution API and name the image by it (a
+        reference by digest alone names it by its manifest digest). An index
+        or manifest list gives this machine's platform, or ``platform``
+        (``"linux/arm64"``). Layers already in the store are not fetched;
+        the others stream from the socket through the blob's digest check,
+        decompression and the apply, with no copy of the blob; a wrong blob
+        fails the pull and the store keeps nothing of it. ``img.digest`` is
+        the registry's manifest digest. Credentials: ``auth``, else Docker's
+        config file (``auths``, ``credsStore``, ``credHelpers``). TLS is
+        verified (system roots, plus ``/etc/docker/certs.d/<host:port>/*.crt``
+        or ``$LAMINA_CERTS_D``); plain HTTP only for loopback hosts,
+        ``insecure=True`` or ``$LAMINA_INSECURE_REGISTRIES``. ``docker.io``
+        needs ``$LAMINA_DOCKER_IO_ENDPOINT``. Failures are
+        :class:`RegistryError` (:class:`AuthenticationError`,
+        :class:`ManifestUnknown`, :class:`UnsupportedManifest`) or
+        :class:`ArchiveError` for a blob whose bytes are wrong."""
     def commit_image(
         self,
         container: _Ref,

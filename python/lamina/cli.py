@@ -303,6 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--image", help="create it on this image's top layer")
     v.add_argument("--init", action="store_true", help="put an -init layer under it")
     v.add_argument("--id", help="layer id (default: random)")
+    v = verbs.add_parser("pull", help="pull an image from a registry")
+    v.add_argument("reference", help="[host[:port]/]repo[:tag][@digest]")
+    v.add_argument("--platform", help="os/arch[/variant] of an index (default: this machine)")
+    v.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     v = verbs.add_parser(
         "commit",
         help="turn a writable layer's diff into a read-only layer; with NAME, an image "
@@ -397,6 +402,15 @@ def _run(args: argparse.Namespace) -> int:
                 bar.close()
             for image in loaded:
                 print(f"Loaded image: {image.name}")
+        elif args.verb == "pull":
+            bar = _ImageProgress("pull", args.quiet)
+            try:
+                pulled = g.pull(
+                    args.reference, platform=args.platform, insecure=args.insecure, progress=bar
+                )
+            finally:
+                bar.close()
+            print(f"{pulled.name} {pulled.digest}")
         elif args.verb == "save":
             fmt: Any = _save_format(args.path, args.format)
             comp: Any = args.compression or ("gzip" if fmt == "oci" else "none")

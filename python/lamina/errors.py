@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArchiveError",
+    "AuthenticationError",
     "CorruptStore",
     "DriverError",
     "ImageNotFound",
@@ -17,8 +18,11 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "ManifestUnknown",
     "NotMounted",
+    "RegistryError",
     "UnsafeArchive",
+    "UnsupportedManifest",
 ]
 
 
@@ -93,6 +97,28 @@ class NotMounted(LaminaError, ValueError):
     by this process (more unmounts than mounts)."""
 
     id: str = ""
+
+
+class RegistryError(LaminaError):
+    """A registry failed or refused a pull or push; the message names the
+    reference and, where one is involved, the blob."""
+
+
+class AuthenticationError(RegistryError):
+    """The registry refused the credentials, or asked for some and none were
+    given (``auth=``, ``lamina login`` or Docker's config file)."""
+
+
+class ManifestUnknown(RegistryError, KeyError):
+    """The registry has no such manifest, or none for the platform asked."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UnsupportedManifest(RegistryError, ValueError):
+    """A manifest lamina does not pull: Docker schema 1, or a media type that
+    is not an image manifest or index (the message names it)."""
 
 
 class LimitExceeded(LaminaError, MemoryError):

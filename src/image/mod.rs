@@ -62,7 +62,7 @@ mod load;
 mod parse;
 mod save;
 mod stream;
-mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;

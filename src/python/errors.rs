@@ -162,6 +162,16 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             let attrs = [("id", any(py, id))];
             raise_in(py, "NotMounted", args(py, vec![any(py, msg)]), &attrs)
         }
+        Error::Registry(m) => raise_in(py, "RegistryError", args(py, vec![any(py, m)]), &[]),
+        Error::RegistryAuth(m) => {
+            raise_in(py, "AuthenticationError", args(py, vec![any(py, m)]), &[])
+        }
+        Error::RegistryNotFound(m) => {
+            raise_in(py, "ManifestUnknown", args(py, vec![any(py, m)]), &[])
+        }
+        Error::UnsupportedManifest(m) => {
+            raise_in(py, "UnsupportedManifest", args(py, vec![any(py, m)]), &[])
+        }
         Error::Internal(m) => raise_in(
             py,
             "LaminaError",

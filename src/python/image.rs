@@ -135,13 +135,13 @@ impl PyImage {
 /// A Python progress callback, called with (bytes, total_bytes, layers,
 /// total_layers); the first exception it raises is kept and re-raised
 /// when the call ends, and it is not called again.
-struct PyProgress {
-    callback: Option<Py<PyAny>>,
+pub(crate) struct PyProgress {
+    pub(crate) callback: Option<Py<PyAny>>,
     err: Mutex<Option<PyErr>>,
 }
 
 impl PyProgress {
-    fn call(&self, i: ProgressInfo) {
+    pub(crate) fn call(&self, i: ProgressInfo) {
         let Some(cb) = &self.callback else { return };
         let mut err = self.err.lock().unwrap_or_else(|e| e.into_inner());
         if err.is_some() {
@@ -157,12 +157,12 @@ impl PyProgress {
         });
     }
 
-    fn take_err(&self) -> Option<PyErr> {
+    pub(crate) fn take_err(&self) -> Option<PyErr> {
         self.err.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
-fn progress_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<PyProgress> {
+pub(crate) fn progress_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<PyProgress> {
     let callback = match obj.filter(|o| !o.is_none()) {
         Some(o) if o.is_callable() => Some(o.clone().unbind()),
         Some(_) => return Err(PyTypeError::new_err("progress is a callable or None")),

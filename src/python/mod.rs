@@ -13,6 +13,7 @@ mod image;
 mod init_layer;
 mod layer;
 mod metadata;
+mod registry;
 mod view;
 
 use pyo3::prelude::*;

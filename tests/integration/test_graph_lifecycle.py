@@ -165,13 +165,16 @@ def test_ambiguous_prefix(graph: lamina.Graph) -> None:
 def test_close_unmounts(tmp_path: Path) -> None:
     with open_graph(tmp_path / "s", "overlay") as g:
         box = g.create(g.register(BASE))
+        box_id = box.id
         path = box.mount()
         box.mount()
         assert path in mount_points() and box.mount_count == 2
     assert path not in mount_points()
+    with pytest.raises(ValueError, match="closed"):
+        _ = box.mount_count
     with lamina.Graph(tmp_path / "s") as g:
-        assert g.driver == "overlay" and g[box.id].mount_count == 0
-        g.delete(box.id)
+        assert g.driver == "overlay" and g[box_id].mount_count == 0
+        g.delete(box_id)
     with pytest.raises(ValueError):
         lamina.Graph(tmp_path / "s", driver="vfs")
 
