@@ -11,6 +11,7 @@ mod graph;
 mod image;
 mod init_layer;
 mod layer;
+mod rootless;
 mod view;
 
 use pyo3::prelude::*;
@@ -40,6 +41,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::view::{_merged_view, PyEntry, PyView, PyWalk};
+
+    #[pymodule_export]
+    use super::rootless::{_mount_helper_main, _set_mount_helper};
 
     use pyo3::prelude::*;
 
