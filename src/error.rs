@@ -125,6 +125,13 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// An unmount of a layer this process has not mounted (more unmounts
+    /// than mounts).
+    #[error("layer {id} is not mounted")]
+    NotMounted {
+        /// The layer's id.
+        id: String,
+    },
     /// The graph was closed; nothing more can be done through it.
     #[error("the graph is closed")]
     Closed,

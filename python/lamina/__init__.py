@@ -40,6 +40,7 @@ from lamina.errors import (
     LayerInUse,
     LayerNotFound,
     LimitExceeded,
+    NotMounted,
     UnsafeArchive,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "NotMounted",
     "Report",
     "UnsafeArchive",
     "__version__",

@@ -5,7 +5,7 @@ import io
 from collections.abc import Callable, Iterable, Iterator
 from os import PathLike
 from types import TracebackType
-from typing import IO, Any, Literal, Protocol, TypeAlias, final, overload
+from typing import IO, Any, Literal, Protocol, TypeAlias, TypedDict, final, overload
 
 from lamina.analysis import Report
 
@@ -121,7 +121,7 @@ class _Mounted:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool: ...
+    ) -> None: ...
 
 class Layer:
     """A layer of a :class:`Graph`. Safe to share between threads."""
@@ -317,6 +317,28 @@ class Image:
     def created(self) -> datetime.datetime:
         """When the image was made (its config's ``created``; else when it was
         recorded), aware, UTC."""
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment (``config.Env``) as a dict."""
+    @property
+    def cmd(self) -> list[str] | None:
+        """``config.Cmd``."""
+    @property
+    def entrypoint(self) -> list[str] | None:
+        """``config.Entrypoint``."""
+    @property
+    def labels(self) -> dict[str, str]:
+        """``config.Labels`` (empty when none)."""
+    @property
+    def workdir(self) -> str:
+        """``config.WorkingDir`` (``""`` when unset)."""
+    @property
+    def user(self) -> str:
+        """``config.User`` (``""`` when unset)."""
+    @property
+    def history(self) -> list[HistoryEntry]:
+        """The config's history, base first (what ``docker history`` lists,
+        newest last)."""
     def analyze(self) -> Report:
         """dive's analysis of the image's layers (its top layer's chain),
         named by the image: see :meth:`Layer.analyze`."""
@@ -324,6 +346,15 @@ class Image:
     def __hash__(self) -> int: ...
 
 _ImageRef: TypeAlias = str | Image
+
+class HistoryEntry(TypedDict, total=False):
+    """One entry of an image config's ``history``."""
+
+    created: str
+    created_by: str
+    author: str
+    comment: str
+    empty_layer: bool
 
 class Graph:
     """A layer store at ``root`` (DESIGN.md §3-§4). Safe to share between
@@ -349,17 +380,49 @@ class Graph:
     ) -> Layer:
         """Apply a tar (plain, gzip or zstd) as a read-only layer on
         ``parent``. The default id is the hex of the layer's chain id, so the
-        same diff on the same parent is stored once."""
+        same diff on the same parent is stored once.
+
+        ``metadata`` is kept as JSON and must read back exactly: str keys;
+        values None, bool, int within ±2**53, finite float, str, list and
+        dict (a tuple, a non-str key or a bigger int is refused with
+        ``TypeError``/``ValueError`` naming where it is), at most 1 MiB as
+        compact JSON (``ValueError``, before anything is applied)."""
     def create(
         self,
-        parent: _Ref | None = None,
+        parent: _Ref | Image | None = None,
         *,
         id: str | None = None,
         init: bool = False,
         metadata: dict[str, Any] | None = None,
     ) -> Layer:
         """A writable layer on ``parent``; ``init=True`` puts an ``<id>-init``
-        layer made by :func:`setup_init_layer` between them."""
+        layer made by :func:`setup_init_layer` between them. On an
+        :class:`Image`, the container sits on its top layer and remembers the
+        image, whose config :meth:`commit_image` inherits."""
+    def commit_image(
+        self,
+        container: _Ref,
+        name: str,
+        *,
+        changes: str | Iterable[str | dict[str, Any]] | dict[str, Any] | None = None,
+        created_by: str | None = None,
+        author: str | None = None,
+        comment: str | None = None,
+    ) -> Image:
+        """``docker commit``: the container's changes as a new layer on its
+        image, tagged ``name`` with the image's config inherited and changed.
+
+        ``changes`` are read as ``docker commit --change`` reads them:
+        ``ENV``, ``CMD``, ``ENTRYPOINT`` (exec form ``["a", "b"]`` or shell
+        form, run by ``/bin/sh -c``), ``LABEL``, ``WORKDIR`` (relative to the
+        previous one), ``USER``, ``EXPOSE`` (``80`` is ``80/tcp``), ``VOLUME``,
+        ``STOPSIGNAL``; a dict sets config keys (``{"Cmd": ["sh"]}``) as given.
+        One history entry is appended (``created_by``, ``author``,
+        ``comment``); ``created`` is ``$SOURCE_DATE_EPOCH`` when set, else now.
+        A change that cannot be read is a ``ValueError`` before anything is
+        written. The base config is the image the container was created from
+        (``create(image)``), else the image whose top layer the container
+        sits on, else a new one."""
     def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
         """A writable layer's changes as a new read-only layer on the same
         image layer."""
@@ -429,14 +492,16 @@ class Graph:
         it), rebuild what can (size records, mount counts, ``tmp/``): the
         dict of :meth:`check` after it, plus ``actions``, what was done."""
     def close(self) -> None:
-        """Unmount what this graph mounted."""
+        """Unmount what this graph mounted. After it, every call on the
+        graph and on its layers and images raises ``ValueError`` (as on a
+        closed file); ``repr()`` still works and closing twice is harmless."""
     def __enter__(self) -> Graph: ...
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool: ...
+    ) -> None: ...
     def _repr_html_(self) -> str:
         """The layers as a tree, with sizes (notebooks)."""
     def __getitem__(self, ref: _Ref) -> Layer: ...

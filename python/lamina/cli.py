@@ -303,8 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--image", help="create it on this image's top layer")
     v.add_argument("--init", action="store_true", help="put an -init layer under it")
     v.add_argument("--id", help="layer id (default: random)")
-    v = verbs.add_parser("commit", help="turn a writable layer's diff into a read-only layer")
+    v = verbs.add_parser(
+        "commit",
+        help="turn a writable layer's diff into a read-only layer; with NAME, an image "
+        "(docker commit)",
+    )
     v.add_argument("id")
+    v.add_argument("name", nargs="?", help="tag an image NAME with the inherited config")
+    v.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        help="a config change as docker commit reads it (ENV, CMD, ENTRYPOINT, LABEL, "
+        "WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL); repeatable",
+    )
+    v.add_argument("-a", "--author", help="the image's author")
+    v.add_argument("-m", "--message", help="the history entry's comment")
+    v.add_argument("--created-by", help="the history entry's created_by")
     verbs.add_parser("ls", help="list layers")
     from lamina import cli_explore
 
@@ -370,7 +386,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "create":
             if args.image and args.parent:
                 raise ValueError("create takes a parent layer or --image, not both")
-            parent = g.image(args.image).layer if args.image else args.parent
+            parent = g.image(args.image) if args.image else args.parent
             print(g.create(parent, id=args.id, init=args.init).id)
         elif args.verb == "load":
             bar = _ImageProgress("load", args.quiet)
@@ -408,7 +424,19 @@ def _run(args: argparse.Namespace) -> int:
         elif args.verb == "rmi":
             for name in args.names:
                 _rmi(g, name, args.keep_layers)
+        elif args.verb == "commit" and args.name:
+            img = g.commit_image(
+                g.get(args.id),
+                args.name,
+                changes=args.change,
+                created_by=args.created_by,
+                author=args.author,
+                comment=args.message,
+            )
+            print(f"{img.name} {img.digest}")
         elif args.verb == "commit":
+            if args.change or args.author or args.message or args.created_by:
+                raise ValueError("--change, --author, --message, --created-by need an image NAME")
             print(g.commit(g.get(args.id)).id)
         elif args.verb == "ls":
             rows = [_layer_row(lay) for lay in g.layers()]

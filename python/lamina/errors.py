@@ -17,6 +17,7 @@ __all__ = [
     "LayerInUse",
     "LayerNotFound",
     "LimitExceeded",
+    "NotMounted",
     "UnsafeArchive",
 ]
 
@@ -85,6 +86,13 @@ class CorruptStore(LaminaError):
     the file or directory."""
 
     path: str = ""
+
+
+class NotMounted(LaminaError, ValueError):
+    """An unmount with nothing to give back: the layer ``id`` is not mounted
+    by this process (more unmounts than mounts)."""
+
+    id: str = ""
 
 
 class LimitExceeded(LaminaError, MemoryError):

@@ -268,7 +268,9 @@ pub(crate) fn with_mounted<T, D: Driver + ?Sized>(
 
 /// The error of an unmount with nothing to give back.
 pub(crate) fn not_mounted(layer: LayerDir<'_>) -> Error {
-    Error::InvalidArgument(format!("layer {} is not mounted", layer.id))
+    Error::NotMounted {
+        id: layer.id.to_owned(),
+    }
 }
 
 /// Refuse to remove a layer while a filesystem is mounted inside its

@@ -240,6 +240,11 @@ pub struct Image {
 
 impl Image {
     /// The image's record.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The image's record.
     pub fn record(&self) -> &ImageRecord {
         &self.rec
     }

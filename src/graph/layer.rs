@@ -78,6 +78,11 @@ impl Layer {
         self.rec.created
     }
 
+    /// The manifest digest of the image this container was made from.
+    pub fn image_digest(&self) -> Option<&str> {
+        self.rec.image.as_deref()
+    }
+
     /// The user's metadata.
     pub fn metadata(&self) -> &Metadata {
         &self.rec.metadata

@@ -42,6 +42,7 @@ impl Graph {
         metadata: Metadata,
     ) -> Result<Layer> {
         self.check_open()?;
+        super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
         if let Some(p) = parent.as_ref().filter(|p| p.chain_id().is_none()) {
             return Err(Error::InvalidArgument(format!(
@@ -151,7 +152,38 @@ impl Graph {
         init: bool,
         metadata: Metadata,
     ) -> Result<Layer> {
+        self.create_with(parent, id, init, metadata, None)
+    }
+
+    /// [`Graph::create`] on `image`'s top layer; the container remembers
+    /// the image, whose config [`Graph::commit_image`] inherits.
+    pub fn create_from_image(
+        &self,
+        image: &super::Image,
+        id: Option<&str>,
+        init: bool,
+        metadata: Metadata,
+    ) -> Result<Layer> {
+        let top = image.layer()?;
+        self.create_with(
+            Some(top.id()),
+            id,
+            init,
+            metadata,
+            Some(image.digest().to_owned()),
+        )
+    }
+
+    fn create_with(
+        &self,
+        parent: Option<&str>,
+        id: Option<&str>,
+        init: bool,
+        metadata: Metadata,
+        image: Option<String>,
+    ) -> Result<Layer> {
         self.check_open()?;
+        super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
         let id = match id {
             Some(i) => {
@@ -183,6 +215,7 @@ impl Graph {
                 .create(LayerDir { id: &id, dir }, parents)?;
             let mut rec = LayerRecord::new(&id, parents.last().map(|p| p.id), true);
             rec.metadata = metadata;
+            rec.image = image;
             Ok(rec)
         });
         if made.is_err() && init {
@@ -194,23 +227,31 @@ impl Graph {
         made
     }
 
-    /// Make the changes of the writable `layer` a new read-only layer on
-    /// the same image layer (what `docker commit` does: a container's
-    /// `-init` layer is not part of the image), with its own diff id.
-    pub fn commit(&self, layer: &Layer, metadata: Metadata) -> Result<Layer> {
-        self.check_open()?;
-        if !layer.writable() {
-            return Err(Error::InvalidArgument(format!(
-                "layer {} is read-only; only a writable layer can be committed",
-                layer.id()
-            )));
-        }
+    /// The image layer a commit of the writable `layer` goes on: its parent,
+    /// or its init layer's parent.
+    pub(crate) fn commit_target(&self, layer: &Layer) -> Result<Option<String>> {
         let mut target = layer.parent_id().map(str::to_owned);
         if let Some(p) = &target {
             if ids::init_id(layer.id()).ok().as_deref() == Some(p.as_str()) {
                 target = self.layer(p)?.parent_id().map(str::to_owned);
             }
         }
+        Ok(target)
+    }
+
+    /// Make the changes of the writable `layer` a new read-only layer on
+    /// the same image layer (what `docker commit` does: a container's
+    /// `-init` layer is not part of the image), with its own diff id.
+    pub fn commit(&self, layer: &Layer, metadata: Metadata) -> Result<Layer> {
+        self.check_open()?;
+        super::record::check_metadata(&metadata)?;
+        if !layer.writable() {
+            return Err(Error::InvalidArgument(format!(
+                "layer {} is read-only; only a writable layer can be committed",
+                layer.id()
+            )));
+        }
+        let target = self.commit_target(layer)?;
         let layout = self.inner.store.layout();
         let st = layout.stage(&self.inner.store.read_lock()?, "commit")?;
         let path = st.path().join("diff.tar");

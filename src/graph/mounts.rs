@@ -75,7 +75,7 @@ impl Inner {
                     Ok(_) => {}
                     // Gone already (unmounted behind our back, or with a
                     // rootless helper that died): the state close wants.
-                    Err(Error::InvalidArgument(m)) if m.ends_with("is not mounted") => break,
+                    Err(Error::NotMounted { .. }) => break,
                     Err(e) => {
                         first.get_or_insert(e);
                         break;

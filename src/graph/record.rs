@@ -13,6 +13,24 @@ use crate::error::{Error, Result};
 use crate::graph::time::Timestamp;
 use crate::ids;
 
+/// The most a layer's user metadata may hold, as compact JSON. Records are
+/// read whole on every listing ([`crate::fs::private::READ_MAX`]), so a
+/// bigger one is refused before anything is written, not found unreadable
+/// later; bulk data belongs in a file beside the store.
+pub const METADATA_MAX: usize = 1 << 20;
+
+/// Refuse metadata over [`METADATA_MAX`]; called before a layer is made,
+/// so nothing is applied or written for a record that could not be kept.
+pub fn check_metadata(m: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let size = serde_json::to_vec(m).map_or(0, |m| m.len());
+    if size > METADATA_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "metadata is {size} bytes as JSON; the limit is {METADATA_MAX}"
+        )));
+    }
+    Ok(())
+}
+
 /// One layer's metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerRecord {
@@ -47,6 +65,10 @@ pub struct LayerRecord {
     /// The driver's own facts about the layer, opaque to the graph.
     #[serde(default)]
     pub driver: BTreeMap<String, String>,
+    /// For a container made from an image: that image's manifest digest,
+    /// whose config `commit_image` inherits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl LayerRecord {
@@ -64,6 +86,7 @@ impl LayerRecord {
             writable,
             metadata: serde_json::Map::new(),
             driver: BTreeMap::new(),
+            image: None,
         }
     }
 
@@ -81,7 +104,10 @@ impl LayerRecord {
                 )));
             }
         }
-        for d in [&self.diff_id, &self.chain_id].into_iter().flatten() {
+        for d in [&self.diff_id, &self.chain_id, &self.image]
+            .into_iter()
+            .flatten()
+        {
             ids::validate_digest(d)?;
         }
         Ok(())
@@ -91,6 +117,8 @@ impl LayerRecord {
     /// (metadata nested deeper than the JSON reader's recursion limit) is
     /// refused here, at write time, not found unreadable later.
     pub fn to_json(&self) -> Result<Vec<u8>> {
+        check_metadata(&self.metadata)
+            .map_err(|e| Error::InvalidArgument(format!("layer {}: {e}", self.id)))?;
         let mut v = serde_json::to_vec_pretty(self).map_err(|e| {
             Error::InvalidArgument(format!("layer {}: cannot encode metadata: {e}", self.id))
         })?;
@@ -136,6 +164,13 @@ mod tests {
             .insert("k".into(), serde_json::json!({"nested": [1, 2]}));
         r.driver.insert("lower-id".into(), "2".repeat(64));
         let back = LayerRecord::from_json(&id, &r.to_json().unwrap()).unwrap();
+        let mut big = r.clone();
+        big.metadata
+            .insert("k".into(), "x".repeat(METADATA_MAX).into());
+        assert!(matches!(big.to_json(), Err(Error::InvalidArgument(_))));
+        big.metadata
+            .insert("k".into(), "x".repeat(METADATA_MAX - 16).into());
+        assert!(big.to_json().is_ok());
         assert_eq!(back, r);
         assert!(LayerRecord::from_json(&"5".repeat(64), &r.to_json().unwrap()).is_err());
 

@@ -55,6 +55,8 @@
 //! - `parse`: the images a layout or archive holds.
 //! - `load`, `save`: the two directions.
 
+mod changes;
+mod commit;
 mod files;
 mod load;
 mod parse;
@@ -65,5 +67,7 @@ mod verify;
 #[cfg(test)]
 mod tests;
 
+pub use changes::{apply_changes, ConfigChange};
+pub use commit::CommitImage;
 pub use load::LoadSource;
 pub use save::{SaveFormat, SaveTarget};

@@ -154,6 +154,14 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             let msg = e.to_string();
             raise_in(py, "LimitExceeded", args(py, vec![any(py, msg)]), &[])
         }
+        e @ Error::NotMounted { .. } => {
+            let msg = e.to_string();
+            let Error::NotMounted { id } = e else {
+                unreachable!("matched above")
+            };
+            let attrs = [("id", any(py, id))];
+            raise_in(py, "NotMounted", args(py, vec![any(py, msg)]), &attrs)
+        }
         Error::Internal(m) => raise_in(
             py,
             "LaminaError",

@@ -13,9 +13,10 @@ use pyo3::types::{PyDict, PyList};
 
 use super::archive::{source_from_py, Source};
 use super::layer::PyLayer;
+use super::metadata::metadata_from_py;
 use super::IntoPy;
 use crate::graph::graph::Inner;
-use crate::graph::{Graph, Metadata};
+use crate::graph::Graph;
 
 /// Graphs still open, closed at interpreter exit (`atexit`), so what they
 /// mounted is unmounted even when Python never collects them.
@@ -24,35 +25,31 @@ static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 /// A layer store (DESIGN.md §4).
 #[pyclass(frozen, name = "Graph", module = "lamina")]
 pub(crate) struct PyGraph {
-    g: Graph,
+    inner: Graph,
+}
+
+impl PyGraph {
+    pub(crate) fn graph(&self) -> crate::Result<&Graph> {
+        self.g()
+    }
 }
 
 /// The id named by a `Layer` or a str (id or prefix).
 pub(crate) fn layer_ref(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(l) = obj.cast::<PyLayer>() {
-        return Ok(l.get().layer().id().to_owned());
+        return Ok(l.get().layer()?.id().to_owned());
     }
     obj.extract::<String>()
         .map_err(|_| PyTypeError::new_err("a layer reference is a Layer or an id (str)"))
 }
 
-pub(crate) fn metadata_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Metadata> {
-    let Some(obj) = obj.filter(|o| !o.is_none()) else {
-        return Ok(Metadata::new());
-    };
-    if !obj.is_instance_of::<PyDict>() {
-        return Err(PyTypeError::new_err("metadata is a dict"));
-    }
-    let text: String = obj
-        .py()
-        .import("json")?
-        .call_method1("dumps", (obj,))?
-        .extract()?;
-    serde_json::from_str(&text)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("metadata: {e}")))
-}
-
 impl PyGraph {
+    /// The graph, while open: after `close()` every call is a `ValueError`.
+    fn g(&self) -> crate::Result<&Graph> {
+        self.inner.check_open()?;
+        Ok(&self.inner)
+    }
+
     fn wrap(&self, l: crate::graph::Layer) -> PyLayer {
         PyLayer::new(l)
     }
@@ -67,19 +64,19 @@ impl PyGraph {
         let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|w| w.strong_count() > 0);
         open.push(Arc::downgrade(&g.inner));
-        Ok(PyGraph { g })
+        Ok(PyGraph { inner: g })
     }
 
     /// The store's root directory.
     #[getter]
-    fn root(&self) -> String {
-        self.g.root().display().to_string()
+    fn root(&self) -> PyResult<String> {
+        Ok(self.g()?.root().display().to_string())
     }
 
     /// The store's driver.
     #[getter]
-    fn driver(&self) -> String {
-        self.g.driver_name().to_owned()
+    fn driver(&self) -> PyResult<String> {
+        Ok(self.g()?.driver_name().to_owned())
     }
 
     #[pyo3(signature = (source, *, parent = None, id = None, metadata = None))]
@@ -95,7 +92,7 @@ impl PyGraph {
         let metadata = metadata_from_py(metadata)?;
         let err = Arc::new(Mutex::new(None));
         let src = source_from_py(source, &err)?;
-        let g = &self.g;
+        let g = self.g()?;
         let r = py.detach(|| {
             let (p, i) = (parent.as_deref(), id.as_deref());
             match src {
@@ -123,11 +120,22 @@ impl PyGraph {
         init: bool,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLayer> {
-        let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
+        let parent = parent.filter(|p| !p.is_none());
         let metadata = metadata_from_py(metadata)?;
+        if let Some(img) = parent.and_then(|p| p.cast::<super::image::PyImage>().ok()) {
+            let img = img.get().img()?;
+            let l = py
+                .detach(|| {
+                    self.g()?
+                        .create_from_image(img, id.as_deref(), init, metadata)
+                })
+                .py_err()?;
+            return Ok(self.wrap(l));
+        }
+        let parent = parent.map(layer_ref).transpose()?;
         let l = py
             .detach(|| {
-                self.g
+                self.g()?
                     .create(parent.as_deref(), id.as_deref(), init, metadata)
             })
             .py_err()?;
@@ -143,37 +151,37 @@ impl PyGraph {
     ) -> PyResult<PyLayer> {
         let metadata = metadata_from_py(metadata)?;
         let l = match layer.cast::<PyLayer>() {
-            Ok(l) => l.get().layer().clone(),
+            Ok(l) => l.get().layer()?.clone(),
             Err(_) => {
                 let r = layer_ref(layer)?;
-                py.detach(|| self.g.get(&r)).py_err()?
+                py.detach(|| self.g()?.get(&r)).py_err()?
             }
         };
-        Ok(self.wrap(py.detach(|| self.g.commit(&l, metadata)).py_err()?))
+        Ok(self.wrap(py.detach(|| self.g()?.commit(&l, metadata)).py_err()?))
     }
 
     fn get(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
         let r = layer_ref(reference)?;
-        Ok(self.wrap(py.detach(|| self.g.get(&r)).py_err()?))
+        Ok(self.wrap(py.detach(|| self.g()?.get(&r)).py_err()?))
     }
 
     fn layers(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
-        let ls = py.detach(|| self.g.layers()).py_err()?;
+        let ls = py.detach(|| self.g()?.layers()).py_err()?;
         Ok(ls.into_iter().map(|l| self.wrap(l)).collect())
     }
 
     fn heads(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
-        let ls = py.detach(|| self.g.heads()).py_err()?;
+        let ls = py.detach(|| self.g()?.heads()).py_err()?;
         Ok(ls.into_iter().map(|l| self.wrap(l)).collect())
     }
 
     fn delete(&self, py: Python<'_>, layer: &Bound<'_, PyAny>) -> PyResult<()> {
         let r = layer_ref(layer)?;
-        py.detach(|| self.g.delete(&r)).py_err()
+        py.detach(|| self.g()?.delete(&r)).py_err()
     }
 
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let pairs = py.detach(|| self.g.status()).py_err()?;
+        let pairs = py.detach(|| self.g()?.status()).py_err()?;
         let d = PyDict::new(py);
         for (k, v) in pairs {
             let value: Bound<'py, PyAny> = match v.as_str() {
@@ -196,7 +204,7 @@ impl PyGraph {
         source: &Bound<'_, PyAny>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<super::image::PyImage>> {
-        super::image::load(&self.g, py, source, progress)
+        super::image::load(self.g()?, py, source, progress)
     }
 
     #[pyo3(signature = (refs, dst, *, format = "oci", compression = Some("gzip"), progress = None))]
@@ -210,7 +218,7 @@ impl PyGraph {
         compression: Option<&str>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        super::image::save(&self.g, py, refs, dst, format, compression, progress)
+        super::image::save(self.g()?, py, refs, dst, format, compression, progress)
     }
 
     #[pyo3(signature = (layer, name, *, config = None))]
@@ -221,37 +229,37 @@ impl PyGraph {
         name: String,
         config: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<super::image::PyImage> {
-        super::image::tag(&self.g, py, layer_ref(layer)?, name, config)
+        super::image::tag(self.g()?, py, layer_ref(layer)?, name, config)
     }
 
     fn untag(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
-        super::image::untag(&self.g, py, name)
+        super::image::untag(self.g()?, py, name)
     }
 
     fn images(&self, py: Python<'_>) -> PyResult<Vec<super::image::PyImage>> {
-        super::image::images(&self.g, py)
+        super::image::images(self.g()?, py)
     }
 
     fn image(&self, py: Python<'_>, name: &str) -> PyResult<super::image::PyImage> {
-        super::image::image(&self.g, py, name)
+        super::image::image(self.g()?, py, name)
     }
 
     /// Check every layer; nothing is changed. A dict: `layers` (how many),
     /// `problems` (each `layer`, `path`, `what`; empty when all is well).
     fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.detach(|| self.g.check()).py_err()?;
+        let r = py.detach(|| self.g()?.check()).py_err()?;
         report_to_py(py, &r, false)
     }
 
     /// Remove what cannot be saved, rebuild what can; the dict of
     /// [`check`] after it, plus `actions`, what was done.
     fn repair<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.detach(|| self.g.repair()).py_err()?;
+        let r = py.detach(|| self.g()?.repair()).py_err()?;
         report_to_py(py, &r, true)
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.g.close()).py_err()
+        py.detach(|| self.inner.close()).py_err()
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -259,9 +267,9 @@ impl PyGraph {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
         self.close(py)?;
-        Ok(false)
+        Ok(())
     }
 
     fn __getitem__(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
@@ -272,11 +280,11 @@ impl PyGraph {
         let Ok(r) = layer_ref(reference) else {
             return Ok(false);
         };
-        py.detach(|| self.g.contains(&r)).py_err()
+        py.detach(|| self.g()?.contains(&r)).py_err()
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| self.g.len()).py_err()
+        py.detach(|| self.g()?.len()).py_err()
     }
 
     fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
@@ -287,8 +295,8 @@ impl PyGraph {
     fn __repr__(&self) -> String {
         format!(
             "Graph({:?}, driver={:?})",
-            self.g.root().display().to_string(),
-            self.g.driver_name()
+            self.inner.root().display().to_string(),
+            self.inner.driver_name()
         )
     }
 }

@@ -21,7 +21,7 @@ use crate::image::{LoadSource, SaveFormat, SaveTarget};
 /// An image of a `Graph`: a name for a chain of layers, with its config.
 #[pyclass(frozen, name = "Image", module = "lamina")]
 pub(crate) struct PyImage {
-    img: Image,
+    inner: Image,
 }
 
 pub(crate) fn datetime<'py>(py: Python<'py>, t: Timestamp) -> PyResult<Bound<'py, PyAny>> {
@@ -34,24 +34,36 @@ pub(crate) fn datetime<'py>(py: Python<'py>, t: Timestamp) -> PyResult<Bound<'py
         .call_method("replace", (), Some(&kw))
 }
 
+impl PyImage {
+    pub(crate) fn new(img: Image) -> PyImage {
+        PyImage { inner: img }
+    }
+
+    /// The image, while its graph is open (else `ValueError`).
+    pub(crate) fn img(&self) -> crate::Result<&Image> {
+        self.inner.graph().check_open()?;
+        Ok(&self.inner)
+    }
+}
+
 #[pymethods]
 impl PyImage {
     /// The name, e.g. ``"app:1"``.
     #[getter]
-    fn name(&self) -> &str {
-        self.img.name()
+    fn name(&self) -> PyResult<&str> {
+        Ok(self.img()?.name())
     }
 
     /// The manifest digest, ``"sha256:<hex>"``.
     #[getter]
-    fn digest(&self) -> &str {
-        self.img.digest()
+    fn digest(&self) -> PyResult<&str> {
+        Ok(self.img()?.digest())
     }
 
     /// The top layer.
     #[getter]
     fn layer(&self, py: Python<'_>) -> PyResult<PyLayer> {
-        Ok(PyLayer::new(py.detach(|| self.img.layer()).py_err()?))
+        Ok(PyLayer::new(py.detach(|| self.img()?.layer()).py_err()?))
     }
 
     /// dive's analysis of the image's layers, named by the image (a
@@ -60,7 +72,7 @@ impl PyImage {
         let py = slf.py();
         let layer = slf.get().layer(py)?;
         let kw = pyo3::types::PyDict::new(py);
-        kw.set_item("name", slf.get().img.name())?;
+        kw.set_item("name", slf.get().img()?.name())?;
         py.import("lamina.analysis")?
             .getattr("analyze")?
             .call((layer,), Some(&kw))
@@ -69,7 +81,7 @@ impl PyImage {
     /// The layers, base first.
     #[getter]
     fn layers(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
-        let ls = py.detach(|| self.img.layers()).py_err()?;
+        let ls = py.detach(|| self.img()?.layers()).py_err()?;
         Ok(ls.into_iter().map(PyLayer::new).collect())
     }
 
@@ -77,45 +89,45 @@ impl PyImage {
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?
-            .call_method1("loads", (self.img.record().config.as_str(),))
+            .call_method1("loads", (self.img()?.record().config.as_str(),))
     }
 
     /// The manifest (a dict).
     #[getter]
     fn manifest<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?
-            .call_method1("loads", (self.img.record().manifest.as_str(),))
+            .call_method1("loads", (self.img()?.record().manifest.as_str(),))
     }
 
     /// When the image was made (its config's ``created``), aware UTC.
     #[getter]
     fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        datetime(py, self.img.created())
+        datetime(py, self.img()?.created())
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other.cast::<PyImage>().is_ok_and(|o| {
-            let o = &o.get().img;
-            o.name() == self.img.name()
-                && o.digest() == self.img.digest()
-                && o.record().layers == self.img.record().layers
+            let o = &o.get().inner;
+            o.name() == self.inner.name()
+                && o.digest() == self.inner.digest()
+                && o.record().layers == self.inner.record().layers
         })
     }
 
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.img.name(), self.img.digest()).hash(&mut h);
+        (self.inner.name(), self.inner.digest()).hash(&mut h);
         h.finish()
     }
 
     fn __repr__(&self) -> String {
-        let top = self.img.record().layers.last().map_or("", |s| &s[..12]);
+        let top = self.inner.record().layers.last().map_or("", |s| &s[..12]);
         format!(
             "<Image {} {} layers={} top={top}>",
-            self.img.name(),
-            &self.img.digest()[..19.min(self.img.digest().len())],
-            self.img.record().layers.len()
+            self.inner.name(),
+            &self.inner.digest()[..19.min(self.inner.digest().len())],
+            self.inner.record().layers.len()
         )
     }
 }
@@ -225,13 +237,16 @@ pub(crate) fn load(
     if let Some(e) = pp.take_err() {
         return Err(e);
     }
-    Ok(r.py_err()?.into_iter().map(|img| PyImage { img }).collect())
+    Ok(r.py_err()?
+        .into_iter()
+        .map(|img| PyImage { inner: img })
+        .collect())
 }
 
 fn image_names(refs: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let one = |o: &Bound<'_, PyAny>| -> PyResult<String> {
         if let Ok(i) = o.cast::<PyImage>() {
-            return Ok(i.get().img.name().to_owned());
+            return Ok(i.get().img()?.name().to_owned());
         }
         o.extract::<String>()
             .map_err(|_| PyTypeError::new_err("an image reference is an Image or a name (str)"))
@@ -323,7 +338,7 @@ pub(crate) fn tag(
         }
     };
     let img = py.detach(|| g.tag(&layer, &name, config)).py_err()?;
-    Ok(PyImage { img })
+    Ok(PyImage { inner: img })
 }
 
 pub(crate) fn untag(g: &Graph, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -333,10 +348,10 @@ pub(crate) fn untag(g: &Graph, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyRes
 
 pub(crate) fn images(g: &Graph, py: Python<'_>) -> PyResult<Vec<PyImage>> {
     let all = py.detach(|| g.images()).py_err()?;
-    Ok(all.into_iter().map(|img| PyImage { img }).collect())
+    Ok(all.into_iter().map(|img| PyImage { inner: img }).collect())
 }
 
 pub(crate) fn image(g: &Graph, py: Python<'_>, name: &str) -> PyResult<PyImage> {
     let img = py.detach(|| g.image(name)).py_err()?;
-    Ok(PyImage { img })
+    Ok(PyImage { inner: img })
 }

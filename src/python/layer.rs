@@ -15,35 +15,42 @@ use crate::graph::Layer;
 /// A layer of a `Graph`.
 #[pyclass(frozen, name = "Layer", module = "lamina")]
 pub(crate) struct PyLayer {
-    l: Layer,
+    inner: Layer,
 }
 
 impl PyLayer {
     pub(crate) fn new(l: Layer) -> PyLayer {
-        PyLayer { l }
+        PyLayer { inner: l }
     }
 
-    pub(crate) fn layer(&self) -> &Layer {
-        &self.l
+    /// The layer, while its graph is open: after `Graph.close()` every call
+    /// on a layer is a `ValueError`, as on a closed file.
+    pub(crate) fn layer(&self) -> crate::Result<&Layer> {
+        self.inner.graph().check_open()?;
+        Ok(&self.inner)
+    }
+
+    fn l(&self) -> crate::Result<&Layer> {
+        self.layer()
     }
 }
 
 #[pymethods]
 impl PyLayer {
     #[getter]
-    fn id(&self) -> &str {
-        self.l.id()
+    fn id(&self) -> PyResult<&str> {
+        Ok(self.l()?.id())
     }
 
     #[getter]
     fn parent(&self, py: Python<'_>) -> PyResult<Option<PyLayer>> {
-        Ok(py.detach(|| self.l.parent()).py_err()?.map(PyLayer::new))
+        Ok(py.detach(|| self.l()?.parent()).py_err()?.map(PyLayer::new))
     }
 
     #[getter]
     fn chain(&self, py: Python<'_>) -> PyResult<Vec<PyLayer>> {
         Ok(py
-            .detach(|| self.l.chain())
+            .detach(|| self.l()?.chain())
             .py_err()?
             .into_iter()
             .map(PyLayer::new)
@@ -51,13 +58,13 @@ impl PyLayer {
     }
 
     #[getter]
-    fn writable(&self) -> bool {
-        self.l.writable()
+    fn writable(&self) -> PyResult<bool> {
+        Ok(self.l()?.writable())
     }
 
     #[getter]
     fn created<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let t = self.l.created();
+        let t = self.l()?.created();
         let dt = py.import("datetime")?;
         let utc = dt.getattr("timezone")?.getattr("utc")?;
         dt.getattr("datetime")?
@@ -71,45 +78,45 @@ impl PyLayer {
 
     #[getter]
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let text = serde_json::to_string(self.l.metadata())
+        let text = serde_json::to_string(self.l()?.metadata())
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         py.import("json")?.call_method1("loads", (text,))
     }
 
     #[getter]
-    fn size(&self) -> u64 {
-        self.l.size()
+    fn size(&self) -> PyResult<u64> {
+        Ok(self.l()?.size())
     }
 
     #[getter]
-    fn tar_size(&self) -> Option<u64> {
-        self.l.tar_size()
+    fn tar_size(&self) -> PyResult<Option<u64>> {
+        Ok(self.l()?.tar_size())
     }
 
     #[getter]
-    fn diff_id(&self) -> Option<&str> {
-        self.l.diff_id()
+    fn diff_id(&self) -> PyResult<Option<&str>> {
+        Ok(self.l()?.diff_id())
     }
 
     #[getter]
-    fn chain_id(&self) -> Option<&str> {
-        self.l.chain_id()
+    fn chain_id(&self) -> PyResult<Option<&str>> {
+        Ok(self.l()?.chain_id())
     }
 
     #[getter]
     fn mount_count(&self, py: Python<'_>) -> PyResult<u32> {
-        py.detach(|| self.l.mount_count()).py_err()
+        py.detach(|| self.l()?.mount_count()).py_err()
     }
 
     /// Mount the layer; returns the path of its merged view.
     #[pyo3(signature = (*, persist = false))]
     fn mount(&self, py: Python<'_>, persist: bool) -> PyResult<String> {
-        let p = py.detach(|| self.l.mount(persist)).py_err()?;
+        let p = py.detach(|| self.l()?.mount(persist)).py_err()?;
         Ok(p.display().to_string())
     }
 
     fn unmount(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.l.unmount()).py_err().map(|_| ())
+        py.detach(|| self.l()?.unmount()).py_err().map(|_| ())
     }
 
     /// A context manager: mounted inside the block, its path bound by `as`.
@@ -127,14 +134,14 @@ impl PyLayer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let Some(dst) = dst.filter(|d| !d.is_none()) else {
             let mut buf = Vec::new();
-            py.detach(|| self.l.diff(&mut buf)).py_err()?;
+            py.detach(|| self.l()?.diff(&mut buf)).py_err()?;
             return Ok(PyBytes::new(py, &buf).into_any());
         };
         if dst.hasattr("write")? {
             let mut w = PyWriter::new(dst);
             let r = py.detach(|| {
                 let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
-                let n = self.l.diff(&mut b)?;
+                let n = self.l()?.diff(&mut b)?;
                 b.flush()
                     .map_err(|e| crate::Error::io("write", "<file object>", e))?;
                 Ok(n)
@@ -152,7 +159,7 @@ impl PyLayer {
                 let f = std::fs::File::create(&path)
                     .map_err(|e| crate::Error::io("create", &path, e))?;
                 let mut b = io::BufWriter::with_capacity(1 << 20, f);
-                let n = self.l.diff(&mut b)?;
+                let n = self.l()?.diff(&mut b)?;
                 b.flush().map_err(|e| crate::Error::io("write", &path, e))?;
                 Ok(n)
             })
@@ -163,7 +170,7 @@ impl PyLayer {
     /// The paths the layer changes against its parent, parents first (a
     /// `list` whose `_repr_html_` draws them as a tree).
     fn changes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let list: Vec<PyChange> = to_py(py.detach(|| self.l.changes()).py_err()?);
+        let list: Vec<PyChange> = to_py(py.detach(|| self.l()?.changes()).py_err()?);
         py.import("lamina.display")?
             .getattr("ChangeList")?
             .call1((list,))
@@ -171,7 +178,7 @@ impl PyLayer {
 
     /// Bytes of file content the layer adds or changes against its parent.
     fn diff_size(&self, py: Python<'_>) -> PyResult<u64> {
-        py.detach(|| self.l.diff_size()).py_err()
+        py.detach(|| self.l()?.diff_size()).py_err()
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -179,7 +186,8 @@ impl PyLayer {
             .cast::<PyLayer>()
             .map(|o| {
                 let o = o.get();
-                o.l.id() == self.l.id() && o.l.graph().root() == self.l.graph().root()
+                o.inner.id() == self.inner.id()
+                    && o.inner.graph().root() == self.inner.graph().root()
             })
             .unwrap_or(false)
     }
@@ -187,21 +195,21 @@ impl PyLayer {
     fn __hash__(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.l.id().hash(&mut h);
+        self.inner.id().hash(&mut h);
         h.finish()
     }
 
     fn __repr__(&self) -> String {
-        let kind = if self.l.writable() { "rw" } else { "ro" };
+        let kind = if self.inner.writable() { "rw" } else { "ro" };
         let parent = self
-            .l
+            .inner
             .parent_id()
             .map(|p| format!(" parent={}", short(p)))
             .unwrap_or_default();
         format!(
             "<Layer {} {kind}{parent} size={}>",
-            short(self.l.id()),
-            self.l.size()
+            short(self.inner.id()),
+            self.inner.size()
         )
     }
 }
@@ -221,9 +229,9 @@ impl Mounted {
     }
 
     #[pyo3(signature = (*_exc))]
-    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
+    fn __exit__(&self, py: Python<'_>, _exc: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
         self.layer.get().unmount(py)?;
-        Ok(false)
+        Ok(())
     }
 }
 

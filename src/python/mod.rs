@@ -3,6 +3,7 @@
 //! `Python::detach` so other Python threads keep running.
 
 mod archive;
+mod build;
 mod copy;
 mod errors;
 mod export;
@@ -11,6 +12,7 @@ mod graph;
 mod image;
 mod init_layer;
 mod layer;
+mod metadata;
 mod rootless;
 mod view;
 
@@ -67,6 +69,15 @@ pub(crate) use errors::to_py_err;
 /// Convert a core result into a Python result.
 pub(crate) trait IntoPy<T> {
     fn py_err(self) -> PyResult<T>;
+}
+
+/// So `?` on a core result works in a binding: the closed-graph guards
+/// (`Graph.g()`, `Layer.l()`, `Image.img()`) are used both inside
+/// `Python::detach` closures (core results) and outside them.
+impl From<crate::Error> for PyErr {
+    fn from(e: crate::Error) -> PyErr {
+        to_py_err(e)
+    }
 }
 
 impl<T> IntoPy<T> for crate::Result<T> {

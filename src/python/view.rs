@@ -283,7 +283,7 @@ pub(crate) fn _merged_view(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<PyVie
 
 impl PyLayer {
     fn view(&self, py: Python<'_>) -> PyResult<PyView> {
-        let v = py.detach(|| View::of(self.layer())).py_err()?;
+        let v = py.detach(|| View::of(self.layer()?)).py_err()?;
         Ok(PyView { v: Arc::new(v) })
     }
 }
@@ -367,7 +367,7 @@ impl PyLayer {
 
     /// dive's analysis of the layer's chain (a `lamina.analysis.Report`).
     fn analyze<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let r = py.detach(|| crate::view::analyze(self.layer())).py_err()?;
+        let r = py.detach(|| crate::view::analyze(self.layer()?)).py_err()?;
         let data = report_py(py, &r)?;
         py.import("lamina.analysis")?
             .getattr("Report")?

@@ -98,8 +98,9 @@ def test_corrupt_record_is_a_problem_not_a_crash(tmp_path: Path) -> None:
 def test_cli_check_and_repair(tmp_path: Path) -> None:
     root = tmp_path / "s"
     with open_graph(root, "vfs") as g:
-        _, mid, _ = _chain(g)
-        (_layer_dir(g, mid) / "root/etc/app.conf").write_text("a=2\n")
+        _, mid_layer, _ = _chain(g)
+        (_layer_dir(g, mid_layer) / "root/etc/app.conf").write_text("a=2\n")
+        mid = mid_layer.id
 
     def cli(verb: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -109,8 +110,8 @@ def test_cli_check_and_repair(tmp_path: Path) -> None:
         )
 
     r = cli("check")
-    assert r.returncode == 1 and r.stdout.startswith(f"problem {mid.id[:12]} ")
+    assert r.returncode == 1 and r.stdout.startswith(f"problem {mid[:12]} ")
     assert "3 layer(s), 1 problem(s)" in r.stderr
     r = cli("repair")
-    assert r.returncode == 0 and f"repaired {mid.id[:12]}" in r.stdout
+    assert r.returncode == 0 and f"repaired {mid[:12]}" in r.stdout
     assert cli("check").returncode == 0

@@ -130,6 +130,8 @@ import os
 
 import pytest
 
+import lamina
+
 STORE = []
 
 
@@ -139,14 +141,17 @@ def test_leave_a_mount(lamina_graph, lamina_layer_from_dir, tmp_path):
     box = lamina_graph.create(layer)
     box.mount(persist=True)
     box.mount()
-    STORE.append((lamina_graph, box))
+    STORE.append((lamina_graph, box, lamina_graph.root, box.id))
 
 
 def test_after():
-    graph, box = STORE[0]
-    with pytest.raises(Exception):
-        graph.create()  # closed
-    assert box.mount_count == 0
+    graph, box, root, box_id = STORE[0]
+    with pytest.raises(ValueError, match="closed"):
+        graph.create()
+    with pytest.raises(ValueError, match="closed"):
+        box.mount_count
+    with lamina.Graph(root) as again:
+        assert again[box_id].mount_count == 0
 """
     )
     r = _run(pytester)

@@ -26,11 +26,13 @@ def _stub() -> ast.Module:
 
 
 def _is_alias(node: ast.stmt) -> bool:
-    """A stub-only helper: a type alias or a Protocol."""
+    """A stub-only helper: a type alias, a Protocol or a TypedDict."""
     if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name):
         return node.annotation.id == "TypeAlias"
     if isinstance(node, ast.ClassDef):
-        return any(isinstance(b, ast.Name) and b.id == "Protocol" for b in node.bases)
+        return any(
+            isinstance(b, ast.Name) and b.id in ("Protocol", "TypedDict") for b in node.bases
+        )
     return False
 
 
