@@ -206,8 +206,11 @@ impl UsernsMounter {
         let mut answer = String::new();
         let got = sent.and_then(|()| h.stdout.read_line(&mut answer));
         if got.is_err() || answer.is_empty() {
+            // Its pipe is closed: it is dying; make sure, then report the
+            // death once and restart (lock() sees it dead).
+            let _ = h.child.kill();
+            let _ = h.child.wait();
             drop(g);
-            // Reports the death and restarts.
             drop(self.lock()?);
             return Err(Error::Driver("the rootless mount helper died".into()));
         }
