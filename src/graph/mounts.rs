@@ -76,6 +76,7 @@ impl Inner {
                     // Gone already (unmounted behind our back, or with a
                     // rootless helper that died): the state close wants.
                     Err(Error::NotMounted { .. }) => break,
+                    Err(Error::Driver(m)) if m.contains("rootless mount helper") => break,
                     Err(e) => {
                         first.get_or_insert(e);
                         break;

@@ -33,8 +33,19 @@ def _base() -> bytes:
 def _members(tar: Path) -> list[tuple[object, ...]]:
     with tarfile.open(tar) as t:
         return [
-            (m.name, m.type, m.mode, m.uid, m.gid, m.uname, m.gname, m.size, m.linkname,
-             (m.devmajor, m.devminor), t.extractfile(m).read() if m.isfile() else None)  # type: ignore[union-attr]
+            (
+                m.name,
+                m.type,
+                m.mode,
+                m.uid,
+                m.gid,
+                m.uname,
+                m.gname,
+                m.size,
+                m.linkname,
+                (m.devmajor, m.devminor),
+                t.extractfile(m).read() if m.isfile() else None,
+            )  # type: ignore[union-attr]
             for m in t.getmembers()
         ]
 
@@ -99,7 +110,7 @@ def helper_killed(root: str) -> None:
         pids = _helpers()
         assert len(pids) == 1, pids
         os.kill(pids[0], signal.SIGKILL)
-        while pids[0] in _helpers() and "Z" not in _state(pids[0]):
+        while _state(pids[0]) != "Z":  # dead: its namespace went first
             pass
         try:
             c.mount()
@@ -110,6 +121,7 @@ def helper_killed(root: str) -> None:
         m = Path(c.mount())
         assert (m / "etc/keep").read_bytes() == b"keep\n"
         assert c.mount_count == 1
+        assert len(_helpers()) == 1
     assert _helpers() == []
 
 
@@ -131,6 +143,50 @@ def test_rootless_helper_killed_recovers() -> None:
     base = staging_dir()
     try:
         run_as_nobody(base, __file__, "helper_killed", str(base / "nobody"))
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def parent_killed(root: str) -> None:
+    """A child Python mounts and is SIGKILLed: its helper dies with it, the
+    mount with the helper's namespace, and the next open clears the record."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import sys, lamina, nobody_case as t\n"
+        "g = lamina.Graph(sys.argv[1], driver='overlay2')\n"
+        "c = g.create(parent=g.register(t._base()), id='c' * 64)\n"
+        "c.mount()\n"
+        "print('mounted', flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, root], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline() == "mounted\n"
+    assert len(_helpers()) == 1
+    child.kill()
+    child.wait()
+    deadline = time.monotonic() + 30
+    while _helpers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _helpers() == []
+    with lamina.Graph(root, driver="overlay2") as g:
+        c = g.get("c" * 64)
+        assert c.mount_count == 0
+        m = Path(c.mount())
+        assert (m / "etc/keep").read_bytes() == b"keep\n"
+        c.unmount()
+    assert _helpers() == []
+
+
+def test_rootless_parent_killed_leaves_nothing() -> None:
+    base = staging_dir()
+    try:
+        run_as_nobody(base, __file__, "parent_killed", str(base / "nobody"))
     finally:
         import shutil
 
