@@ -191,3 +191,50 @@ def test_rootless_parent_killed_leaves_nothing() -> None:
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+def two_processes(root: str) -> None:
+    """Each process has its own namespace: a layer another live process
+    has mounted is refused, never mounted twice on one upper."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lamina, nobody_case as t\n"
+        "g = lamina.Graph(sys.argv[1], driver='overlay2')\n"
+        "c = g.create(parent=g.register(t._base()), id='d' * 64)\n"
+        "c.mount()\n"
+        "print('mounted', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, root],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None and child.stdin is not None
+    assert child.stdout.readline() == "mounted\n"
+    with lamina.Graph(root, driver="overlay2") as g:
+        c = g.get("d" * 64)
+        try:
+            c.mount()
+        except lamina.LayerInUse as e:
+            assert f"pid {child.pid}" in str(e), e
+        else:
+            raise AssertionError("mounted a second time in another namespace")
+        child.stdin.close()
+        assert child.wait() == 0
+        Path(c.mount())  # its owner gone, the layer is free
+        c.unmount()
+    assert _helpers() == []
+
+
+def test_rootless_two_processes_never_share_an_upper() -> None:
+    base = staging_dir()
+    try:
+        run_as_nobody(base, __file__, "two_processes", str(base / "nobody"))
+    finally:
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)
