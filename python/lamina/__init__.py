@@ -7,7 +7,10 @@ them byte for byte, as a library, with no daemon.
 from __future__ import annotations
 
 import atexit as _atexit
+import os as _os
+import sys as _sys
 
+from lamina import _lamina
 from lamina._lamina import (
     DRIVERS,
     INIT_LAYER_ENTRIES,
@@ -81,3 +84,15 @@ __all__ = [
 
 # Unmount what open graphs mounted, even if they are never collected.
 _atexit.register(_close_all)
+
+# Rootless overlay mounts go through a helper interpreter running
+# lamina._helper (driver::userns); it must find this very package.
+_lamina._set_mount_helper(
+    [
+        _sys.executable,
+        "-c",
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); import runpy; "
+        "runpy.run_module('lamina._helper', run_name='__main__', alter_sys=True)",
+        _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))),
+    ]
+)

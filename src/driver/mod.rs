@@ -40,6 +40,7 @@
 //! - [`overlay2`]: moby's overlay2 (each layer's own `diff/`, stacked as
 //!   lowers; `auto`'s choice where overlayfs works).
 //! - [`vfs`]: plain full copies, no mounts.
+//! - [`userns`]: rootless overlay mounts through a helper holding a user namespace.
 //!
 //! [`Driver::stack`] tells [`crate::view`] how a layer's files are stored
 //! (a stack of directories in overlay form), so that a layer's merged view
@@ -51,6 +52,7 @@ pub mod mountinfo;
 pub mod overlay;
 pub mod overlay2;
 pub mod probe;
+pub mod userns;
 pub mod vfs;
 
 use std::io::{Read, Write};
@@ -205,6 +207,10 @@ pub trait Driver: Send + Sync {
     /// Facts for `Graph.status()`: backing filesystem, d_type, kernel
     /// features, ... (see [`probe::HostProbe::to_pairs`]).
     fn status(&self) -> Vec<(String, String)>;
+
+    /// After the store's close put back every reference: stop what serves
+    /// mounts (the rootless helper), so nothing of the store runs on.
+    fn shutdown(&self) {}
 }
 
 /// Build the storage driver `name` (one of [`NAMES`]) of a store whose

@@ -343,6 +343,23 @@ impl<M: Mounter> MountTxn<'_, M> {
         let mut rec = self.load(id)?.unwrap_or_default();
         self.prune(&mut rec);
         let mounted = self.refs.mounter.is_mounted(target)?;
+        if !mounted && self.refs.mounter.private_namespace() {
+            // Another live process's rootless mount, in its own namespace:
+            // a second overlay on the same upper would corrupt it.
+            if let Some(o) = rec
+                .refs
+                .iter()
+                .find(|r| r.owner.pid != 0 && r.owner != self.me)
+            {
+                return Err(Error::LayerInUse {
+                    id: id.to_owned(),
+                    why: format!(
+                        "mounted by pid {} in its own rootless namespace",
+                        o.owner.pid
+                    ),
+                });
+            }
+        }
         if !mounted {
             rec.refs.clear();
         }
@@ -481,7 +498,14 @@ impl<M: Mounter> MountTxn<'_, M> {
                 continue;
             };
             out.dead_refs += self.prune(&mut rec);
-            if !self.refs.mounter.is_mounted_in(&points, &rec.target) {
+            let foreign = self.refs.mounter.private_namespace()
+                && rec
+                    .refs
+                    .iter()
+                    .any(|r| r.owner.pid != 0 && r.owner != self.me);
+            if foreign {
+                // Mounted in another live process's rootless namespace.
+            } else if !self.refs.mounter.is_mounted_in(&points, &rec.target) {
                 if !rec.refs.is_empty() {
                     out.vanished.push(id.clone());
                 }

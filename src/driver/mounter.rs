@@ -31,7 +31,7 @@ use crate::driver::mountinfo;
 use crate::error::{Error, IoContext, Result};
 
 /// What to mount on a layer's mount point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MountSpec {
     /// overlayfs: `lowerdir=` (top first), and `upperdir=`/`workdir=` for a
     /// writable mount, plus extra options (`userxattr`, `index=off`, ...).
@@ -63,7 +63,7 @@ pub enum MountSpec {
 /// An overlay's directories named relative to `dir`: moby's short `l/`
 /// names (`l/<26 characters>` symlinks to each layer's `diff/`), so that
 /// 128 lowers and more fit the page of data `mount(2)` takes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Relative {
     /// The directory the names are relative to: the mount is made from a
     /// thread whose working directory it is.
@@ -276,6 +276,20 @@ pub trait Mounter: Send + Sync {
     fn has_lowerdir_plus(&self) -> bool {
         false
     }
+    /// The path through which this process reaches what is mounted at
+    /// `target` (a mount in another mount namespace is reached through
+    /// its holder's `/proc/<pid>/root`).
+    fn visible_path(&self, target: &Path) -> PathBuf {
+        target.to_owned()
+    }
+    /// Whether mounts live in a namespace of this process's own, which
+    /// other processes sharing the store cannot see (their references to
+    /// a layer not mounted here are then theirs, not vanished).
+    fn private_namespace(&self) -> bool {
+        false
+    }
+    /// Stop whatever serves the mounts (a store's close): its mounts go.
+    fn shutdown(&self) {}
 }
 
 /// A shared mounter (one per store, used by every layer's driver calls).
@@ -294,6 +308,15 @@ impl<M: Mounter + ?Sized> Mounter for std::sync::Arc<M> {
     }
     fn has_lowerdir_plus(&self) -> bool {
         (**self).has_lowerdir_plus()
+    }
+    fn visible_path(&self, target: &Path) -> PathBuf {
+        (**self).visible_path(target)
+    }
+    fn private_namespace(&self) -> bool {
+        (**self).private_namespace()
+    }
+    fn shutdown(&self) {
+        (**self).shutdown()
     }
 }
 

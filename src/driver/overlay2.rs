@@ -379,6 +379,15 @@ fn make_diff(diff: &Path, like: Option<&Path>) -> Result<()> {
     };
     let m = like.symlink_metadata().at("lstat", like)?;
     mkdir(diff, m.mode() & 0o7777)?;
+    // A rootless tree is known by the owner record on its root
+    // (recorded::Ids): a container's upper is one when its image's is, so
+    // that what the namespace's root writes there reads as root's.
+    let key = crate::fs::recorded::OVERRIDE_STAT;
+    let mut buf = [0u8; 256];
+    if let Ok(n) = rustix::fs::lgetxattr(like, key, &mut buf) {
+        rustix::fs::lsetxattr(diff, key, &buf[..n], rustix::fs::XattrFlags::empty())
+            .map_err(|e| Error::errno("setxattr", diff, e.raw_os_error()))?;
+    }
     if m.uid() != rustix::process::geteuid().as_raw()
         || m.gid() != rustix::process::getegid().as_raw()
     {
@@ -427,7 +436,7 @@ impl Driver for Overlay2 {
         let spec = self.spec(layer, parents, true)?;
         let m = self.refs.mounter();
         m.mount(&spec, &merged)?;
-        let r = crate::init_layer::setup_init_layer(&merged);
+        let r = crate::init_layer::setup_init_layer(&m.visible_path(&merged));
         let u = m.unmount(&merged);
         r?;
         u?;
@@ -452,6 +461,8 @@ impl Driver for Overlay2 {
         let opts = ApplyOptions {
             whiteouts: WhiteoutMode::Overlay,
             rootless_overlay: self.userxattr,
+            // Without root: owners, devices and modes go to records.
+            rootless: true,
             ..ApplyOptions::default()
         };
         let report = apply_layer_with_record(&layer.dir.join(DIFF), diff, &opts, record)?;
@@ -519,7 +530,7 @@ impl Driver for Overlay2 {
         }
         let spec = self.spec(layer, parents, writable)?;
         self.refs.get(layer.id, &merged, &spec, persist)?;
-        Ok(merged)
+        Ok(self.refs.mounter().visible_path(&merged))
     }
 
     fn put(&self, layer: LayerDir<'_>) -> Result<u32> {
@@ -572,6 +583,10 @@ impl Driver for Overlay2 {
             return self.with_view(layer, parents, |view| content_size(&c, view));
         }
         content_size(&c, &layer.dir.join(DIFF))
+    }
+
+    fn shutdown(&self) {
+        self.refs.mounter().shutdown();
     }
 
     fn status(&self) -> Vec<(String, String)> {

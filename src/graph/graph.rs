@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// Mount references this graph took (and gives back on close).
     pub(crate) mine: Mutex<HashMap<String, u32>>,
     pub(crate) closed: AtomicBool,
+    /// What `status()["mount"]` says.
+    pub(crate) mechanism: String,
 }
 
 impl std::fmt::Debug for Graph {
@@ -67,7 +69,15 @@ impl Graph {
     /// Mount counts are reconciled with the kernel's mount table: counts of
     /// processes that are gone are dropped, so a crash never blocks delete.
     pub fn open(root: &Path, driver: &str) -> Result<Graph> {
-        Graph::open_with(root, driver, Arc::new(LinuxMounter))
+        // Without CAP_SYS_ADMIN, overlay mounts go through lamina's own
+        // user namespace (driver::userns) where the kernel allows one.
+        let mounter: Arc<dyn Mounter> =
+            if !crate::driver::probe::can_mount() && crate::driver::userns::available().is_ok() {
+                Arc::new(crate::driver::userns::UsernsMounter::new())
+            } else {
+                Arc::new(LinuxMounter)
+            };
+        Graph::open_with(root, driver, mounter)
     }
 
     /// [`Graph::open`] mounting through `mounter`.
@@ -83,7 +93,8 @@ impl Graph {
         let layout = store.layout();
         // Facts for status() and mount options: a full probe was run for a
         // new store with "auto"; otherwise one without a test mount.
-        let probe = probed.or_else(|| HostProbe::run_with(&layout.tmp_dir(), false).ok());
+        let mut probe = probed.or_else(|| HostProbe::run_with(&layout.tmp_dir(), false).ok());
+        let mechanism = mount_mechanism(&store.config().driver, &*mounter, probe.as_mut());
         let driver = crate::driver::open(
             &store.config().driver,
             &layout.driver_home(),
@@ -103,6 +114,7 @@ impl Graph {
                 driver,
                 mine: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                mechanism,
             }),
         })
     }
@@ -208,6 +220,7 @@ impl Graph {
                 layers.iter().filter(|l| l.writable()).count().to_string(),
             ),
         ];
+        out.push(("mount".to_owned(), self.inner.mechanism.clone()));
         out.extend(self.inner.driver.status());
         Ok(out)
     }
@@ -216,9 +229,40 @@ impl Graph {
     /// changes fail. Closing twice is harmless.
     pub fn close(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.release_mine()
+        let r = self.inner.release_mine();
+        self.inner.driver.shutdown();
+        r
     }
 }
+/// How the store's layers are mounted, for `status()["mount"]`; a
+/// rootless mounter makes the overlay drivers use `userxattr`.
+fn mount_mechanism(driver: &str, mounter: &dyn Mounter, probe: Option<&mut HostProbe>) -> String {
+    let rootless = mounter.private_namespace();
+    if let Some(p) = probe {
+        if rootless {
+            p.userxattr = true;
+            p.can_mount = true;
+        }
+    }
+    if driver == "vfs" {
+        let why = if crate::driver::probe::can_mount() || rootless {
+            "the store's driver".to_owned()
+        } else {
+            crate::driver::userns::available()
+                .err()
+                .unwrap_or_else(|| "the store's driver".to_owned())
+        };
+        return format!("vfs: plain directories, no mounts ({why})");
+    }
+    if rootless {
+        "kernel overlay in a user namespace (rootless helper)".to_owned()
+    } else if crate::driver::probe::in_user_namespace() {
+        "kernel overlay in this process's user namespace".to_owned()
+    } else {
+        "kernel overlay as root".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

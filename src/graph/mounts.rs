@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::driver::mounter::Mounter;
 use crate::driver::LayerDir;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::graph::{Graph, Inner};
 use crate::graph::layer::Layer;
 
@@ -71,9 +71,16 @@ impl Inner {
                 continue;
             };
             for _ in 0..n {
-                if let Err(e) = self.driver.put(LayerDir { id: &id, dir: &dir }) {
-                    first.get_or_insert(e);
-                    break;
+                match self.driver.put(LayerDir { id: &id, dir: &dir }) {
+                    Ok(_) => {}
+                    // Gone already (unmounted behind our back, or with a
+                    // rootless helper that died): the state close wants.
+                    Err(Error::NotMounted { .. }) => break,
+                    Err(Error::Driver(m)) if m.contains("rootless mount helper") => break,
+                    Err(e) => {
+                        first.get_or_insert(e);
+                        break;
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ mod init_layer;
 mod layer;
 mod metadata;
 mod registry;
+mod rootless;
 mod view;
 
 use pyo3::prelude::*;
@@ -43,6 +44,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::view::{_merged_view, PyEntry, PyView, PyWalk};
+
+    #[pymodule_export]
+    use super::rootless::{_mount_helper_main, _set_mount_helper};
 
     use pyo3::prelude::*;
 
