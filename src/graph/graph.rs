@@ -85,10 +85,15 @@ impl Graph {
         let root = &Store::prepare(root, driver)?;
         sweep_tmp_mounts(&Layout::new(root).tmp_dir(), &*mounter)?;
         let mut probed: Option<HostProbe> = None;
-        let store = Store::open(root, driver, || {
+        let mut store = Store::open(root, driver, || {
             let (name, p) = crate::driver::auto(&Layout::new(root).tmp_dir())?;
             probed = Some(p);
             Ok(name.to_owned())
+        })?;
+        store.check_overlay_xattrs(if mounter.private_namespace() {
+            "user"
+        } else {
+            "trusted"
         })?;
         let layout = store.layout();
         // Facts for status() and mount options: a full probe was run for a

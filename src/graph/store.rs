@@ -23,6 +23,12 @@ pub struct StoreConfig {
     pub format: u32,
     /// The storage driver the store was made with.
     pub driver: String,
+    /// For the overlay drivers: whose overlay xattrs and whiteouts the
+    /// layers carry, `"trusted"` (made as root: `trusted.overlay.*`) or
+    /// `"user"` (made rootless, mounted with `userxattr`: `user.overlay.*`).
+    /// Absent in stores made before it was recorded, which were made as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay_xattrs: Option<String>,
 }
 
 /// An open store: its layout, its lock and its configuration. The graph
@@ -78,6 +84,7 @@ impl Store {
                     let c = StoreConfig {
                         format: FORMAT_VERSION,
                         driver: name,
+                        overlay_xattrs: None,
                     };
                     write_config(&layout, &c)?;
                     c
@@ -111,6 +118,51 @@ impl Store {
     /// The store's paths.
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// Check that the overlay xattrs this process would read and write
+    /// (`want`: `"user"` when mounting rootless, else `"trusted"`) are the
+    /// ones the store's layers carry, recording them for a store that has
+    /// no layer yet. A store made as root and opened rootless (or the
+    /// reverse) is refused, naming both: its opaque directories would read
+    /// as plain ones, never an error but a wrong tree.
+    pub fn check_overlay_xattrs(&mut self, want: &str) -> Result<()> {
+        if !self.config.driver.starts_with("overlay") {
+            return Ok(());
+        }
+        let g = self.lock.write()?;
+        let mut c = read_config(&self.layout)?.unwrap_or_else(|| self.config.clone());
+        let have = match c.overlay_xattrs.clone() {
+            Some(h) => h,
+            None if self.layout.layer_ids()?.is_empty() => {
+                c.overlay_xattrs = Some(want.to_owned());
+                write_config(&self.layout, &c)?;
+                self.config = c;
+                drop(g);
+                return Ok(());
+            }
+            None => "trusted".to_owned(),
+        };
+        drop(g);
+        if have == want {
+            self.config = c;
+            return Ok(());
+        }
+        let made = |x: &str| {
+            if x == "user" {
+                "rootless (user.overlay.* xattrs, mounted with userxattr)"
+            } else {
+                "as root (trusted.overlay.* xattrs)"
+            }
+        };
+        Err(Error::Driver(format!(
+            "store {}: its {} layers were made {}, and this process would read them {}: \
+             open it the way it was made, or use another store",
+            self.layout.root().display(),
+            c.driver,
+            made(&have),
+            made(want)
+        )))
     }
 
     /// What `lamina.json` says.
