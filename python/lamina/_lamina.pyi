@@ -213,6 +213,11 @@ class Layer:
         modifies, removes and hides (see :mod:`lamina.analysis`)."""
     def _repr_html_(self) -> str:
         """A summary and a size bar per layer of the chain (notebooks)."""
+    def find(self, pattern: str) -> list[Entry]:
+        """The entries of the merged view whose path matches the glob
+        ``pattern`` (``fnmatch``, so ``*`` crosses ``/``; without a leading
+        ``/`` it matches any tail), walk order; each :attr:`Entry.layer`
+        names the layer that provides it."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -339,6 +344,10 @@ class Image:
     def history(self) -> list[HistoryEntry]:
         """The config's history, base first (what ``docker history`` lists,
         newest last)."""
+    def find(self, pattern: str) -> list[Entry]:
+        """:meth:`Layer.find` over the image's top layer."""
+    def _repr_html_(self) -> str:
+        """Config, history and layers (notebooks)."""
     def analyze(self) -> Report:
         """dive's analysis of the image's layers (its top layer's chain),
         named by the image: see :meth:`Layer.analyze`."""
@@ -425,6 +434,14 @@ class Graph:
         :class:`RegistryError` (:class:`AuthenticationError`,
         :class:`ManifestUnknown`, :class:`UnsupportedManifest`) or
         :class:`ArchiveError` for a blob whose bytes are wrong."""
+    def squash(self, image: _ImageRef, name: str, *, progress: _Progress | None = None) -> Image:
+        """``image`` as one layer (its merged tree exported whole) named
+        ``name``: the config kept, ``rootfs.diff_ids`` the one layer's, the
+        history one entry (as ``buildah commit --squash``). ``progress`` is
+        called once the layer is registered."""
+    def diff_images(self, a: _ImageRef, b: _ImageRef) -> list[Change]:
+        """What ``docker diff`` lists between ``a``'s and ``b``'s merged
+        trees (both are mounted and compared whole)."""
     def commit_image(
         self,
         container: _Ref,

@@ -38,6 +38,8 @@ __all__ = [
     "File",
     "Symlink",
     "assert_changes",
+    "assert_image_config",
+    "assert_image_diff",
     "assert_layer_tree",
     "lamina_graph",
     "lamina_layer_from_dir",
@@ -316,4 +318,56 @@ def assert_changes(
             f"layer {layer.id[:12]}: its changes differ from what was expected:\n  "
             + "\n  ".join(problems)
             + f"\n  its changes:\n    {listing or '(none)'}{more}"
+        )
+
+
+def assert_image_config(image: lamina.Image, **expected: object) -> None:
+    """Assert fields of ``image``'s ``config`` object (``Cmd=[...]``,
+    ``Env=[...]``, ``WorkingDir="/app"``; ``Env`` may also be a dict,
+    compared with :attr:`lamina.Image.env`). On failure, lists each field
+    that differs with what was wanted and what the image has."""
+    __tracebackhide__ = True
+    config = image.config.get("config") or {}
+    problems = []
+    for key, want in expected.items():
+        got: object = image.env if key == "Env" and isinstance(want, dict) else config.get(key)
+        if got != want:
+            problems.append(f"{key}: wanted {want!r}, the image has {got!r}")
+    if problems:
+        raise AssertionError(f"image {image.name}: its config differs:\n  " + "\n  ".join(problems))
+
+
+def assert_image_diff(
+    graph: lamina.Graph,
+    a: lamina.Image | str,
+    b: lamina.Image | str,
+    *,
+    added: Iterable[str | os.PathLike[str]] | None = None,
+    modified: Iterable[str | os.PathLike[str]] | None = None,
+    deleted: Iterable[str | os.PathLike[str]] | None = None,
+) -> None:
+    """Assert ``graph.diff_images(a, b)``: exactly these paths added,
+    modified and deleted from ``a``'s tree to ``b``'s (a kind given as
+    ``None`` is not checked); on failure, what is missing and unexpected."""
+    __tracebackhide__ = True
+    changes = graph.diff_images(a, b)
+    actual: dict[str, set[str]] = {"A": set(), "C": set(), "D": set()}
+    for c in changes:
+        actual[c.kind].add(c.path)
+    problems = []
+    kinds = (("A", "added", added), ("C", "modified", modified), ("D", "deleted", deleted))
+    for kind, label, paths in kinds:
+        exp = _path_set(paths)
+        if exp is None:
+            continue
+        parts = [f"missing {p}" for p in sorted(exp - actual[kind])]
+        parts += [f"unexpected {p}" for p in sorted(actual[kind] - exp)]
+        if parts:
+            problems.append(f"{label + ':':10}" + "; ".join(parts))
+    if problems:
+        listing = "\n    ".join(f"{c.kind} {c.path}" for c in changes[:60])
+        raise AssertionError(
+            "the images' trees differ from what was expected:\n  "
+            + "\n  ".join(problems)
+            + f"\n  their changes:\n    {listing or '(none)'}"
         )

@@ -4,6 +4,7 @@
 
 mod archive;
 mod build;
+mod compose;
 mod copy;
 mod errors;
 mod export;
