@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::graph::PyGraph;
 use super::image::PyImage;
-use super::layer::PyLayer;
 use super::metadata::json_object_from_py;
 use super::IntoPy;
 use crate::image::{CommitImage, ConfigChange};
@@ -67,13 +66,7 @@ impl PyGraph {
         comment: Option<String>,
     ) -> PyResult<PyImage> {
         let g = self.graph()?;
-        let box_ = match container.cast::<PyLayer>() {
-            Ok(l) => l.get().layer()?.clone(),
-            Err(_) => {
-                let r = super::graph::layer_ref(container)?;
-                py.detach(|| g.get(&r)).py_err()?
-            }
-        };
+        let box_ = super::graph::layer_from_py(g, py, container)?;
         let opts = CommitImage {
             changes: match changes.filter(|c| !c.is_none()) {
                 Some(c) => changes_from_py(c)?,

@@ -34,6 +34,19 @@ impl PyGraph {
     }
 }
 
+/// The layer named by a `Layer` or a str (id or prefix) in `g`.
+pub(crate) fn layer_from_py(
+    g: &Graph,
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<crate::graph::Layer> {
+    if let Ok(l) = obj.cast::<PyLayer>() {
+        return Ok(l.get().layer()?.clone());
+    }
+    let r = layer_ref(obj)?;
+    py.detach(|| g.get(&r)).py_err()
+}
+
 /// The id named by a `Layer` or a str (id or prefix).
 pub(crate) fn layer_ref(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(l) = obj.cast::<PyLayer>() {
@@ -150,13 +163,7 @@ impl PyGraph {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLayer> {
         let metadata = metadata_from_py(metadata)?;
-        let l = match layer.cast::<PyLayer>() {
-            Ok(l) => l.get().layer()?.clone(),
-            Err(_) => {
-                let r = layer_ref(layer)?;
-                py.detach(|| self.g()?.get(&r)).py_err()?
-            }
-        };
+        let l = layer_from_py(self.g()?, py, layer)?;
         Ok(self.wrap(py.detach(|| self.g()?.commit(&l, metadata)).py_err()?))
     }
 

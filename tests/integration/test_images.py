@@ -61,7 +61,11 @@ def _tree(root: str | Path) -> dict[str, mf.Record]:
 def exported(image: RealImage, tmp_path_factory: pytest.TempPathFactory) -> dict[str, mf.Record]:
     dst = tmp_path_factory.mktemp("exported")
     gnu_tar_extract(image.exported, dst)
-    return _tree(dst)
+    tree = _tree(dst)
+    # The records hold content hashes; the tree itself would sit in the
+    # test tmpfs for the rest of the session.
+    shutil.rmtree(dst)
+    return tree
 
 
 def _merged(layer: lamina.Layer) -> dict[str, mf.Record]:

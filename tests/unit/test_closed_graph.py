@@ -3,30 +3,19 @@ is a `ValueError`, as on a closed file; repr() still answers."""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 import lamina
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from support.layers import tar_of
 
 
 @pytest.fixture
 def closed(tmp_path: Path) -> tuple[lamina.Graph, lamina.Layer, lamina.Layer, Any]:
     g = lamina.Graph(tmp_path / "s", driver="vfs")
-    base = g.register(_tar({"etc/hosts": b"h\n"}))
+    base = g.register(tar_of({"etc/hosts": b"h\n"}))
     box = g.create(base)
     img = g.tag(base, "app:1")
     g.close()
@@ -40,7 +29,7 @@ GRAPH_CALLS: dict[str, Callable[[lamina.Graph, lamina.Layer], object]] = {
     "contains": lambda g, b: b.id in g,
     "getitem": lambda g, b: g[b.id],
     "get": lambda g, b: g.get(b.id),
-    "register": lambda g, b: g.register(_tar({"x": b"x"})),
+    "register": lambda g, b: g.register(tar_of({"x": b"x"})),
     "create": lambda g, b: g.create(b),
     "delete": lambda g, b: g.delete(b),
     "status": lambda g, b: g.status(),

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import lamina
+from support.layers import tar_of
 
 BASE_CONFIG = {
     "architecture": "amd64",
@@ -32,20 +33,10 @@ BASE_CONFIG = {
 }
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 @pytest.fixture
 def graph(tmp_path: Path) -> Iterator[lamina.Graph]:
     with lamina.Graph(tmp_path / "s", driver="vfs") as g:
-        base = g.register(_tar({"etc/motd": b"hi\n", "etc/keep": b"k\n"}))
+        base = g.register(tar_of({"etc/motd": b"hi\n", "etc/keep": b"k\n"}))
         g.tag(base, "base:1", config=BASE_CONFIG)
         yield g
 

@@ -5,10 +5,8 @@ the container's own changes() and fnmatch over os.walk of a real tree."""
 from __future__ import annotations
 
 import fnmatch
-import io
 import os
 import subprocess
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,23 +15,14 @@ import pytest
 
 import lamina
 from lamina.pytest_plugin import assert_image_config, assert_image_diff
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(data), 1_600_000_000
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+from support.layers import tar_of
 
 
 @pytest.fixture
 def built(tmp_path: Path) -> Iterator[tuple[lamina.Graph, Any, Any, lamina.Layer]]:
     with lamina.Graph(tmp_path / "s", driver="vfs") as g:
-        base = g.register(_tar({"etc/os": b"debian\n", "etc/keep": b"k\n", "bin/sh": b"sh"}))
-        mid = g.register(_tar({"etc/mid": b"m\n", "usr/lib/x.so": b"so"}), parent=base)
+        base = g.register(tar_of({"etc/os": b"debian\n", "etc/keep": b"k\n", "bin/sh": b"sh"}))
+        mid = g.register(tar_of({"etc/mid": b"m\n", "usr/lib/x.so": b"so"}), parent=base)
         img = g.tag(mid, "base:1", config={"config": {"Env": ["PATH=/usr/bin"], "Cmd": ["sh"]}})
         box = g.create(img, init=True)
         with box.mounted() as root:

@@ -5,27 +5,17 @@ store fail with CorruptStore)."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import lamina
+from support.layers import tar_of
 
 CAP = 1 << 20
-
-
-def _tar() -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        info = tarfile.TarInfo("f")
-        info.size = 1
-        t.addfile(info, io.BytesIO(b"f"))
-    return buf.getvalue()
 
 
 def _store_files(root: Path) -> list[str]:
@@ -63,12 +53,12 @@ def test_refused_before_anything_is_written(
     value, exc, message = REFUSED[case]
     if case == "too deep":
         value = {"a": value}
-    base = graph.register(_tar())
+    base = graph.register(tar_of({"f": b"f"}))
     box = graph.create(base)
     before = _store_files(tmp_path / "s")
     with pytest.raises(exc, match=message):
         if call == "register":
-            graph.register(_tar(), parent=base, metadata=value)
+            graph.register(tar_of({"f": b"f"}), parent=base, metadata=value)
         elif call == "create":
             graph.create(base, metadata=value)
         else:
@@ -79,9 +69,9 @@ def test_refused_before_anything_is_written(
 
 def test_fifty_mib_string_leaves_the_store_listable(graph: lamina.Graph) -> None:
     with pytest.raises(ValueError, match="limit"):
-        graph.register(_tar(), metadata={"blob": "x" * (50 << 20)})
+        graph.register(tar_of({"f": b"f"}), metadata={"blob": "x" * (50 << 20)})
     assert graph.layers() == []
-    layer = graph.register(_tar())
+    layer = graph.register(tar_of({"f": b"f"}))
     graph.delete(layer)
 
 
@@ -95,7 +85,7 @@ ACCEPTED: list[Any] = [
 
 @pytest.mark.parametrize("value", ACCEPTED, ids=range(len(ACCEPTED)))
 def test_accepted_values_read_back_exactly(graph: lamina.Graph, tmp_path: Path, value: Any) -> None:
-    layer = graph.register(_tar(), metadata=value)
+    layer = graph.register(tar_of({"f": b"f"}), metadata=value)
     assert layer.metadata == value
     with lamina.Graph(tmp_path / "s") as again:
         back = again[layer.id].metadata
