@@ -21,6 +21,9 @@ INIT_LAYER_ENTRIES: tuple[InitEntry, ...]
 DRIVERS: tuple[str, ...]
 """The storage drivers this build has (``Graph(driver=...)`` also takes ``"auto"``)."""
 
+def _check_login(host: str, username: str, password: str, *, insecure: bool = False) -> None:
+    """Check credentials against a registry's ``/v2/`` (``lamina login``)."""
+
 def copy_dir(src: _Path, dst: _Path, *, hardlink: bool = False) -> None:
     """Copy the tree at ``src`` to ``dst`` losslessly.
 
@@ -434,6 +437,30 @@ class Graph:
         :class:`RegistryError` (:class:`AuthenticationError`,
         :class:`ManifestUnknown`, :class:`UnsupportedManifest`) or
         :class:`ArchiveError` for a blob whose bytes are wrong."""
+    def push(
+        self,
+        image: Image | str,
+        reference: str | None = None,
+        *,
+        auth: tuple[str, str] | dict[str, str] | None = None,
+        insecure: bool = False,
+        compression: Literal["gzip", "zstd"] | None = "gzip",
+        format: Literal["oci", "docker"] | None = None,
+        progress: _Progress | None = None,
+    ) -> str:
+        """Push ``image`` to ``reference`` (default: the image's name) and
+        return the pushed manifest's digest. Only what the repository lacks
+        is sent: a layer blob the store knows (from a pull or a load) that
+        the repository has is skipped, one pulled from another repository
+        of the same registry is mounted from there, and the rest stream
+        from the layer's exact tar through ``compression`` into the upload,
+        with no temporary file. An image pushed back unchanged to where it
+        came from uploads nothing and keeps its digest; otherwise a new
+        manifest lists the blobs, in ``format`` (``"docker"``: Docker schema
+        2, which has no zstd; ``"oci"``), by default the image's own (one
+        lamina made, as for a ``docker save`` archive, is OCI). Which blobs
+        a layer is known as, and where, is remembered under the store's
+        ``distribution/``. Credentials, TLS and errors as for :meth:`pull`."""
     def squash(self, image: _ImageRef, name: str, *, progress: _Progress | None = None) -> Image:
         """``image`` as one layer (its merged tree exported whole) named
         ``name``: the config kept, ``rootfs.diff_ids`` the one layer's, the

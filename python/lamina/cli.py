@@ -308,6 +308,31 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--platform", help="os/arch[/variant] of an index (default: this machine)")
     v.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v = verbs.add_parser("push", help="push an image to a registry")
+    v.add_argument("name", help="the image")
+    v.add_argument("reference", nargs="?", help="where to (default: the image's name)")
+    v.add_argument(
+        "--compression",
+        choices=["gzip", "zstd", "none"],
+        default="gzip",
+        help="compression of the layers that are uploaded (default: gzip)",
+    )
+    v.add_argument(
+        "--format",
+        choices=["oci", "docker"],
+        help="manifest format (default: the image's own)",
+    )
+    v.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    v = verbs.add_parser("login", help="check and store credentials for a registry")
+    v.add_argument("host", help="host[:port] of the registry")
+    v.add_argument("-u", "--username", help="default: asked on the terminal")
+    v.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    v.add_argument("--insecure", action="store_true", help="allow plain HTTP / unverified TLS")
+    v = verbs.add_parser("logout", help="forget a registry's credentials")
+    v.add_argument("host", help="host[:port] of the registry")
     v = verbs.add_parser(
         "commit",
         help="turn a writable layer's diff into a read-only layer; with NAME, an image "
@@ -374,11 +399,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _login(args: argparse.Namespace) -> int:
+    from lamina import login as creds
+
+    if args.verb == "logout":
+        if creds.logout(args.host):
+            print(f"Removed login credentials for {args.host}")
+        else:
+            print(f"Not logged in to {args.host}")
+        return 0
+    user = args.username or input("Username: ")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    path = creds.login(args.host, user, password, insecure=args.insecure)
+    print(f"Login Succeeded (credentials for {args.host} in {path})")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.verb == "demo":
         from lamina.demo import run
 
         return run(source=args.source, keep=args.keep)
+
+    if args.verb in ("login", "logout"):
+        return _login(args)
 
     from lamina import Graph  # type: ignore[attr-defined,unused-ignore]
 
@@ -411,6 +460,20 @@ def _run(args: argparse.Namespace) -> int:
             finally:
                 bar.close()
             print(f"{pulled.name} {pulled.digest}")
+        elif args.verb == "push":
+            bar = _ImageProgress("push", args.quiet)
+            try:
+                digest = g.push(
+                    args.name,
+                    args.reference,
+                    compression=None if args.compression == "none" else args.compression,
+                    format=args.format,
+                    insecure=args.insecure,
+                    progress=bar,
+                )
+            finally:
+                bar.close()
+            print(digest)
         elif args.verb == "save":
             fmt: Any = _save_format(args.path, args.format)
             comp: Any = args.compression or ("gzip" if fmt == "oci" else "none")

@@ -155,6 +155,11 @@ pub struct ImageRecord {
     pub config: String,
     /// When the record was written.
     pub created: Timestamp,
+    /// Where it was pulled from (`host/repository`), so a push to another
+    /// repository of that registry can mount its blobs instead of
+    /// uploading them (Docker's distribution metadata).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl ImageRecord {
@@ -479,6 +484,7 @@ impl Graph {
             manifest: String::from_utf8(manifest).expect("JSON is UTF-8"),
             config: String::from_utf8(config).expect("JSON is UTF-8"),
             created: Timestamp::now(),
+            source: None,
         })
     }
 

@@ -252,6 +252,7 @@ fn records_of(img: &FoundImage, layers: &[Layer]) -> Result<Vec<ImageRecord>> {
             manifest: manifest.clone(),
             config: config.clone(),
             created: Timestamp::now(),
+            source: None,
         })
         .collect())
 }

@@ -243,14 +243,24 @@ pub(crate) fn load(
         .collect())
 }
 
+/// An `Image` or an image name (`str`), as a name.
+pub(crate) fn image_name(o: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(i) = o.cast::<PyImage>() {
+        return Ok(i.get().img()?.name().to_owned());
+    }
+    o.extract::<String>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "an image reference is an Image or a name (str), not {}",
+            o.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })
+}
+
 fn image_names(refs: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-    let one = |o: &Bound<'_, PyAny>| -> PyResult<String> {
-        if let Ok(i) = o.cast::<PyImage>() {
-            return Ok(i.get().img()?.name().to_owned());
-        }
-        o.extract::<String>()
-            .map_err(|_| PyTypeError::new_err("an image reference is an Image or a name (str)"))
-    };
+    let one = image_name;
     if refs.is_instance_of::<pyo3::types::PyString>() || refs.cast::<PyImage>().is_ok() {
         return Ok(vec![one(refs)?]);
     }

@@ -41,6 +41,9 @@ mod _lamina {
     use super::image::PyImage;
 
     #[pymodule_export]
+    use super::registry::_check_login;
+
+    #[pymodule_export]
     use super::export::{changes, export_diff, export_upper_diff, upper_changes, PyChange};
 
     #[pymodule_export]

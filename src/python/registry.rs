@@ -1,14 +1,15 @@
-//! Bindings for registries: `Graph.pull`.
+//! Bindings for registries: `Graph.pull`, `Graph.push`.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::graph::PyGraph;
-use super::image::{progress_from, PyImage};
+use super::image::{image_name, progress_from, PyImage};
 use super::IntoPy;
+use crate::archive::compression::Compression;
 use crate::graph::{Progress, ProgressInfo};
-use crate::registry::{Credentials, PullOptions};
+use crate::registry::{Credentials, ManifestFormat, PullOptions, PushOptions};
 
 /// `auth=`: `(user, password)` or `{"username": ..., "password": ...}`.
 fn auth_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Credentials>> {
@@ -43,6 +44,25 @@ fn auth_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Credentials>>
     )))
 }
 
+/// Check credentials against a registry (`lamina login`); raises
+/// `AuthenticationError` when they are refused.
+#[pyfunction]
+#[pyo3(signature = (host, username, password, *, insecure = false))]
+pub fn _check_login(
+    py: Python<'_>,
+    host: String,
+    username: String,
+    password: String,
+    insecure: bool,
+) -> PyResult<()> {
+    let creds = Credentials {
+        user: username,
+        password,
+    };
+    py.detach(|| crate::registry::login(&host, creds, insecure))
+        .py_err()
+}
+
 #[pymethods]
 impl PyGraph {
     /// Pull an image from a registry (OCI distribution API).
@@ -73,5 +93,60 @@ impl PyGraph {
             return Err(e);
         }
         Ok(PyImage::new(r.py_err()?))
+    }
+
+    /// Push an image to a registry; the pushed manifest's digest.
+    #[pyo3(signature = (image, reference = None, *, auth = None, insecure = false, compression = Some("gzip".to_owned()), format = None, progress = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &self,
+        py: Python<'_>,
+        image: &Bound<'_, PyAny>,
+        reference: Option<String>,
+        auth: Option<&Bound<'_, PyAny>>,
+        insecure: bool,
+        compression: Option<String>,
+        format: Option<String>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let g = self.graph()?;
+        let name = image_name(image)?;
+        let compression = match compression.as_deref() {
+            None => Compression::None,
+            Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "compression is 'gzip', 'zstd' or None, not {other:?}"
+                )))
+            }
+        };
+        let format = match format.as_deref() {
+            None => None,
+            Some("oci") => Some(ManifestFormat::Oci),
+            Some("docker") => Some(ManifestFormat::Docker),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "format is 'oci', 'docker' or None, not {other:?}"
+                )))
+            }
+        };
+        let opts = PushOptions {
+            auth: auth_from_py(auth)?,
+            insecure,
+            compression,
+            format,
+        };
+        let pp = progress_from(progress)?;
+        let cb = |i: ProgressInfo| pp.call(i);
+        let r = py.detach(|| {
+            let p = Progress::new(&cb);
+            let p = pp.callback.as_ref().map(|_| &p);
+            g.push(&name, reference.as_deref(), &opts, p)
+        });
+        if let Some(e) = pp.take_err() {
+            return Err(e);
+        }
+        r.py_err()
     }
 }

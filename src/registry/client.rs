@@ -192,29 +192,91 @@ impl Client {
         accept: &str,
         scope: &str,
     ) -> Result<Response<Body>> {
-        let url = format!("{}/v2/{path}", self.base);
+        let headers: Vec<(&str, String)> = if accept.is_empty() {
+            Vec::new()
+        } else {
+            vec![("Accept", accept.to_owned())]
+        };
+        self.send(method, &self.url(path), &headers, None, scope)
+    }
+
+    /// The URL of `path` after `/v2/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/v2/{path}", self.base)
+    }
+
+    /// The URL an upload's `Location` header names (absolute, or relative
+    /// to the registry).
+    pub fn location(&self, resp: &Response<Body>) -> Result<String> {
+        let loc = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::Registry(format!("{}: an answer without Location", self.host)))?;
+        Ok(
+            if loc.starts_with("http://") || loc.starts_with("https://") {
+                loc.to_owned()
+            } else if loc.starts_with('/') {
+                format!("{}{loc}", self.base)
+            } else {
+                format!("{}/{loc}", self.base)
+            },
+        )
+    }
+
+    /// A request of `url` (GET, HEAD, DELETE, or POST/PUT/PATCH with
+    /// `body`, empty where `None`), authenticated and retried as [`get`]
+    /// says.
+    ///
+    /// [`get`]: Client::get
+    pub fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Option<&[u8]>,
+        scope: &str,
+    ) -> Result<Response<Body>> {
         let mut wait = WAIT_FIRST;
         let mut authed_once = false;
         for attempt in 1..=ATTEMPTS {
             let auth = self.auth_header(scope);
-            let mut req = match method {
-                "HEAD" => self.agent.head(&url),
-                _ => self.agent.get(&url),
+            let mut all: Vec<(&str, String)> = headers.to_vec();
+            if let Some(a) = auth {
+                all.push(("Authorization", a));
+            }
+            let result = match method {
+                "GET" | "HEAD" | "DELETE" => {
+                    let mut req = match method {
+                        "HEAD" => self.agent.head(url),
+                        "DELETE" => self.agent.delete(url),
+                        _ => self.agent.get(url),
+                    };
+                    for (k, v) in &all {
+                        req = req.header(*k, v);
+                    }
+                    req.call()
+                }
+                _ => {
+                    let mut req = match method {
+                        "POST" => self.agent.post(url),
+                        "PATCH" => self.agent.patch(url),
+                        _ => self.agent.put(url),
+                    };
+                    for (k, v) in &all {
+                        req = req.header(*k, v);
+                    }
+                    req.send(body.unwrap_or(&[]))
+                }
             };
-            if !accept.is_empty() {
-                req = req.header("Accept", accept);
-            }
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            let resp = match req.call() {
+            let resp = match result {
                 Ok(r) => r,
                 Err(e) if attempt < ATTEMPTS && !is_cert_error(&e) => {
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(WAIT_MAX);
                     continue;
                 }
-                Err(e) => return Err(self.transport(&url, e)),
+                Err(e) => return Err(self.transport(url, e)),
             };
             let status = resp.status().as_u16();
             if status == 401 && !authed_once {
@@ -229,15 +291,7 @@ impl Client {
                 continue;
             }
             if status == 401 || status == 403 {
-                return Err(Error::RegistryAuth(format!(
-                    "{}: access to {url} denied ({status}){}",
-                    self.host,
-                    if self.creds.is_some() {
-                        ": wrong credentials?"
-                    } else {
-                        ": no credentials (auth=, or lamina login)"
-                    }
-                )));
+                return Err(self.denied(url, status));
             }
             if (status == 429 || status >= 500) && attempt < ATTEMPTS {
                 std::thread::sleep(retry_after(&resp).unwrap_or(wait));
@@ -250,6 +304,50 @@ impl Client {
             "{}: {url}: still failing after {ATTEMPTS} attempts",
             self.host
         )))
+    }
+
+    /// A `method` of `url` whose body streams from `body`: sent once (a
+    /// stream cannot be replayed), with the token an earlier request of
+    /// `scope` obtained.
+    pub fn send_stream(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &mut dyn Read,
+        scope: &str,
+    ) -> Result<Response<Body>> {
+        let mut req = match method {
+            "PUT" => self.agent.put(url),
+            "POST" => self.agent.post(url),
+            _ => self.agent.patch(url),
+        };
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        if let Some(a) = self.auth_header(scope) {
+            req = req.header("Authorization", a);
+        }
+        let resp = req
+            .send(ureq::SendBody::from_reader(body))
+            .map_err(|e| self.transport(url, e))?;
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(self.denied(url, status));
+        }
+        Ok(resp)
+    }
+
+    fn denied(&self, url: &str, status: u16) -> Error {
+        Error::RegistryAuth(format!(
+            "{}: access to {url} denied ({status}){}",
+            self.host,
+            if self.creds.is_some() {
+                ": wrong credentials?"
+            } else {
+                ": no credentials (auth=, or lamina login)"
+            }
+        ))
     }
 
     fn auth_header(&self, scope: &str) -> Option<String> {
@@ -285,8 +383,10 @@ impl Client {
                 } else {
                     scope.to_owned()
                 };
-                if !want.is_empty() {
-                    url.push_str(&format!("scope={}", urlencode(&want)));
+                // Several scopes (a push that mounts from another
+                // repository) go as several `scope` parameters.
+                for one in want.split(' ').filter(|s| !s.is_empty()) {
+                    url.push_str(&format!("scope={}&", urlencode(one)));
                 }
                 let mut req = self.agent.get(&url);
                 if let Some(c) = &self.creds {
@@ -348,6 +448,17 @@ impl Client {
             )));
         }
         Ok(out)
+    }
+}
+
+/// Check `creds` against `host` as `docker login` does: `/v2/` answered
+/// with them (through the token service where the registry has one).
+pub fn login(host: &str, creds: Credentials, insecure: bool) -> Result<()> {
+    let c = Client::connect(host, Some(creds), insecure)?;
+    let resp = c.get("GET", "", "", "")?;
+    match resp.status().as_u16() {
+        200 => Ok(()),
+        s => Err(Error::Registry(format!("{host}: GET /v2/: HTTP {s}"))),
     }
 }
 

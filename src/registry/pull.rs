@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 
+use super::blobsums::{self, Blobsum};
 use super::client::Client;
 use super::credentials::Credentials;
 use super::reference::Reference;
@@ -229,6 +230,7 @@ impl Graph {
         };
         let client = Client::connect(&r.host, opts.auth.clone(), opts.insecure)?;
         let scope = format!("repository:{}:pull", r.repo);
+        let source = format!("{}/{}", r.host, r.repo);
         let mut doc = fetch_manifest(&client, &r, r.manifest_ref(), &scope)?;
         for _ in 0..4 {
             if doc.media_type != OCI_INDEX && doc.media_type != DOCKER_LIST {
@@ -304,8 +306,18 @@ impl Graph {
             ));
         }
         let mut chain = Vec::with_capacity(layers.len());
+        let mut sums = Vec::with_capacity(layers.len());
         for (k, (l, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
             let (digest, size, mt) = descriptor(&r, l, &format!("layers[{k}]"))?;
+            sums.push((
+                diff_id.clone(),
+                Blobsum {
+                    digest: digest.clone(),
+                    size,
+                    media_type: mt.clone(),
+                    source: Some(source.clone()),
+                },
+            ));
             if mt.contains("nondistributable") || mt.contains("foreign") {
                 return Err(registry_err(
                     &r,
@@ -332,6 +344,9 @@ impl Graph {
             });
         }
         let made = self.register_chain(None, chain, progress)?;
+        for (diff_id, b) in sums {
+            blobsums::remember(self, &diff_id, b)?;
+        }
         let name = r.image_name().unwrap_or_else(|| doc.digest.clone());
         let text = |b: Vec<u8>, what: &str| {
             String::from_utf8(b).map_err(|_| registry_err(&r, format!("the {what} is not UTF-8")))
@@ -344,6 +359,7 @@ impl Graph {
             manifest: text(doc.bytes, "manifest")?,
             config: text(config, "config")?,
             created: Timestamp::now(),
+            source: Some(source),
         })
     }
 }
