@@ -5,7 +5,8 @@
 //! - `client`: one registry's HTTP (scheme, TLS roots, auth, retries);
 //! - `credentials`: credentials from the caller or Docker's config file;
 //! - `pull`: [`crate::Graph::pull`];
-//! - `push`: [`crate::Graph::push`].
+//! - `push`: [`crate::Graph::push`];
+//! - `resume`: a blob's body resumed with `Range` where the connection breaks.
 
 pub mod blobsums;
 pub mod client;
@@ -13,6 +14,7 @@ pub mod credentials;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod resume;
 
 pub use client::login;
 pub use credentials::Credentials;

@@ -19,6 +19,7 @@ use super::blobsums::{self, Blobsum};
 use super::client::Client;
 use super::credentials::Credentials;
 use super::reference::Reference;
+use super::resume::Resuming;
 use crate::error::{Error, Result};
 use crate::graph::images::{host_arch, ImageRecord};
 use crate::graph::{ChainLayer, Graph, Image, Progress, Timestamp};
@@ -334,7 +335,14 @@ impl Graph {
                     if status != 200 {
                         return Err(Error::Registry(format!("{label2}: HTTP {status}")));
                     }
-                    let body = resp.into_body().into_reader();
+                    let body = Resuming::new(
+                        client,
+                        format!("{repo}/blobs/{digest}"),
+                        scope,
+                        label2.clone(),
+                        size,
+                        Box::new(resp.into_body().into_reader()),
+                    );
                     Ok(Box::new(Verified::new(body, &label2, &digest, size))
                         as Box<dyn std::io::Read + Send>)
                 }),

@@ -1,0 +1,125 @@
+"""Graph.pull through a proxy that misbehaves (tests/support/fault_proxy.py):
+a connection cut mid-blob is resumed with ``Range`` (or the blob fetched
+again where ranges are ignored) and gives the same image; 429 answers are
+backed off; a registry killed mid-pull is an error that leaves the store as
+it was, and the pull works once the registry is back."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lamina
+from support import manifest as mf
+from support.docker_image import INIT_PATHS
+from support.fault_proxy import FaultProxy
+from support.images import RealImage, real_image
+from support.layers import open_graph
+from support.registry import Registry
+from support.tars import gnu_tar_extract
+
+REF = "test/caps:1"
+
+
+@pytest.fixture(scope="module")
+def image() -> RealImage:
+    return real_image()
+
+
+@pytest.fixture(scope="module")
+def exported(image: RealImage, tmp_path_factory: pytest.TempPathFactory) -> dict[str, mf.Record]:
+    dst = tmp_path_factory.mktemp("exported")
+    gnu_tar_extract(image.exported, dst)
+    tree = _tree(dst)
+    shutil.rmtree(dst)
+    return tree
+
+
+def _tree(root: str | Path) -> dict[str, mf.Record]:
+    m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
+    del m["/"]
+    return m
+
+
+@pytest.fixture
+def registry(image: RealImage, tmp_path: Path) -> Iterator[Registry]:
+    r = Registry(tmp_path / "registry").start()
+    try:
+        r.skopeo_push(f"docker-archive:{image.docker_save}", REF)
+        yield r
+    finally:
+        r.stop()
+
+
+def _blob_gets(p: FaultProxy) -> list[tuple[str, str, int]]:
+    return [
+        (s.path, s.headers.get("range", ""), s.status)
+        for s in p.seen
+        if s.method == "GET" and "/blobs/" in s.path
+    ]
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["range", "no-range"])
+def test_cut_blobs_resume_to_the_same_image(
+    registry: Registry, exported: dict[str, mf.Record], ranges: bool, tmp_path: Path
+) -> None:
+    with open_graph(tmp_path / "clean", "overlay2") as g:
+        clean = g.pull(f"{registry.host}/{REF}")
+        want = (clean.digest, [lay.diff_id for lay in clean.layers])
+    proxy = FaultProxy(registry.port, cut_blobs=2, strip_range=not ranges).start()
+    try:
+        with open_graph(tmp_path / "s", "overlay2") as g:
+            img = g.pull(f"{proxy.host}/{REF}")
+            assert (img.digest, [lay.diff_id for lay in img.layers]) == want
+            with img.layer.mounted() as root:
+                mf.assert_same(_tree(root), exported)
+    finally:
+        proxy.stop()
+    gets = _blob_gets(proxy)
+    cut = [s for s in proxy.seen if s.fault == "cut"]
+    assert len(cut) == 2
+    for c in cut:
+        again = [(r, st) for p, r, st in gets if p == c.path and r]
+        if ranges:
+            # Resumed where the cut was: a 206 from a byte past the start.
+            assert again and again[0][1] == 206 and again[0][0] != "bytes=0-", gets
+        else:
+            # Ranges dropped on the way: the blob came again whole (200).
+            again = [st for p, r, st in gets if p == c.path]
+            assert again == [200, 200], gets
+
+
+def test_throttled_blobs_back_off_then_succeed(
+    registry: Registry, exported: dict[str, mf.Record], tmp_path: Path
+) -> None:
+    proxy = FaultProxy(registry.port, throttle_blobs=3).start()
+    try:
+        with open_graph(tmp_path / "s", "vfs") as g:
+            img = g.pull(f"{proxy.host}/{REF}")
+            with img.layer.mounted() as root:
+                mf.assert_same(_tree(root), exported)
+    finally:
+        proxy.stop()
+    assert [s.status for s in proxy.seen if s.fault == "429"] == [429, 429, 429]
+
+
+def test_registry_killed_mid_pull_leaves_the_store_as_it_was(
+    registry: Registry, exported: dict[str, mf.Record], tmp_path: Path
+) -> None:
+    proxy = FaultProxy(registry.port, cut_blobs=1, on_cut=registry.stop).start()
+    try:
+        with open_graph(tmp_path / "s", "overlay2") as g:
+            before = (g.layers(), g.images())
+            with pytest.raises(lamina.LaminaError, match=r"test/caps:1: blob sha256:[0-9a-f]{64}"):
+                g.pull(f"{proxy.host}/{REF}")
+            assert (g.layers(), g.images()) == before
+            assert [p.name for p in (tmp_path / "s" / "tmp").iterdir()] == []
+            registry.start()
+            img = g.pull(f"{proxy.host}/{REF}")
+            with img.layer.mounted() as root:
+                mf.assert_same(_tree(root), exported)
+    finally:
+        proxy.stop()
