@@ -314,6 +314,9 @@ impl Graph {
         if let Some(p) = progress {
             p.add_total(0, layers.len());
         }
+        // Another registration of these layers (another process pulling
+        // the same image) finishes first; then they are found below.
+        let _locks = super::chain_lock::lock_chain(self.root(), &chain_ids)?;
 
         // What is there already: a prefix of the chain (a layer's parent
         // stays while it has children).

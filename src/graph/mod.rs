@@ -6,6 +6,7 @@
 
 mod ancestry;
 pub mod chain;
+mod chain_lock;
 pub mod check;
 mod diffs;
 #[allow(clippy::module_inception)]

@@ -262,3 +262,36 @@ def test_cli_pull(registry: Registry, tmp_path: Path) -> None:
     assert name == f"{registry.host}/test/cli:1"
     with lamina.Graph(root) as g:
         assert g.image(name).digest == digest
+
+
+def test_two_processes_pulling_at_once_fetch_each_layer_once(
+    image: RealImage, registry: Registry, tmp_path: Path
+) -> None:
+    registry.skopeo_push(f"docker-archive:{image.docker_save}", "test/both:1")
+    info = _inspect(registry, "test/both:1")
+    root = tmp_path / "s"
+    with open_graph(root, "overlay2"):
+        pass
+    before = len(registry.requests())
+    env = {**os.environ, "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [
+        "python3",
+        "-m",
+        "lamina",
+        "--root",
+        str(root),
+        "pull",
+        "-q",
+        f"{registry.host}/test/both:1",
+    ]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e.decode() for _, e in outs]
+    assert outs[0][0] == outs[1][0]
+    layer_gets = [p for p in registry.blob_gets(before) if p.rsplit("/", 1)[1] in info["Layers"]]
+    assert sorted(layer_gets) == sorted(f"/v2/test/both/blobs/{d}" for d in info["Layers"])
+    with lamina.Graph(root) as g:
+        assert len(g.images()) == 1 and len(g.layers()) == len(info["Layers"])
