@@ -60,7 +60,7 @@ mod commit;
 mod files;
 mod load;
 mod parse;
-mod save;
+pub(crate) mod save;
 mod stream;
 pub(crate) mod verify;
 

@@ -87,9 +87,9 @@ struct Out {
 }
 
 /// Counts bytes written into progress.
-struct CountingWriter<'p, W> {
-    inner: W,
-    progress: Option<&'p Progress<'p>>,
+pub(crate) struct CountingWriter<'p, W> {
+    pub(crate) inner: W,
+    pub(crate) progress: Option<&'p Progress<'p>>,
 }
 
 impl<W: Write> Write for CountingWriter<'_, W> {
@@ -103,6 +103,45 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// `layer`'s tar, compressed with `c` (gzip level 1, zstd level 3), into
+/// `out`, the tar's bytes counted into `progress`; `out` back, finished.
+pub(crate) fn encode_diff<W: Write>(
+    layer: &Layer,
+    c: Compression,
+    out: W,
+    progress: Option<&Progress<'_>>,
+    werr: impl Fn(std::io::Error) -> Error,
+) -> Result<W> {
+    Ok(match c {
+        Compression::None => {
+            let mut w = CountingWriter {
+                inner: out,
+                progress,
+            };
+            layer.diff(&mut w)?;
+            w.inner
+        }
+        Compression::Gzip => {
+            let enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(1));
+            let mut w = CountingWriter {
+                inner: enc,
+                progress,
+            };
+            layer.diff(&mut w)?;
+            w.inner.finish().map_err(werr)?
+        }
+        Compression::Zstd => {
+            let enc = zstd::stream::write::Encoder::new(out, 3).map_err(&werr)?;
+            let mut w = CountingWriter {
+                inner: enc,
+                progress,
+            };
+            layer.diff(&mut w)?;
+            w.inner.finish().map_err(werr)?
+        }
+    })
 }
 
 /// Write `layer`'s blob, compressed with `c`, into `dir` as `<hex>`;
@@ -122,34 +161,7 @@ fn write_blob(
         size: 0,
     };
     let werr = |e: std::io::Error| Error::io("write", &tmp, e);
-    let hashing = match c {
-        Compression::None => {
-            let mut w = CountingWriter {
-                inner: hashing,
-                progress,
-            };
-            layer.diff(&mut w)?;
-            w.inner
-        }
-        Compression::Gzip => {
-            let enc = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(1));
-            let mut w = CountingWriter {
-                inner: enc,
-                progress,
-            };
-            layer.diff(&mut w)?;
-            w.inner.finish().map_err(werr)?
-        }
-        Compression::Zstd => {
-            let enc = zstd::stream::write::Encoder::new(hashing, 3).map_err(werr)?;
-            let mut w = CountingWriter {
-                inner: enc,
-                progress,
-            };
-            layer.diff(&mut w)?;
-            w.inner.finish().map_err(werr)?
-        }
-    };
+    let hashing = encode_diff(layer, c, hashing, progress, werr)?;
     let HashingWriter {
         inner,
         hasher,

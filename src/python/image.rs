@@ -244,6 +244,18 @@ pub(crate) fn load(
 }
 
 /// An `Image` or an image name (`str`), as a name.
+/// `compression=`: `"gzip"`, `"zstd"` or `None`.
+pub(crate) fn compression_from(c: Option<&str>) -> PyResult<Compression> {
+    match c {
+        None => Ok(Compression::None),
+        Some("gzip") => Ok(Compression::Gzip),
+        Some("zstd") => Ok(Compression::Zstd),
+        Some(other) => Err(PyValueError::new_err(format!(
+            "compression is 'gzip', 'zstd' or None, not {other:?}"
+        ))),
+    }
+}
+
 pub(crate) fn image_name(o: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(i) = o.cast::<PyImage>() {
         return Ok(i.get().img()?.name().to_owned());
@@ -287,16 +299,7 @@ pub(crate) fn save(
             )))
         }
     };
-    let compression = match compression {
-        None => Compression::None,
-        Some("gzip") => Compression::Gzip,
-        Some("zstd") => Compression::Zstd,
-        Some(other) => {
-            return Err(PyValueError::new_err(format!(
-                "compression is 'gzip', 'zstd' or None, not {other:?}"
-            )))
-        }
-    };
+    let compression = compression_from(compression)?;
     let pp = progress_from(progress)?;
     let cb = |i: ProgressInfo| pp.call(i);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -5,9 +5,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
 use super::graph::PyGraph;
-use super::image::{image_name, progress_from, PyImage};
+use super::image::{compression_from, image_name, progress_from, PyImage};
 use super::IntoPy;
-use crate::archive::compression::Compression;
 use crate::graph::{Progress, ProgressInfo};
 use crate::registry::{Credentials, ManifestFormat, PullOptions, PushOptions};
 
@@ -111,16 +110,7 @@ impl PyGraph {
     ) -> PyResult<String> {
         let g = self.graph()?;
         let name = image_name(image)?;
-        let compression = match compression.as_deref() {
-            None => Compression::None,
-            Some("gzip") => Compression::Gzip,
-            Some("zstd") => Compression::Zstd,
-            Some(other) => {
-                return Err(PyValueError::new_err(format!(
-                    "compression is 'gzip', 'zstd' or None, not {other:?}"
-                )))
-            }
-        };
+        let compression = compression_from(compression.as_deref())?;
         let format = match format.as_deref() {
             None => None,
             Some("oci") => Some(ManifestFormat::Oci),

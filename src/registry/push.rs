@@ -32,6 +32,7 @@ use crate::graph::chain::{in_order, Progress, APPLY_WORKERS};
 use crate::graph::images::{CONFIG_V1, LAYER_TAR, MANIFEST_V1};
 use crate::graph::{Graph, Layer};
 use crate::ids;
+use crate::image::save::{encode_diff, CountingWriter};
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -354,25 +355,6 @@ impl Pusher<'_> {
     }
 }
 
-/// Counts the compressed bytes into progress.
-struct Counting<'p, W> {
-    inner: W,
-    progress: Option<&'p Progress<'p>>,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        if let Some(p) = self.progress {
-            p.bytes_done(n as u64);
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// `layer`'s tar, compressed, into `out`: its digest and size.
 fn compress_into(
     layer: &Layer,
@@ -380,8 +362,9 @@ fn compress_into(
     out: std::fs::File,
     progress: Option<&Progress<'_>>,
 ) -> Result<(String, u64)> {
+    // Progress counts the compressed bytes, as they are sent.
     let hashing = HashingWriter {
-        inner: Counting {
+        inner: CountingWriter {
             inner: std::io::BufWriter::with_capacity(1 << 20, out),
             progress,
         },
@@ -389,23 +372,7 @@ fn compress_into(
         size: 0,
     };
     let werr = |e: std::io::Error| Error::Registry(format!("layer {}: upload: {e}", layer.id()));
-    let mut hashing = match c {
-        Compression::None => {
-            let mut w = hashing;
-            layer.diff(&mut w)?;
-            w
-        }
-        Compression::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(1));
-            layer.diff(&mut enc)?;
-            enc.finish().map_err(werr)?
-        }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(hashing, 3).map_err(werr)?;
-            layer.diff(&mut enc)?;
-            enc.finish().map_err(werr)?
-        }
-    };
+    let mut hashing = encode_diff(layer, c, hashing, None, werr)?;
     hashing.flush().map_err(werr)?;
     Ok((hex_id(&hashing.hasher.finalize()), hashing.size))
 }

@@ -6,7 +6,6 @@ it was, and the pull works once the registry is back."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,12 +13,12 @@ import pytest
 
 import lamina
 from support import manifest as mf
-from support.docker_image import INIT_PATHS
+from support.docker_image import exported_records
+from support.docker_image import tree_as_exported as _tree
 from support.fault_proxy import FaultProxy
 from support.images import RealImage, real_image
 from support.layers import open_graph
 from support.registry import Registry
-from support.tars import gnu_tar_extract
 
 REF = "test/caps:1"
 
@@ -31,17 +30,7 @@ def image() -> RealImage:
 
 @pytest.fixture(scope="module")
 def exported(image: RealImage, tmp_path_factory: pytest.TempPathFactory) -> dict[str, mf.Record]:
-    dst = tmp_path_factory.mktemp("exported")
-    gnu_tar_extract(image.exported, dst)
-    tree = _tree(dst)
-    shutil.rmtree(dst)
-    return tree
-
-
-def _tree(root: str | Path) -> dict[str, mf.Record]:
-    m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
-    del m["/"]
-    return m
+    return exported_records(image.exported, tmp_path_factory.mktemp("exported"))
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ import pytest
 
 import lamina
 from support import manifest as mf
-from support.docker_image import INIT_PATHS
+from support.docker_image import exported_records
+from support.docker_image import tree_as_exported as _tree
 from support.images import RealImage, real_image
 from support.layers import open_graph
 from support.registry import Registry
-from support.tars import gnu_tar_extract
 
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -47,19 +47,7 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 
 @pytest.fixture(scope="module")
 def exported(image: RealImage, tmp_path_factory: pytest.TempPathFactory) -> dict[str, mf.Record]:
-    dst = tmp_path_factory.mktemp("exported")
-    gnu_tar_extract(image.exported, dst)
-    tree = _tree(dst)
-    # The records hold content hashes; the tree itself would sit in the
-    # test tmpfs for the rest of the session.
-    shutil.rmtree(dst)
-    return tree
-
-
-def _tree(root: str | Path) -> dict[str, mf.Record]:
-    m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
-    del m["/"]  # `docker export` has no entry for the root itself.
-    return m
+    return exported_records(image.exported, tmp_path_factory.mktemp("exported"))
 
 
 def _inspect(reg: Registry, ref: str, *extra: str) -> Any:

@@ -17,7 +17,7 @@ import pytest
 
 import lamina
 from support import manifest as mf
-from support.docker_image import INIT_PATHS
+from support.docker_image import tree_as_exported as _tree
 from support.images import RealImage, real_image
 from support.layers import open_graph
 from support.registry import Registry
@@ -41,12 +41,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
 def _give_back_space(tmp_path: Path) -> Iterator[None]:
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
-
-
-def _tree(root: str | Path) -> dict[str, mf.Record]:
-    m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
-    del m["/"]
-    return m
 
 
 def _inspect(reg: Registry, ref: str, *extra: str) -> Any:

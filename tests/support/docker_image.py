@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from support import engine
 from support.engine import docker
@@ -122,3 +123,24 @@ def _build_and_save(out: Path) -> None:
         finally:
             if stage.exists():
                 shutil.rmtree(stage, ignore_errors=True)
+
+
+def tree_as_exported(root: str | Path) -> dict[str, Any]:
+    """The manifest of a merged tree as ``docker export`` gives it: no init
+    layer paths, no entry for the root itself."""
+    from support import manifest as mf
+
+    m = mf.manifest(root, dir_times=False, exclude=set(INIT_PATHS))
+    del m["/"]
+    return m
+
+
+def exported_records(exported_tar: Path, tmp: Path) -> dict[str, Any]:
+    """:func:`tree_as_exported` of ``docker export``'s tar, extracted by GNU
+    tar into ``tmp`` and removed once read (only the records stay)."""
+    from support.tars import gnu_tar_extract
+
+    gnu_tar_extract(exported_tar, tmp)
+    tree = tree_as_exported(tmp)
+    shutil.rmtree(tmp)
+    return tree
