@@ -32,8 +32,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -41,7 +39,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 
 import bench_images  # noqa: E402
-from bench_images import IMAGE, drop_image, peak_rss_mb, sh  # noqa: E402
+from bench_images import IMAGE, drop_image, peak_rss_mb, sh, timed  # noqa: E402
 
 from support import engine  # noqa: E402
 from support.registry import Registry  # noqa: E402
@@ -51,17 +49,6 @@ PULL = (
     "import lamina, sys; g = lamina.Graph(sys.argv[1], driver=sys.argv[3]); "
     "g.pull(sys.argv[2]); g.close()"
 )
-
-
-def timed(fn: Callable[[], object], reset: Callable[[], object], reps: int) -> float:
-    best = float("inf")
-    for _ in range(reps):
-        reset()
-        sh("sync")
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def outer(argv: list[str]) -> int:
