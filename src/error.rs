@@ -150,6 +150,16 @@ pub enum Error {
     /// The graph was closed; nothing more can be done through it.
     #[error("the graph is closed")]
     Closed,
+    /// Setting up or starting a command in a container failed (reported
+    /// by the runner: the step, naming its path, and the OS error).
+    #[error("run: {what}: {source}")]
+    Run {
+        /// The step that failed, e.g. `exec /bin/true` or `mount on /proc`.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A worker thread of lamina panicked: a bug in lamina.
     #[error("internal error: {0}")]
     Internal(String),

@@ -48,6 +48,7 @@ pub mod ids;
 pub mod image;
 pub mod init_layer;
 pub mod registry;
+pub mod run;
 pub mod view;
 
 #[cfg(feature = "python")]

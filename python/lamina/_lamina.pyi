@@ -2,7 +2,8 @@
 
 import datetime
 import io
-from collections.abc import Callable, Iterable, Iterator
+import subprocess
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
 from types import TracebackType
 from typing import IO, Any, Literal, Protocol, TypeAlias, TypedDict, final, overload
@@ -221,6 +222,55 @@ class Layer:
         ``pattern`` (``fnmatch``, so ``*`` crosses ``/``; without a leading
         ``/`` it matches any tail), walk order; each :attr:`Entry.layer`
         names the layer that provides it."""
+    def run(
+        self,
+        argv: str | PathLike[str] | Sequence[str | PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "/",
+        user: str | int | None = None,
+        network: Literal["none", "host"] = "none",
+        mounts: Iterable[str | Sequence[Any]] = (),
+        hostname: str | None = None,
+        stdin: Any = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        input: Any = None,
+        capture_output: bool = False,
+        text: bool | None = None,
+        encoding: str | None = None,
+        errors: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run ``argv`` with the layer's merged tree as its root, in new
+        mount, pid, ipc and uts namespaces, and a network namespace with
+        only ``lo`` unless ``network="host"`` (a user namespace too when not
+        root), as ``docker run`` does: ``/proc``, ``/dev`` (null, zero,
+        full, random, urandom, tty, pts, shm, mqueue), ``/sys`` read-only,
+        ``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` bound
+        over the init layer's files. ``user`` is ``docker run -u``'s
+        (looked up in the container's ``/etc/passwd``); ``env`` gets
+        ``PATH``, ``HOSTNAME`` and ``HOME`` where missing; ``cwd`` is made
+        if missing; ``mounts`` are ``"SRC:DST[:ro]"`` or ``(src, dst[, "ro"])``.
+
+        The rest means what it means to :func:`subprocess.run`: a non-zero
+        exit is the result's ``returncode`` (raised only with ``check``),
+        ``timeout`` raises :class:`subprocess.TimeoutExpired`. A timeout or
+        Ctrl-C kills every process of the container before the call
+        returns. A program not found is :class:`FileNotFoundError`; an
+        unknown user is :class:`ValueError`. Changes land in the layer:
+        :meth:`Graph.commit` them."""
+    def _prepare_run(
+        self,
+        argv: list[str],
+        env: list[str],
+        cwd: str,
+        user: str | None,
+        network: str,
+        mounts: list[tuple[str, str, bool]],
+        hostname: str | None,
+    ) -> _PreparedRun: ...
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
@@ -673,3 +723,13 @@ def export_upper_diff(
 ) -> None: ...
 def _set_mount_helper(argv: list[str]) -> None: ...
 def _mount_helper_main(parent: int) -> None: ...
+def _run_main(spec: str) -> None: ...
+def _unshare_main(argv: list[str]) -> None: ...
+def _unshare_command() -> list[str]: ...
+
+@final
+class _PreparedRun:
+    def runner_argv(self, parent: int, error_fd: int) -> list[str]: ...
+    def finish(self) -> None: ...
+    @staticmethod
+    def raise_failure(report: bytes) -> None: ...

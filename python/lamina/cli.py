@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--keep-layers", action="store_true", help="only remove the names")
     verbs.add_parser("check", help="check every layer; exit 1 if something is wrong")
     verbs.add_parser("repair", help="remove what cannot be saved, rebuild what can")
+    from lamina import cli_run
+
+    cli_run.add_parsers(verbs)
     v = verbs.add_parser("demo", help="build a layered image and show each step")
     v.add_argument("--keep", action="store_true", help="keep the demo's work directory")
     v.add_argument("--source", default=None, help="real directory to copy into the base layer")
@@ -428,6 +431,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verb in ("login", "logout"):
         return _login(args)
+    if args.verb == "unshare":
+        from lamina import cli_run
+
+        return cli_run.unshare(args)
 
     from lamina import Graph  # type: ignore[attr-defined,unused-ignore]
 
@@ -530,6 +537,10 @@ def _run(args: argparse.Namespace) -> int:
             return run_analyze(g, args)
         elif args.verb == "inspect":
             print(json.dumps(_inspect(g.get(args.id)), indent=2))
+        elif args.verb == "run":
+            from lamina import cli_run
+
+            return cli_run.run(g, args)
         elif args.verb == "mount":
             # The mount outlives this process: the store's persisted refcount
             # keeps it until `lamina umount`.

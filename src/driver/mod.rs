@@ -211,6 +211,12 @@ pub trait Driver: Send + Sync {
     /// After the store's close put back every reference: stop what serves
     /// mounts (the rootless helper), so nothing of the store runs on.
     fn shutdown(&self) {}
+
+    /// The pid whose user and mount namespaces hold this driver's mounts,
+    /// where they are not the caller's (rootless overlay); `None` otherwise.
+    fn namespace_holder(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Build the storage driver `name` (one of [`NAMES`]) of a store whose

@@ -290,6 +290,11 @@ pub trait Mounter: Send + Sync {
     }
     /// Stop whatever serves the mounts (a store's close): its mounts go.
     fn shutdown(&self) {}
+    /// The pid of the process whose user and mount namespaces hold the
+    /// mounts, where that is not this process's (the rootless helper).
+    fn namespace_holder(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A shared mounter (one per store, used by every layer's driver calls).
@@ -317,6 +322,9 @@ impl<M: Mounter + ?Sized> Mounter for std::sync::Arc<M> {
     }
     fn shutdown(&self) {
         (**self).shutdown()
+    }
+    fn namespace_holder(&self) -> Option<u32> {
+        (**self).namespace_holder()
     }
 }
 

@@ -179,6 +179,10 @@ fn make_upper(upper: &Path, like: &Path) -> Result<()> {
 }
 
 impl Driver for Overlay {
+    fn namespace_holder(&self) -> Option<u32> {
+        self.refs.mounter().namespace_holder()
+    }
+
     fn name(&self) -> &'static str {
         "overlay"
     }

@@ -585,6 +585,10 @@ impl Driver for Overlay2 {
         content_size(&c, &layer.dir.join(DIFF))
     }
 
+    fn namespace_holder(&self) -> Option<u32> {
+        self.refs.mounter().namespace_holder()
+    }
+
     fn shutdown(&self) {
         self.refs.mounter().shutdown();
     }

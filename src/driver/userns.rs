@@ -42,7 +42,7 @@ use crate::driver::mounter::{LinuxMounter, MountSpec, Mounter};
 use crate::driver::mountinfo;
 use crate::error::{Error, Result};
 
-static HELPER_COMMAND: OnceLock<Vec<OsString>> = OnceLock::new();
+pub(crate) static HELPER_COMMAND: OnceLock<Vec<OsString>> = OnceLock::new();
 
 /// Set the command that runs [`serve`] (the bindings: the interpreter with
 /// `-m lamina._helper`). First call wins.
@@ -298,6 +298,14 @@ impl Mounter for UsernsMounter {
 
     fn private_namespace(&self) -> bool {
         true
+    }
+
+    fn namespace_holder(&self) -> Option<u32> {
+        self.helper
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|h| h.pid)
     }
 
     fn shutdown(&self) {

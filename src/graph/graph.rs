@@ -90,11 +90,15 @@ impl Graph {
             probed = Some(p);
             Ok(name.to_owned())
         })?;
-        store.check_overlay_xattrs(if mounter.private_namespace() {
-            "user"
-        } else {
-            "trusted"
-        })?;
+        // In a user namespace of its own (`lamina unshare`) overlayfs
+        // mounts with userxattr, as through the rootless helper.
+        store.check_overlay_xattrs(
+            if mounter.private_namespace() || crate::driver::probe::in_user_namespace() {
+                "user"
+            } else {
+                "trusted"
+            },
+        )?;
         let layout = store.layout();
         // Facts for status() and mount options: a full probe was run for a
         // new store with "auto"; otherwise one without a test mount.

@@ -73,6 +73,10 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             )),
             None => PyOSError::new_err(format!("{op} {}: {source}", path.display())),
         },
+        Error::Run { what, source } => match source.raw_os_error() {
+            Some(errno) => PyOSError::new_err((errno, format!("{what}: {}", strerror(errno)))),
+            None => PyOSError::new_err(format!("{what}: {source}")),
+        },
         Error::Entry { entry, source } => match *source {
             Error::Io { op, path, source } if source.raw_os_error().is_some() => {
                 let errno = source.raw_os_error().unwrap_or_default();

@@ -16,6 +16,7 @@ mod layer;
 mod metadata;
 mod registry;
 mod rootless;
+mod run;
 mod view;
 
 use pyo3::prelude::*;
@@ -51,6 +52,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::rootless::{_mount_helper_main, _set_mount_helper};
+
+    #[pymodule_export]
+    use super::run::{_run_main, _unshare_command, _unshare_main, PyPreparedRun};
 
     use pyo3::prelude::*;
 
