@@ -265,3 +265,29 @@ def test_auth_login_and_logout(
         assert g.push(name, f"{secure.host}/team/helper:1")
     assert _lamina("logout", secure.host).returncode == 0
     assert not store.exists()
+
+
+def test_registry_killed_mid_push_fails_naming_the_blob_and_a_push_after_restart_lands(
+    image: RealImage, registry: Registry, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/test/killed:1"
+    killed = []
+
+    def kill_once(done: int, total: int | None, layers: int, total_layers: int) -> None:
+        if done > 0 and not killed:
+            killed.append(done)
+            registry.stop()
+
+    with open_graph(tmp_path / "s", "overlay2") as g:
+        img = g.load(image.docker_save)[0]
+        diff_ids = [lay.diff_id for lay in img.layers]
+        with pytest.raises(lamina.RegistryError, match=r"test/killed:1") as e:
+            g.push(img, ref, progress=kill_once)
+        assert killed
+        # It names the reference and the layer whose upload was cut.
+        assert any(f": layer {lay.id}: upload" in str(e.value) for lay in img.layers), e.value
+        registry.start()
+        digest = g.push(img, ref)
+    assert _inspect(registry, "test/killed:1")["Digest"] == digest
+    config = _inspect(registry, "test/killed:1", "--config", "--raw")
+    assert config["rootfs"]["diff_ids"] == diff_ids

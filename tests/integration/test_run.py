@@ -257,9 +257,9 @@ def test_binds_network_host_and_hostname(box: Any, tmp_path: Path) -> None:
 
 def test_cli_run_relays_the_status_and_options(box: Any, tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "lamina", "-q", "--root", str(tmp_path / "s")]
+    step = ["sh", "-c", 'echo "$A $(pwd) $(id -u)"; exit 7']
     r = subprocess.run(
-        [*cli, "run", "-e", "A=1", "-w", "/tmp", "-u", "nobody", box.id, "--"]
-        + ["sh", "-c", 'echo "$A $(pwd) $(id -u)"; exit 7'],
+        [*cli, "run", "-e", "A=1", "-w", "/tmp", "-u", "nobody", box.id, "--", *step],
         capture_output=True,
         text=True,
     )
