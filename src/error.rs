@@ -147,6 +147,10 @@ pub enum Error {
         /// The layer's id.
         id: String,
     },
+    /// The caller asked a long call to stop (Ctrl-C in Python); what it
+    /// had done is undone as after any other failure.
+    #[error("interrupted")]
+    Cancelled,
     /// The graph was closed; nothing more can be done through it.
     #[error("the graph is closed")]
     Closed,

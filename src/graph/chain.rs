@@ -78,6 +78,9 @@ pub struct Progress<'a> {
     total_layers: AtomicUsize,
     /// Reading a source whole before applying (see `start_applying`).
     reading: AtomicBool,
+    /// Set by [`Progress::cancel`]: readers counted into this progress and
+    /// the chain-lock wait then fail with [`Error::Cancelled`].
+    cancelled: AtomicBool,
     callback: &'a (dyn Fn(ProgressInfo) + Sync),
 }
 
@@ -93,8 +96,19 @@ impl<'a> Progress<'a> {
             layers: AtomicUsize::new(0),
             total_layers: AtomicUsize::new(0),
             reading: AtomicBool::new(true),
+            cancelled: AtomicBool::new(false),
             callback,
         }
+    }
+
+    /// Ask the operation to stop (from any thread): its next read fails.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Progress::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// What has been done so far.
@@ -173,6 +187,11 @@ impl<'p, R> Counted<'p, R> {
 
 impl<R: Read> Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.progress.is_some_and(Progress::is_cancelled) {
+            return Err(std::io::Error::other(crate::archive::reader::SourceError(
+                Error::Cancelled,
+            )));
+        }
         let n = self.inner.read(buf)?;
         if let Some(p) = self.progress {
             if !self.source || p.reading.load(Ordering::Relaxed) {
@@ -316,7 +335,8 @@ impl Graph {
         }
         // Another registration of these layers (another process pulling
         // the same image) finishes first; then they are found below.
-        let _locks = super::chain_lock::lock_chain(self.root(), &chain_ids)?;
+        let cancelled = || progress.is_some_and(Progress::is_cancelled);
+        let _locks = super::chain_lock::lock_chain(self.root(), &chain_ids, &cancelled)?;
 
         // What is there already: a prefix of the chain (a layer's parent
         // stays while it has children).

@@ -35,9 +35,18 @@ pub struct ChainLocks {
     _held: Vec<File>,
 }
 
+/// How often a wait for another holder looks whether it was cancelled.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Lock every chain ID of `chain` (base to top) in the store at `root`,
-/// waiting for other holders.
-pub fn lock_chain(root: &Path, chain: &[String]) -> Result<ChainLocks> {
+/// waiting for other holders; while `cancelled()` says so, the wait ends
+/// with [`Error::Cancelled`] (a blocking flock could not be interrupted
+/// short of a signal to this very thread).
+pub fn lock_chain(
+    root: &Path,
+    chain: &[String],
+    cancelled: &dyn Fn() -> bool,
+) -> Result<ChainLocks> {
     let dir = root.join("locks");
     match std::fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
         Ok(()) => {}
@@ -56,9 +65,15 @@ pub fn lock_chain(root: &Path, chain: &[String]) -> Result<ChainLocks> {
             .open(&path)
             .at("open", &path)?;
         loop {
-            match rustix::fs::flock(&f, FlockOperation::LockExclusive) {
+            match rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => break,
                 Err(Errno::INTR) => continue,
+                Err(Errno::WOULDBLOCK) => {
+                    if cancelled() {
+                        return Err(Error::Cancelled);
+                    }
+                    std::thread::sleep(CANCEL_POLL);
+                }
                 Err(e) => return Err(e).at("flock", &path),
             }
         }
@@ -81,11 +96,11 @@ mod tests {
             format!("sha256:{}", "1".repeat(64)),
             format!("sha256:{}", "2".repeat(64)),
         ];
-        let first = lock_chain(tmp.path(), &chain).unwrap();
+        let first = lock_chain(tmp.path(), &chain, &|| false).unwrap();
         let got = Arc::new(AtomicBool::new(false));
         let (root, c, g) = (tmp.path().to_owned(), chain[..1].to_vec(), got.clone());
         let t = std::thread::spawn(move || {
-            let _l = lock_chain(&root, &c).unwrap();
+            let _l = lock_chain(&root, &c, &|| false).unwrap();
             g.store(true, Ordering::SeqCst);
         });
         std::thread::sleep(Duration::from_millis(200));
@@ -93,6 +108,16 @@ mod tests {
         drop(first);
         t.join().unwrap();
         assert!(got.load(Ordering::SeqCst));
-        assert!(lock_chain(tmp.path(), &["../x".to_owned()]).is_err());
+        assert!(lock_chain(tmp.path(), &["../x".to_owned()], &|| false).is_err());
+    }
+
+    #[test]
+    fn a_cancelled_wait_ends_without_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let chain = vec![format!("sha256:{}", "3".repeat(64))];
+        let _first = lock_chain(tmp.path(), &chain, &|| false).unwrap();
+        let asked = std::time::Instant::now() + Duration::from_millis(100);
+        let r = lock_chain(tmp.path(), &chain, &|| std::time::Instant::now() > asked);
+        assert!(matches!(r, Err(Error::Cancelled)));
     }
 }

@@ -176,6 +176,7 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
         Error::UnsupportedManifest(m) => {
             raise_in(py, "UnsupportedManifest", args(py, vec![any(py, m)]), &[])
         }
+        Error::Cancelled => pyo3::exceptions::PyKeyboardInterrupt::new_err("interrupted"),
         Error::Internal(m) => raise_in(
             py,
             "LaminaError",

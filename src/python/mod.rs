@@ -12,6 +12,7 @@ mod file_object;
 mod graph;
 mod image;
 mod init_layer;
+mod interrupt;
 mod layer;
 mod metadata;
 mod registry;

@@ -83,15 +83,14 @@ impl PyGraph {
         };
         let pp = progress_from(progress)?;
         let cb = |i: ProgressInfo| pp.call(i);
-        let r = py.detach(|| {
-            let p = Progress::new(&cb);
-            let p = pp.callback.as_ref().map(|_| &p);
-            g.pull(&reference, &opts, p)
-        });
+        let p = Progress::new(&cb);
+        // Ctrl-C stops a pull (and its wait for another puller's layers),
+        // leaving the store as it was.
+        let r = super::interrupt::interruptible(py, &p, || g.pull(&reference, &opts, Some(&p)));
         if let Some(e) = pp.take_err() {
             return Err(e);
         }
-        Ok(PyImage::new(r.py_err()?))
+        Ok(PyImage::new(r?))
     }
 
     /// Push an image to a registry; the pushed manifest's digest.

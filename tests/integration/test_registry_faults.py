@@ -6,6 +6,13 @@ it was, and the pull works once the registry is back."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +119,66 @@ def test_registry_killed_mid_pull_leaves_the_store_as_it_was(
                 mf.assert_same(_tree(root), exported)
     finally:
         proxy.stop()
+
+
+_PULL_INTERRUPTED = """
+import os, signal, sys, lamina
+g = lamina.Graph(sys.argv[1], driver="overlay2")
+def kill_at_first_bytes(done, total, layers, total_layers):
+    if sys.argv[3] == "mid-blob" and done > 0:
+        os.kill(os.getpid(), signal.SIGINT)
+try:
+    g.pull(sys.argv[2], progress=kill_at_first_bytes)
+except KeyboardInterrupt:
+    print(len(g.layers()), len(g.images()), sorted(os.listdir(os.path.join(sys.argv[1], "tmp"))))
+    sys.exit(42)
+"""
+
+
+def _chain_ids(diff_ids: list[str]) -> list[str]:
+    out: list[str] = []
+    for d in diff_ids:
+        out.append(
+            d if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest()
+        )
+    return out
+
+
+@pytest.mark.parametrize("where", ["mid-blob", "waiting-for-a-lock"])
+def test_ctrl_c_stops_a_pull_and_leaves_the_store_as_it_was(
+    image: RealImage, registry: Registry, where: str, tmp_path: Path
+) -> None:
+    store = tmp_path / "s"
+    lamina.Graph(store, driver="overlay2").close()
+    held = None
+    if where == "waiting-for-a-lock":
+        # Another process registering the same base layer holds its lock.
+        manifest = json.loads((image.dir / "config.json").read_text())
+        base = _chain_ids(manifest["rootfs"]["diff_ids"])[0].split(":")[1]
+        (store / "locks").mkdir(mode=0o700, exist_ok=True)
+        held = open(store / "locks" / base, "w")  # noqa: SIM115
+        fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        p = subprocess.Popen(
+            [sys.executable, "-c", _PULL_INTERRUPTED, str(store), f"{registry.host}/{REF}", where],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if where == "waiting-for-a-lock":
+            time.sleep(2)
+            assert p.poll() is None
+            t = time.monotonic()
+            p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        if where == "waiting-for-a-lock":
+            assert time.monotonic() - t < 5
+        assert p.returncode == 42, err
+        assert out == "0 0 []\n"
+        if where == "waiting-for-a-lock":
+            # The config only: no layer blob was fetched while waiting.
+            config = hashlib.sha256((image.dir / "config.json").read_bytes()).hexdigest()
+            assert [b.rsplit(":", 1)[1] for b in registry.blob_gets()] == [config]
+    finally:
+        if held:
+            held.close()
