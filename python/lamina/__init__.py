@@ -85,14 +85,8 @@ __all__ = [
 # Unmount what open graphs mounted, even if they are never collected.
 _atexit.register(_close_all)
 
-# Rootless overlay mounts go through a helper interpreter running
-# lamina._helper (driver::userns); it must find this very package.
-_lamina._set_mount_helper(
-    [
-        _sys.executable,
-        "-c",
-        "import sys; sys.path.insert(0, sys.argv.pop(1)); import runpy; "
-        "runpy.run_module('lamina._helper', run_name='__main__', alter_sys=True)",
-        _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__))),
-    ]
-)
+# Rootless overlay mounts, Layer.run and lamina unshare go through a helper
+# interpreter that loads this very extension (lamina._helper).
+from lamina import _helper as _helper_command  # noqa: E402
+
+_lamina._set_mount_helper(_helper_command.command(_os.path.abspath(_lamina.__file__)))

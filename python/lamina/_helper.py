@@ -1,25 +1,41 @@
-"""lamina's rootless mount helper, ``python -m lamina._helper PARENT_PID``, and
-the runner of ``Layer.run``, ``python -m lamina._helper run SPEC``, and
-``lamina unshare``'s, ``python -m lamina._helper unshare CMD...``.
+"""The command line of lamina's helper interpreter, started by lamina itself
+(never by hand), for three jobs that each need a process with one thread:
 
-Started by lamina itself (never by hand) when a process without root mounts
-an overlay store: it holds a user + mount namespace and mounts overlayfs
-there on request (see the Rust module ``driver::userns`` for why it is a
-separate, single-threaded interpreter rather than a fork or a thread). The
-runner enters a container's namespaces and starts its command (the Rust
-module ``run``): it needs one thread for the same reason.
+- the rootless mount helper (``PARENT_PID``): holds a user + mount namespace
+  and mounts overlayfs there on request (the Rust module ``driver::userns``);
+- the runner of ``Layer.run`` (``run SPEC``): enters the container's
+  namespaces and starts its command (the Rust module ``run``);
+- ``lamina unshare`` (``unshare CMD...``).
+
+``unshare(CLONE_NEWUSER)`` and ``setns`` into a user namespace are refused to
+a process with more than one thread, and forking a multithreaded one is no
+place to allocate, so each is a fresh interpreter. It loads the extension
+module from its file and nothing else (``-I -S``: no site, no package
+``__init__``), which makes its start about 20 ms rather than 30: ``Layer.run``
+pays it once per command.
 """
 
 from __future__ import annotations
 
 import sys
 
-from lamina._lamina import _mount_helper_main, _run_main, _unshare_main
+# The first line names the helper in `ps` and `pgrep -f lamina._helper`.
+BOOT = """# lamina._helper
+import sys, importlib.util as u, importlib.machinery as m
+p = sys.argv.pop(1)
+s = u.spec_from_file_location("lamina._lamina", p, loader=m.ExtensionFileLoader("lamina._lamina", p))
+x = u.module_from_spec(s)
+s.loader.exec_module(x)
+a = sys.argv[1:]
+if a[0] == "run":
+    x._run_main(a[1])
+elif a[0] == "unshare":
+    x._unshare_main(a[1:])
+else:
+    x._mount_helper_main(int(a[0]))
+"""
 
-if __name__ == "__main__":
-    if sys.argv[1] == "run":
-        _run_main(sys.argv[2])
-    elif sys.argv[1] == "unshare":
-        _unshare_main(sys.argv[2:])
-    else:
-        _mount_helper_main(int(sys.argv[1]))
+
+def command(extension: str) -> list[str]:
+    """The helper's argv before its job's arguments."""
+    return [sys.executable, "-I", "-S", "-c", BOOT, extension]
