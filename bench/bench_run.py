@@ -13,7 +13,9 @@ image's tree on this machine, side by side in one run, on tmpfs:
 - the interpreter start lamina's runner pays at least (``python -I -S -c pass``).
 
 Run as root: ``.venv/bin/python bench/bench_run.py [--reps N] [--image TAR]``
-(TAR: a rootfs tar; default the ``docker export`` the tests cache).
+(TAR: a rootfs tar; default the ``docker export`` the tests cache). The
+peers are not among the test suite's packages: ``apt-get install bubblewrap
+buildah podman`` (a missing one's row is skipped).
 """
 
 from __future__ import annotations
@@ -91,11 +93,16 @@ def main() -> int:
             with box.mounted() as tree:
                 bwrap = ["bwrap", "--bind", str(tree), "/", "--proc", "/proc", "--dev", "/dev",
                          "--unshare-all", "--die-with-parent", "true"]  # fmt: skip
-                rows.append(("bwrap on the same tree, root", *timed(lambda: sh(*bwrap), args.reps)))
+                if shutil.which("bwrap"):
+                    rows.append(("bwrap on the same tree", *timed(lambda: sh(*bwrap), args.reps)))
+                else:
+                    print("no bwrap (apt-get install bubblewrap): its row is skipped")
         store = ["--root", str(work / "c-root"), "--runroot", str(work / "c-run"),
                  "--storage-driver", "overlay"]  # fmt: skip
         buildah = shutil.which("buildah")
-        if buildah:
+        if not (buildah and shutil.which("podman")):
+            print("no buildah/podman (apt-get install buildah podman): its row is skipped")
+        else:
             env = {**os.environ, "BUILDAH_ISOLATION": "chroot"}
             subprocess.run(["podman", *store, "import", "-q", str(tar), "localhost/bench-run:1"],
                            check=True, capture_output=True)  # fmt: skip

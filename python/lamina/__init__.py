@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit as _atexit
 import os as _os
-import sys as _sys
 
 from lamina import _lamina
 from lamina._lamina import (

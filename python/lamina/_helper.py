@@ -23,7 +23,8 @@ import sys
 BOOT = """# lamina._helper
 import sys, importlib.util as u, importlib.machinery as m
 p = sys.argv.pop(1)
-s = u.spec_from_file_location("lamina._lamina", p, loader=m.ExtensionFileLoader("lamina._lamina", p))
+loader = m.ExtensionFileLoader("lamina._lamina", p)
+s = u.spec_from_file_location("lamina._lamina", p, loader=loader)
 x = u.module_from_spec(s)
 s.loader.exec_module(x)
 a = sys.argv[1:]
