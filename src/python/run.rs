@@ -54,17 +54,53 @@ impl PyPreparedRun {
 #[pymethods]
 impl PyLayer {
     /// Run a command in the layer's merged tree: see `lamina.run.run`.
-    #[pyo3(signature = (argv, **kwargs))]
+    #[pyo3(signature = (argv, *, env = None, cwd = "/".to_owned(), user = None, network = "none".to_owned(), mounts = None, hostname = None, stdin = None, stdout = None, stderr = None, input = None, capture_output = false, text = None, encoding = None, errors = None, timeout = None, check = false))]
+    #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         slf: &Bound<'py, Self>,
         argv: &Bound<'py, PyAny>,
-        kwargs: Option<&Bound<'py, PyDict>>,
+        env: Option<&Bound<'py, PyAny>>,
+        cwd: String,
+        user: Option<&Bound<'py, PyAny>>,
+        network: String,
+        mounts: Option<&Bound<'py, PyAny>>,
+        hostname: Option<String>,
+        stdin: Option<&Bound<'py, PyAny>>,
+        stdout: Option<&Bound<'py, PyAny>>,
+        stderr: Option<&Bound<'py, PyAny>>,
+        input: Option<&Bound<'py, PyAny>>,
+        capture_output: bool,
+        text: Option<bool>,
+        encoding: Option<String>,
+        errors: Option<String>,
+        timeout: Option<f64>,
+        check: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         slf.get().layer()?;
-        slf.py()
-            .import("lamina.run")?
+        let py = slf.py();
+        let kw = PyDict::new(py);
+        kw.set_item("env", env)?;
+        kw.set_item("cwd", cwd)?;
+        kw.set_item("user", user)?;
+        kw.set_item("network", network)?;
+        match mounts {
+            Some(m) => kw.set_item("mounts", m)?,
+            None => kw.set_item("mounts", pyo3::types::PyTuple::empty(py))?,
+        }
+        kw.set_item("hostname", hostname)?;
+        kw.set_item("stdin", stdin)?;
+        kw.set_item("stdout", stdout)?;
+        kw.set_item("stderr", stderr)?;
+        kw.set_item("input", input)?;
+        kw.set_item("capture_output", capture_output)?;
+        kw.set_item("text", text)?;
+        kw.set_item("encoding", encoding)?;
+        kw.set_item("errors", errors)?;
+        kw.set_item("timeout", timeout)?;
+        kw.set_item("check", check)?;
+        py.import("lamina.run")?
             .getattr("run")?
-            .call((slf, argv), kwargs)
+            .call((slf, argv), Some(&kw))
     }
 
     /// Mount the layer for `Layer.run` (see `lamina.run`).
