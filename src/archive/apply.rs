@@ -24,7 +24,11 @@
 //!
 //! Threads: one decompresses and hashes ([`super::digest`]), this one parses
 //! and creates every name, and a writer (`archive/writer.rs`) finishes small
-//! files through the fds it is handed.
+//! files through the fds it is handed. A small file whose name cannot exist
+//! yet (new in this layer, in a directory this apply made) is created by
+//! the writer too: the create is most of a small file's kernel time. An
+//! entry that could meet such a file (the same name again, a path through
+//! it, a hard link, a whiteout) first waits until the writer made it.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, Read, Write};
@@ -32,7 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -42,8 +46,11 @@ use super::reader::{show, Header, Kind, NoRecord, Record, TarReader};
 use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
-use super::writer::{writer, FileMeta, Job, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX, WRITER_GONE};
-use super::written::{self, Written};
+use super::writer::{
+    run_batch, writer, Done, FileMeta, Job, Target, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX,
+    WRITER_GONE,
+};
+use super::written::{self, Marked, Written};
 use super::{compression, digest};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::handle::Handle;
@@ -168,7 +175,8 @@ fn run(
             }
         });
         let (jobs, queue) = sync_channel(JOBS);
-        let worker = s.spawn(move || writer(queue));
+        let done = ap.done.clone();
+        let worker = s.spawn(move || writer(queue, &done));
         ap.jobs = Some(jobs);
         let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
@@ -258,6 +266,25 @@ fn open_beneath(dir: &OwnedFd, sub: &[u8]) -> rustix::io::Result<OwnedFd> {
     crate::fs::root::open_dir_beneath(dir, sub, OFlags::RDONLY)
 }
 
+/// Whether the directory `fd` has no entries.
+fn is_empty_dir(fd: BorrowedFd<'_>, shown: &Path) -> Result<bool> {
+    let dir = rustix::fs::openat(
+        fd,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .at("open", shown)?;
+    for ent in rustix::fs::Dir::read_from(&dir).at("readdir", shown)? {
+        let n = ent.at("readdir", shown)?;
+        let n = n.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 fn split_last(p: &[u8]) -> (&[u8], &[u8]) {
     match p.iter().rposition(|&b| b == b'/') {
         Some(i) => (&p[..i], &p[i + 1..]),
@@ -334,6 +361,13 @@ struct Applier<'o> {
     /// The writer thread stopped taking jobs (it failed on one).
     writer_gone: bool,
     batch_bytes: usize,
+    /// Batches sent to the writer thread, and how many it finished.
+    sent: u64,
+    done: Arc<Done>,
+    /// Whether a directory this apply made is still known to hold only
+    /// names the layer wrote: false once any directory or symlink was
+    /// removed (a path may then lead somewhere else).
+    fresh_ok: bool,
     opts: &'o ApplyOptions,
     privileged: bool,
     /// Record what cannot be applied (see [`ApplyOptions::rootless`]).
@@ -354,41 +388,76 @@ struct Applier<'o> {
 impl<'o> Applier<'o> {
     fn new(dst: &Path, opts: &'o ApplyOptions) -> Result<Self> {
         let umask = current_umask();
+        let root = Root::open(dst)?;
+        let mut written = Written::new(opts.memory_limit.unwrap_or(written::DEFAULT_LIMIT));
+        if is_empty_dir(root.fd(), dst)? {
+            written.set_fresh(written::ROOT);
+        }
         Ok(Applier {
-            res: Resolver::new(Root::open(dst)?, umask),
+            res: Resolver::new(root, umask),
             root_path: Arc::new(dst.to_path_buf()),
             jobs: None,
             batch: Vec::new(),
             writer_gone: false,
             batch_bytes: 0,
+            sent: 0,
+            done: Arc::new(Done::default()),
+            fresh_ok: true,
             opts,
             privileged: meta::is_privileged(),
             rootless: opts.rootless && !meta::is_privileged(),
             umask,
             euid: rustix::process::geteuid().as_raw(),
             egid: rustix::process::getegid().as_raw(),
-            written: Written::new(opts.memory_limit.unwrap_or(written::DEFAULT_LIMIT)),
+            written,
             plnk: false,
             buf: Vec::new(),
         })
     }
 
-    /// Send the pending batch of small files to the writer thread.
+    /// Send the pending batch of small files to the writer thread, or run
+    /// it here if the writer's queue is full.
     fn flush_jobs(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
-        let sent = match &self.jobs {
-            Some(jobs) => jobs.send(batch).is_ok(),
-            None => false,
+        let Some(jobs) = &self.jobs else {
+            return self.gone();
         };
-        if sent {
-            return Ok(());
+        match jobs.try_send(batch) {
+            Ok(()) => {
+                self.sent += 1;
+                Ok(())
+            }
+            Err(TrySendError::Full(batch)) => run_batch(batch),
+            Err(TrySendError::Disconnected(_)) => self.gone(),
         }
+    }
+
+    fn gone(&mut self) -> Result<()> {
         self.writer_gone = true;
         Err(Error::Internal(WRITER_GONE.into()))
+    }
+
+    /// Whether a file handed to the writer may not exist yet.
+    fn pending(&self) -> bool {
+        !self.batch.is_empty() || self.done.batches() < self.sent
+    }
+
+    /// Wait until every file handed to the writer exists: before an entry
+    /// that names one of them, or a path through one, or removes things.
+    fn sync_jobs(&mut self) -> Result<()> {
+        if !self.pending() {
+            return Ok(());
+        }
+        self.flush_jobs()?;
+        if self.done.wait_for(self.sent) {
+            Ok(())
+        } else {
+            self.gone()
+        }
     }
 
     fn shown(&self, rel: &[u8]) -> PathBuf {
@@ -426,8 +495,14 @@ impl<'o> Applier<'o> {
         let (parent, name) = split_last(&path);
         match whiteout::classify(name)? {
             Whiteout::No => {}
-            Whiteout::Remove(target) => return self.whiteout(parent, target),
-            Whiteout::Opaque => return self.opaque(parent),
+            Whiteout::Remove(target) => {
+                self.sync_jobs()?;
+                return self.whiteout(parent, target);
+            }
+            Whiteout::Opaque => {
+                self.sync_jobs()?;
+                return self.opaque(parent);
+            }
             Whiteout::Meta => {
                 if parent.is_empty() && name == whiteout::PLNK && h.kind == Kind::Dir {
                     self.plnk = true;
@@ -441,11 +516,21 @@ impl<'o> Applier<'o> {
         }
         let staged =
             path.starts_with(whiteout::PLNK) && path.get(whiteout::PLNK.len()) == Some(&b'/');
+        let marked = self.written.mark_entry(&path)?;
+        if marked.seen || marked.deferred_above || h.kind == Kind::Hardlink {
+            // The name, a directory on its way, or a link's target may be a
+            // file the writer has not created yet.
+            self.sync_jobs()?;
+        }
         let pfd = self.res.parent(parent, true)?;
         let name = os(name);
         match h.kind {
-            Kind::File => self.file(rdr, &pfd, name, &path, &h, staged)?,
-            Kind::Dir => self.dir(&pfd, name, &path, &h)?,
+            Kind::File => self.file(rdr, &pfd, name, &path, &h, staged, marked)?,
+            Kind::Dir => {
+                if self.dir(&pfd, name, &path, &h)? {
+                    self.written.set_fresh(marked.node);
+                }
+            }
             Kind::Symlink => {
                 self.create(&pfd, name, &path, |d, n| {
                     rustix::fs::symlinkat(os(&h.linkname), d, n)
@@ -482,9 +567,6 @@ impl<'o> Applier<'o> {
                 })?;
                 self.meta(&pfd, name, &path, &h, ft)?;
             }
-        }
-        if self.opts.whiteouts == WhiteoutMode::Apply {
-            self.written.mark(&path)?;
         }
         Ok(())
     }
@@ -527,21 +609,22 @@ impl<'o> Applier<'o> {
         if ft == FileType::Directory || ft == FileType::Symlink {
             // The cached parent may have been reached through it.
             self.res.cache = None;
+            self.fresh_ok = false;
         }
         remove_all(dir.as_fd(), name, &self.shown(path))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn file<R: BufRead>(
         &mut self,
         rdr: &mut TarReader<'_, R>,
-        dir: &Parent,
+        dir: &Arc<Parent>,
         name: &OsStr,
         path: &[u8],
         h: &Header,
         staged: bool,
+        marked: Marked,
     ) -> Result<()> {
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         // Rootless: the owner keeps read and write; the true mode recorded.
         let true_mode = h.mode & 0o7777;
         let disk = if self.rootless {
@@ -549,27 +632,25 @@ impl<'o> Applier<'o> {
         } else {
             true_mode
         };
-        let mode = Mode::from_raw_mode(disk & 0o777);
-        let mut fd = None;
-        for _ in 0..3 {
-            match rustix::fs::openat(dir, name, flags, mode) {
-                Ok(f) => {
-                    race::created(dir.as_fd(), name);
-                    fd = Some(f);
-                    break;
-                }
-                Err(Errno::EXIST) => self.make_room(dir, name, path)?,
-                Err(e) => return Err(e).at("create", &self.shown(path)),
+        // A small file whose name no entry made before, in a directory this
+        // apply made, cannot collide with anything: the writer creates it.
+        let hand_over = self.jobs.is_some()
+            && h.size <= JOB_MAX
+            && !staged
+            && self.fresh_ok
+            && marked.fresh_parent
+            && !marked.seen
+            && !marked.deferred_above;
+        let target = if hand_over {
+            self.written.set_deferred(marked.node);
+            Target::Create {
+                dir: dir.clone(),
+                name: name.as_bytes().to_vec(),
+                mode: disk & 0o777,
             }
-        }
-        let fd = fd.ok_or_else(|| {
-            Error::io(
-                "create",
-                self.shown(path),
-                std::io::Error::from_raw_os_error(libc::EEXIST),
-            )
-        })?;
-        let mut file = std::fs::File::from(fd);
+        } else {
+            Target::Open(self.create_file(dir, name, path, disk)?)
+        };
         // A new file already has our ids unless its directory is setgid;
         // skipping the chown then saves a syscall per file.
         let owned = h.uid == self.euid && h.gid == self.egid && !dir.setgid;
@@ -602,6 +683,9 @@ impl<'o> Applier<'o> {
             path: path.to_vec(),
         };
         if staged {
+            let Target::Open(mut file) = target else {
+                unreachable!("staged files are created here")
+            };
             // AUFS hard-link staging files are removed after the apply, so
             // their payload goes into the record itself.
             if self.buf.len() < 64 * 1024 {
@@ -629,12 +713,15 @@ impl<'o> Applier<'o> {
             })? {}
             rdr.record().file(path, h.size, crc.finalize())?;
             self.batch_bytes += data.len();
-            self.batch.push(Job { file, data, meta });
+            self.batch.push(Job { target, data, meta });
             if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
                 return self.flush_jobs();
             }
             return Ok(());
         }
+        let Target::Open(mut file) = target else {
+            unreachable!("only files for the writer are handed over")
+        };
         let shown = meta.shown();
         while rdr.with_payload(&mut |b| {
             crc.update(b);
@@ -642,6 +729,34 @@ impl<'o> Applier<'o> {
         })? {}
         rdr.record().file(path, h.size, crc.finalize())?;
         meta.apply(file)
+    }
+
+    /// Create the regular file `dir/name`, replacing what stands there.
+    fn create_file(
+        &mut self,
+        dir: &Parent,
+        name: &OsStr,
+        path: &[u8],
+        disk: u32,
+    ) -> Result<std::fs::File> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mode = Mode::from_raw_mode(disk & 0o777);
+        for _ in 0..3 {
+            match rustix::fs::openat(dir, name, flags, mode) {
+                Ok(f) => {
+                    race::created(dir.as_fd(), name);
+                    return Ok(std::fs::File::from(f));
+                }
+                Err(Errno::EXIST) => self.make_room(dir, name, path)?,
+                Err(e) => return Err(e).at("create", &self.shown(path)),
+            }
+        }
+        Err(Error::io(
+            "create",
+            self.shown(path),
+            std::io::Error::from_raw_os_error(libc::EEXIST),
+        ))
     }
 
     fn needs_chmod(&self, mode: u32, existed: bool) -> bool {
@@ -663,14 +778,18 @@ impl<'o> Applier<'o> {
         }
     }
 
-    fn dir(&mut self, pdir: &Parent, name: &OsStr, path: &[u8], h: &Header) -> Result<()> {
+    /// Make the directory `pdir/name` (or merge onto the one there); true
+    /// if it is new.
+    fn dir(&mut self, pdir: &Parent, name: &OsStr, path: &[u8], h: &Header) -> Result<bool> {
         let (now, later) = self.dir_modes(h.mode);
         let mode = Mode::from_raw_mode(now & 0o777);
         let mut existed = false;
+        let mut made = false;
         for _ in 0..3 {
             match rustix::fs::mkdirat(pdir, name, mode) {
                 Ok(()) => {
                     race::created(pdir.as_fd(), name);
+                    made = true;
                     break;
                 }
                 Err(Errno::EXIST) => {
@@ -702,7 +821,7 @@ impl<'o> Applier<'o> {
             self.record(&dir, path, h, FileType::Directory, now)?;
         }
         self.written.push_time(path, self.times(h), later)?;
-        Ok(())
+        Ok(made)
     }
 
     fn times(&self, h: &Header) -> Timestamps {
@@ -923,6 +1042,12 @@ impl<'o> Applier<'o> {
             Err(e) => return Err(e),
         };
         self.res.cache = None;
+        if rustix::fs::statat(&*dir, os(target), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            let ft = FileType::from_raw_mode(st.st_mode);
+            ft == FileType::Directory || ft == FileType::Symlink
+        }) {
+            self.fresh_ok = false;
+        }
         remove_all(dir.as_fd(), os(target), &self.shown(&path))
     }
 
@@ -938,6 +1063,7 @@ impl<'o> Applier<'o> {
                 .at("setxattr", &self.shown(dir_path));
         }
         self.res.cache = None;
+        self.fresh_ok = false;
         // Everything below dir_path that this layer did not write goes. The
         // marker's directory is resolved like any parent (an escaping
         // symlink is unsafe); below it nothing is followed.

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -58,7 +58,7 @@ impl std::ops::Deref for Parent {
 pub(crate) struct Resolver {
     pub(crate) root: Root,
     /// The last parent directory resolved, by its clean path.
-    pub(crate) cache: Option<(Vec<u8>, Rc<Parent>)>,
+    pub(crate) cache: Option<(Vec<u8>, Arc<Parent>)>,
     umask: u32,
     /// Components the slow walk looked at (tests check it is linear).
     #[cfg(test)]
@@ -82,7 +82,7 @@ impl Resolver {
 
     /// The directory `rel` (a clean path) inside the root, as an fd.
     /// Missing directories are created 0755 when `create` is set.
-    pub(crate) fn parent(&mut self, rel: &[u8], create: bool) -> Result<Rc<Parent>> {
+    pub(crate) fn parent(&mut self, rel: &[u8], create: bool) -> Result<Arc<Parent>> {
         if let Some((p, fd)) = &self.cache {
             if p == rel {
                 return Ok(fd.clone());
@@ -101,7 +101,7 @@ impl Resolver {
             &self.shown(rel),
         )?
         .is_some();
-        let fd = Rc::new(Parent {
+        let fd = Arc::new(Parent {
             fd,
             setgid: st.st_mode & libc::S_ISGID != 0,
             default_acl,

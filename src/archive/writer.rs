@@ -1,16 +1,28 @@
 //! The writer thread of an apply: it finishes small regular files (payload,
-//! owner, xattrs, mode, times, close) through fds the applying thread
-//! created, so that the kernel's per-file cost runs on both cores. It never
-//! resolves a path, so it cannot be steered anywhere by the archive.
+//! owner, xattrs, mode, times, close), so that the kernel's per-file cost
+//! runs on both cores. It never resolves a path, so it cannot be steered
+//! anywhere by the archive: it gets either the new file's fd, or, for a
+//! file whose name cannot exist yet (see `Applier::file`), the parent
+//! directory's fd and the last component, which it creates with
+//! `O_CREAT | O_EXCL | O_NOFOLLOW`. The create is most of a small file's
+//! kernel time, so handing it over balances the two threads.
+//!
+//! A batch the writer has no room for is run by the applying thread itself
+//! ([`run_batch`]), so neither thread waits on the other while both have
+//! work.
 
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
-use rustix::fs::{Mode, Timestamps};
+use rustix::fs::{Mode, OFlags, Timestamps};
+
+use super::resolve::Parent;
+use crate::fs::race;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{recorded, xattr};
@@ -101,22 +113,106 @@ impl FileMeta {
     }
 }
 
-/// A small file for the writer thread: its open fd, payload and metadata.
+/// The file a job writes.
+pub enum Target {
+    /// Already created by the applying thread.
+    Open(std::fs::File),
+    /// To create as `name` in `dir`, with `mode`: a name no entry of the
+    /// layer made before, in a directory the layer made (so nothing else
+    /// can stand there).
+    Create {
+        dir: Arc<Parent>,
+        name: Vec<u8>,
+        mode: u32,
+    },
+}
+
+/// A small file for the writer thread: where it goes, payload and metadata.
 pub struct Job {
-    pub file: std::fs::File,
+    pub target: Target,
     pub data: Vec<u8>,
     pub meta: FileMeta,
 }
 
-/// The writer thread: payload, metadata and close of small files, so that
-/// the kernel's per-file cost runs on both cores. It only ever touches fds
-/// the applying thread created, never a path.
-pub fn writer(jobs: Receiver<Vec<Job>>) -> Result<()> {
-    for mut job in jobs.into_iter().flatten() {
-        job.file
-            .write_all(&job.data)
-            .map_err(|e| Error::io("write", job.meta.shown(), e))?;
-        job.meta.apply(job.file)?;
+impl Job {
+    fn run(self) -> Result<()> {
+        let mut file = match self.target {
+            Target::Open(f) => f,
+            Target::Create { dir, name, mode } => {
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(&dir.fd, os(&name), flags, Mode::from_raw_mode(mode))
+                    .at("create", &self.meta.shown())?;
+                race::created(dir.fd.as_fd(), os(&name));
+                std::fs::File::from(fd)
+            }
+        };
+        file.write_all(&self.data)
+            .map_err(|e| Error::io("write", self.meta.shown(), e))?;
+        self.meta.apply(file)
     }
-    Ok(())
+}
+
+/// Run a batch of jobs on the calling thread.
+pub fn run_batch(batch: Vec<Job>) -> Result<()> {
+    batch.into_iter().try_for_each(Job::run)
+}
+
+/// How far the writer thread got: batches finished, and whether it
+/// stopped, so the applying thread can wait until every file it handed
+/// over exists.
+#[derive(Default)]
+pub struct Done {
+    batches: AtomicU64,
+    gone: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Done {
+    /// Batches the writer finished.
+    pub fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Acquire)
+    }
+
+    /// Wait until `sent` batches are finished; false if the writer
+    /// stopped first.
+    pub fn wait_for(&self, sent: u64) -> bool {
+        let mut gone = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        while self.batches() < sent {
+            if *gone {
+                return false;
+            }
+            gone = self.changed.wait(gone).unwrap_or_else(|p| p.into_inner());
+        }
+        true
+    }
+
+    fn finished_one(&self) {
+        let _held = self.gone.lock().unwrap_or_else(|p| p.into_inner());
+        self.batches.fetch_add(1, Ordering::Release);
+        self.changed.notify_all();
+    }
+
+    fn stopped(&self) {
+        *self.gone.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The writer thread: creates (where handed over), payload, metadata and
+/// close of small files. It only ever touches fds the applying thread
+/// opened, and names without a `/` below them.
+pub fn writer(jobs: Receiver<Vec<Job>>, done: &Done) -> Result<()> {
+    let result = (|| {
+        for batch in jobs {
+            run_batch(batch)?;
+            done.finished_one();
+        }
+        Ok(())
+    })();
+    done.stopped();
+    result
 }

@@ -29,6 +29,25 @@ pub const ROOT: u32 = 0;
 
 const WRITTEN: u8 = 1;
 const ABOVE_WRITTEN: u8 = 2;
+/// A directory this apply made (`mkdir` succeeded, or the layer root was
+/// empty): the only names in it are ones this layer wrote.
+const FRESH: u8 = 4;
+/// A file whose create was handed to the writer thread and may not have
+/// happened yet.
+const DEFERRED: u8 = 8;
+
+/// What [`Written::mark_entry`] found about a path before marking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    /// The path's node.
+    pub node: u32,
+    /// This layer wrote the path, or something below it, before.
+    pub seen: bool,
+    /// A file the writer thread may still be creating lies on the way to it.
+    pub deferred_above: bool,
+    /// Its parent is a directory this apply made (see [`Written::set_fresh`]).
+    pub fresh_parent: bool,
+}
 
 /// Bytes a node costs: its record and its slot in the child map (a hash
 /// map runs up to 7/8 full, and keeps a control byte per slot).
@@ -169,6 +188,44 @@ impl Written {
             self.nodes[p as usize].flags |= ABOVE_WRITTEN;
         }
         Ok(())
+    }
+
+    /// [`Self::mark`], reporting what was known about `path` before.
+    pub fn mark_entry(&mut self, path: &[u8]) -> Result<Marked> {
+        let n = self.node(path)?;
+        let before = self.nodes[n as usize].flags;
+        self.nodes[n as usize].flags |= WRITTEN;
+        let mut deferred_above = false;
+        let mut p = n;
+        // Ancestors are visited up to the first already above a written
+        // path; a deferred file has nothing written below it until now, so
+        // any deferred ancestor is among those visited.
+        while p != ROOT {
+            p = self.nodes[p as usize].parent;
+            let f = self.nodes[p as usize].flags;
+            deferred_above |= f & DEFERRED != 0;
+            if f & ABOVE_WRITTEN != 0 {
+                break;
+            }
+            self.nodes[p as usize].flags |= ABOVE_WRITTEN;
+        }
+        let parent = self.nodes[n as usize].parent;
+        Ok(Marked {
+            node: n,
+            seen: before & (WRITTEN | ABOVE_WRITTEN) != 0,
+            deferred_above,
+            fresh_parent: n != ROOT && self.nodes[parent as usize].flags & FRESH != 0,
+        })
+    }
+
+    /// `node` is a directory this apply made.
+    pub fn set_fresh(&mut self, node: u32) {
+        self.nodes[node as usize].flags |= FRESH;
+    }
+
+    /// `node` is a file whose create went to the writer thread.
+    pub fn set_deferred(&mut self, node: u32) {
+        self.nodes[node as usize].flags |= DEFERRED;
     }
 
     /// The node of `path` if it has one (nothing is made).

@@ -163,6 +163,42 @@ def test_replace_rules_and_duplicates(tmp_path: Path) -> None:
     mf.assert_same(mf.manifest(ours), mf.manifest(theirs))
 
 
+def test_handed_over_files_meet_later_entries(tmp_path: Path) -> None:
+    """Small new files in directories the layer made are created by the
+    writer thread; later entries that name one of them (a duplicate, a dir
+    or symlink in its place, a hard link to it, a path through it) must
+    see it exactly as if it had been made in order."""
+    many = [{"name": f"n/f{i:03}", "data": bytes([i]) * (i % 300)} for i in range(200)]
+    entries = [
+        {"name": ".", "type": "dir"},
+        {"name": "n", "type": "dir"},
+        *many,
+        {"name": "n/f003", "data": b"last one wins"},
+        {"name": "n/f190", "data": b"last one wins too"},
+        {"name": "n/f004", "type": "dir", "mode": 0o750},
+        {"name": "n/f004/inside", "data": b"x"},
+        {"name": "n/f195", "type": "symlink", "linkname": "f003"},
+        {"name": "n/link", "type": "link", "linkname": "n/f196"},
+        {"name": "toplink", "type": "link", "linkname": "n/f197"},
+        {"name": "o", "type": "dir"},
+        *[{"name": f"o/g{i:03}", "data": b"g" * i} for i in range(100)],
+        {"name": "o/g099", "data": b"replaced right after"},
+    ]
+    ours, theirs = apply_both(tmp_path, [build(entries)])
+    mf.assert_same(mf.manifest(ours), mf.manifest(theirs))
+    assert (ours / "n/link").stat().st_ino == (ours / "n/f196").stat().st_ino
+
+
+def test_whiteout_of_a_handed_over_file(tmp_path: Path) -> None:
+    dst = tmp_path / "d"
+    dst.mkdir()
+    names = [f"n/f{i:03}" for i in range(100)]
+    entries = [{"name": "n", "type": "dir"}, *[{"name": n, "data": b"x"} for n in names]]
+    lamina.apply_layer(dst, build([*entries, {"name": "n/.wh.f050"}, {"name": "n/.wh.f099"}]))
+    left = sorted(p.name for p in (dst / "n").iterdir())
+    assert left == sorted(n.split("/")[1] for n in names if n not in ("n/f050", "n/f099"))
+
+
 def test_file_onto_directory_removes_it(tmp_path: Path) -> None:
     dst = tmp_path / "d"
     dst.mkdir()
