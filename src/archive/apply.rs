@@ -36,7 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
@@ -47,7 +47,7 @@ use super::resolve::{Parent, Resolver};
 use super::tarsplit::Recorder;
 use super::whiteout::{self, Whiteout};
 use super::writer::{
-    run_batch, writer, Done, FileMeta, Job, Target, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX,
+    run_batch, writer, Batch, Done, FileMeta, Job, Target, BATCH_BYTES, BATCH_JOBS, JOBS, JOB_MAX,
     WRITER_GONE,
 };
 use super::written::{self, Marked, Written};
@@ -175,9 +175,11 @@ fn run(
             }
         });
         let (jobs, queue) = sync_channel(JOBS);
+        let (spare_tx, spares) = sync_channel(JOBS + 1);
         let done = ap.done.clone();
-        let worker = s.spawn(move || writer(queue, &done));
+        let worker = s.spawn(move || writer(queue, spare_tx, &done));
         ap.jobs = Some(jobs);
+        ap.spares = Some(spares);
         let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
             let (mut n, mut content) = (0u64, 0u64);
@@ -355,9 +357,11 @@ struct Applier<'o> {
     res: Resolver,
     root_path: Arc<PathBuf>,
     /// The writer thread's queue, while it runs.
-    jobs: Option<SyncSender<Vec<Job>>>,
+    jobs: Option<SyncSender<Batch>>,
     /// Jobs not yet sent to the writer thread, and their payload bytes.
-    batch: Vec<Job>,
+    batch: Batch,
+    /// Emptied batches back from the writer thread.
+    spares: Option<Receiver<Batch>>,
     /// The writer thread stopped taking jobs (it failed on one).
     writer_gone: bool,
     batch_bytes: usize,
@@ -397,7 +401,8 @@ impl<'o> Applier<'o> {
             res: Resolver::new(root, umask),
             root_path: Arc::new(dst.to_path_buf()),
             jobs: None,
-            batch: Vec::new(),
+            batch: Batch::default(),
+            spares: None,
             writer_gone: false,
             batch_bytes: 0,
             sent: 0,
@@ -421,7 +426,11 @@ impl<'o> Applier<'o> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
+        let spare = match self.spares.as_ref().map(|s| s.try_recv()) {
+            Some(Ok(b)) => b,
+            _ => Batch::default(),
+        };
+        let batch = std::mem::replace(&mut self.batch, spare);
         self.batch_bytes = 0;
         let Some(jobs) = &self.jobs else {
             return self.gone();
@@ -431,7 +440,13 @@ impl<'o> Applier<'o> {
                 self.sent += 1;
                 Ok(())
             }
-            Err(TrySendError::Full(batch)) => run_batch(batch),
+            Err(TrySendError::Full(batch)) => {
+                let ran = run_batch(batch)?;
+                if self.batch.data.capacity() < ran.data.capacity() {
+                    self.batch = ran;
+                }
+                Ok(())
+            }
             Err(TrySendError::Disconnected(_)) => self.gone(),
         }
     }
@@ -705,16 +720,18 @@ impl<'o> Applier<'o> {
         if self.jobs.is_some() && h.size <= JOB_MAX {
             // Small files: the payload and the rest of the file's syscalls go
             // to the writer thread; this one goes on parsing and creating.
-            let mut data = Vec::with_capacity(h.size as usize);
+            let data = &mut self.batch.data;
+            let start = data.len();
             while rdr.with_payload(&mut |b| {
                 crc.update(b);
                 data.extend_from_slice(b);
                 Ok(())
             })? {}
             rdr.record().file(path, h.size, crc.finalize())?;
-            self.batch_bytes += data.len();
-            self.batch.push(Job { target, data, meta });
-            if self.batch.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
+            let len = self.batch.data.len() - start;
+            self.batch_bytes += len;
+            self.batch.jobs.push(Job { target, len, meta });
+            if self.batch.jobs.len() >= BATCH_JOBS || self.batch_bytes >= BATCH_BYTES {
                 return self.flush_jobs();
             }
             return Ok(());

@@ -16,9 +16,9 @@ use super::reader::SourceError;
 use crate::error::Error;
 
 /// Bytes per chunk handed between the threads.
-pub const CHUNK: usize = 1 << 20;
+pub const CHUNK: usize = 256 << 10;
 /// Chunks in flight (bounds memory at `DEPTH * CHUNK` plus the decoder's own).
-const DEPTH: usize = 4;
+const DEPTH: usize = 8;
 
 /// What the pipeline thread found at the end: the uncompressed size and the
 /// SHA-256 of the uncompressed stream.
