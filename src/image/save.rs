@@ -94,6 +94,11 @@ pub(crate) struct CountingWriter<'p, W> {
 
 impl<W: Write> Write for CountingWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A cancelled push or save stops at its next write.
+        if self.progress.is_some_and(Progress::is_cancelled) {
+            // Not ErrorKind::Interrupted: write_all would retry it.
+            return Err(std::io::Error::other("cancelled"));
+        }
         let n = self.inner.write(buf)?;
         if let Some(p) = self.progress {
             p.bytes_done(n as u64);

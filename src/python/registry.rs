@@ -128,14 +128,15 @@ impl PyGraph {
         };
         let pp = progress_from(progress)?;
         let cb = |i: ProgressInfo| pp.call(i);
-        let r = py.detach(|| {
-            let p = Progress::new(&cb);
-            let p = pp.callback.as_ref().map(|_| &p);
-            g.push(&name, reference.as_deref(), &opts, p)
+        let p = Progress::new(&cb);
+        // Ctrl-C stops a push at the next write of the layer being
+        // uploaded; no manifest is written, so the target is unchanged.
+        let r = super::interrupt::interruptible(py, &p, || {
+            g.push(&name, reference.as_deref(), &opts, Some(&p))
         });
         if let Some(e) = pp.take_err() {
             return Err(e);
         }
-        r.py_err()
+        r
     }
 }

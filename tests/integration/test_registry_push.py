@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,43 @@ def test_registry_killed_mid_push_fails_naming_the_blob_and_a_push_after_restart
     assert _inspect(registry, "test/killed:1")["Digest"] == digest
     config = _inspect(registry, "test/killed:1", "--config", "--raw")
     assert config["rootfs"]["diff_ids"] == diff_ids
+
+
+_PUSH_INTERRUPTED = """
+import os, signal, sys, time, lamina
+g = lamina.Graph(sys.argv[1], driver="overlay2")
+img = g.load(sys.argv[3])[0]
+t = []
+def ctrl_c_at_first_bytes(done, total, layers, total_layers):
+    if done > 0 and not t:
+        t.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+try:
+    g.push(img, sys.argv[2], progress=ctrl_c_at_first_bytes)
+except KeyboardInterrupt:
+    print(f"{time.monotonic() - t[0]:.3f}")
+    sys.exit(42)
+"""
+
+
+def test_ctrl_c_stops_a_push_and_writes_no_manifest(
+    image: RealImage, registry: Registry, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/test/interrupted:1"
+    p = subprocess.run(
+        [sys.executable, "-c", _PUSH_INTERRUPTED, str(tmp_path / "s"), ref, str(image.docker_save)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 42, p.stderr
+    # Stopped within a poll or two of the signal, not at the end of the push.
+    assert float(p.stdout) < 1.0, p.stdout
+    with pytest.raises(urllib.error.HTTPError) as e:
+        registry.get_manifest("test/interrupted", "1", "application/vnd.oci.image.manifest.v1+json")
+    assert e.value.code == 404
+    # The store still pushes the image whole afterwards.
+    with open_graph(tmp_path / "s", "overlay2") as g:
+        img = g.images()[0]
+        digest = g.push(img, ref)
+    assert _inspect(registry, "test/interrupted:1")["Digest"] == digest
