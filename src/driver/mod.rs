@@ -248,9 +248,13 @@ pub fn open(
 
 /// The driver `auto` picks for a new store on this host, with what the
 /// probe found; `scratch` is a directory on the store's filesystem where
-/// the probe may make and mount test directories.
-pub fn auto(scratch: &Path) -> Result<(&'static str, probe::HostProbe)> {
-    let p = probe::HostProbe::run(scratch)?;
+/// the probe may make and mount test directories, through `mounter` (the
+/// store's: the rootless helper's test mount decides for a rootless store).
+pub fn auto(
+    scratch: &Path,
+    mounter: &dyn mounter::Mounter,
+) -> Result<(&'static str, probe::HostProbe)> {
+    let p = probe::HostProbe::run_for(scratch, mounter)?;
     Ok((p.auto_driver(), p))
 }
 

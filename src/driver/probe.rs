@@ -174,6 +174,15 @@ pub fn fs_name(magic: u64) -> String {
 /// containers/storage and moby run before choosing overlay (moby's
 /// overlay2 also needs more than one lower, as `auto`'s choice does).
 pub fn overlay_mounts(scratch: &Path) -> Result<()> {
+    overlay_mounts_with(scratch, &LinuxMounter, vec![])
+}
+
+/// [`overlay_mounts`] through `mounter`, with extra mount `options`.
+pub fn overlay_mounts_with(
+    scratch: &Path,
+    mounter: &dyn Mounter,
+    options: Vec<String>,
+) -> Result<()> {
     let base = scratch.join(format!(
         ".lamina-overlay-probe-{}-{:x}",
         std::process::id(),
@@ -195,11 +204,11 @@ pub fn overlay_mounts(scratch: &Path) -> Result<()> {
             lower: vec![sub[0].clone(), sub[4].clone()],
             upper: Some(sub[1].clone()),
             work: Some(sub[2].clone()),
-            options: vec![],
+            options,
             relative: None,
         };
-        LinuxMounter.mount(&spec, &sub[3])?;
-        LinuxMounter.unmount(&sub[3])
+        mounter.mount(&spec, &sub[3])?;
+        mounter.unmount(&sub[3])
     })();
     let _ = std::fs::remove_dir_all(&base);
     result
@@ -236,6 +245,27 @@ impl HostProbe {
     /// including a test overlay mount.
     pub fn run(scratch: &Path) -> Result<HostProbe> {
         HostProbe::run_with(scratch, true)
+    }
+
+    /// [`HostProbe::run`] for a store that mounts through `mounter`: where
+    /// that is lamina's rootless helper ([`Mounter::private_namespace`]),
+    /// the test mount is made by the helper, with `userxattr`, so that
+    /// `auto` picks overlay2 wherever rootless overlay works (containers/
+    /// storage's rootless "native overlay" check does the same).
+    pub fn run_for(scratch: &Path, mounter: &dyn Mounter) -> Result<HostProbe> {
+        if !mounter.private_namespace() {
+            return HostProbe::run(scratch);
+        }
+        let mut p = HostProbe::run_with(scratch, false)?;
+        p.can_mount = true;
+        p.userxattr = true;
+        if p.overlay && p.d_type {
+            p.overlay_mounts = Some(
+                overlay_mounts_with(scratch, mounter, vec!["userxattr".to_owned()])
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        Ok(p)
     }
 
     /// [`HostProbe::run`], with the test mount only if `test_mount`.

@@ -86,7 +86,7 @@ impl Graph {
         sweep_tmp_mounts(&Layout::new(root).tmp_dir(), &*mounter)?;
         let mut probed: Option<HostProbe> = None;
         let mut store = Store::open(root, driver, || {
-            let (name, p) = crate::driver::auto(&Layout::new(root).tmp_dir())?;
+            let (name, p) = crate::driver::auto(&Layout::new(root).tmp_dir(), &*mounter)?;
             probed = Some(p);
             Ok(name.to_owned())
         })?;
@@ -247,14 +247,21 @@ impl Graph {
 /// rootless mounter makes the overlay drivers use `userxattr`.
 fn mount_mechanism(driver: &str, mounter: &dyn Mounter, probe: Option<&mut HostProbe>) -> String {
     let rootless = mounter.private_namespace();
+    // Why a new store's `auto` fell back to vfs, if a test mount said so.
+    let mut refused = None;
     if let Some(p) = probe {
+        if let Some(Err(e)) = &p.overlay_mounts {
+            refused = Some(format!("a test overlay mount failed: {e}"));
+        }
         if rootless {
             p.userxattr = true;
             p.can_mount = true;
         }
     }
     if driver == "vfs" {
-        let why = if crate::driver::probe::can_mount() || rootless {
+        let why = if let Some(r) = refused {
+            r
+        } else if crate::driver::probe::can_mount() || rootless {
             "the store's driver".to_owned()
         } else {
             crate::driver::userns::available()

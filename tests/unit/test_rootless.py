@@ -64,6 +64,53 @@ def test_rootless_as_nobody_from_root() -> None:
         shutil.rmtree(base)
 
 
+def _auto_makes_rootless_overlay2(root: str) -> None:
+    """What runs as nobody: a new store with driver="auto" is overlay2,
+    mounted through the rootless helper, wherever that works here."""
+    layer_tar = hostile_layer()
+    with lamina.Graph(root, driver="auto") as g:
+        assert os.geteuid() != 0
+        assert g.driver == "overlay2", g.status()["mount"]
+        assert g.status()["mount"] == "kernel overlay in a user namespace (rootless helper)"
+        layer = g.register(layer_tar)
+        assert layer.diff() == layer_tar
+        box = g.create(layer)
+        with box.mounted() as r:
+            helper = Path(r).parts[2]
+            assert Path(r).parts[1] == "proc" and helper.isdigit(), r
+            # The merged tree is the kernel's overlay in the helper's
+            # namespace (not a copy): the mount is in its table.
+            inside = "/" + str(Path(r).relative_to("/proc", helper, "root"))
+            mounts = [
+                (line.split()[4], line.split(" - ")[1].split()[0])
+                for line in Path(f"/proc/{helper}/mountinfo").read_text().splitlines()
+            ]
+            assert (inside, "overlay") in mounts, mounts
+            Path(r, "new").write_text("n\n")
+        assert "/new" in [c.path for c in box.changes()]
+        assert "new" in members(g.commit(box).diff())
+    # The store keeps its driver when opened again with "auto".
+    with lamina.Graph(root, driver="auto") as g:
+        assert g.driver == "overlay2"
+    assert not Path(f"/proc/{helper}").exists() or "lamina._helper" not in Path(
+        f"/proc/{helper}/cmdline"
+    ).read_bytes().decode(errors="replace")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="the nobody pass runs it directly")
+def test_auto_makes_rootless_overlay2(tmp_path: Path) -> None:
+    _auto_makes_rootless_overlay2(str(tmp_path / "s"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root drops to nobody for it")
+def test_auto_makes_rootless_overlay2_as_nobody_from_root() -> None:
+    base = staging_dir()
+    try:
+        run_as_nobody(base, __file__, "_auto_makes_rootless_overlay2", str(base / "s"))
+    finally:
+        shutil.rmtree(base)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="a privileged apply")
 def test_a_privileged_tree_keeps_record_xattrs_as_data(tmp_path: Path) -> None:
     """A tar may carry ``user.containers.override_stat`` itself: applied
