@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,13 +18,14 @@ import pytest
 
 import lamina
 from support.layers import DRIVERS, open_graph, tar_of
+from support.unprivileged import run_as_nobody, staging_dir
 
 BASE = tar_of({"etc/": "", "etc/os-release": "ID=lamina\n", "data/": ""})
 
 WORKER = """
 import sys, threading
 sys.path.insert(0, {tests!r})
-from test_graph_concurrency import hammer
+from {module} import hammer
 hammer({root!r}, {driver!r}, {tag!r}, threads={threads})
 """
 
@@ -85,7 +87,14 @@ def test_threads_and_processes(driver: str, tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-c",
-                WORKER.format(tests=tests, root=str(root), driver=driver, tag=f"p{n}-", threads=2),
+                WORKER.format(
+                    tests=tests,
+                    module="test_graph_concurrency",
+                    root=str(root),
+                    driver=driver,
+                    tag=f"p{n}-",
+                    threads=2,
+                ),
             ],
             env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, *sys.path])},
         )
@@ -95,6 +104,99 @@ def test_threads_and_processes(driver: str, tmp_path: Path) -> None:
     for p in procs:
         assert p.wait(timeout=600) == 0
     _check_store(root, driver)
+
+
+def rootless_threads_and_processes(root: str) -> None:
+    """As ``nobody`` (see the tests below): two processes and this one, each
+    with its own rootless helper, hammer one overlay2 store."""
+    assert os.geteuid() != 0
+    tests = str(Path(__file__).parent)
+    lamina.Graph(root, driver="overlay2").close()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER.format(
+                    tests=tests,
+                    module="nobody_case",
+                    root=root,
+                    driver="overlay2",
+                    tag=f"p{n}-",
+                    threads=2,
+                ),
+            ]
+        )
+        for n in range(2)
+    ]
+    hammer(root, "overlay2", "t", threads=4)
+    for p in procs:
+        assert p.wait(timeout=600) == 0
+    _check_store(Path(root), "overlay2")
+    _no_helpers_left()
+
+
+def _no_helpers_left() -> None:
+    """No rootless mount helper of this user outlives its Python process."""
+    deadline = time.monotonic() + 5
+    while True:
+        mine = subprocess.run(
+            ["pgrep", "-u", str(os.geteuid()), "-f", "lamina._helper"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        mine = [p for p in mine if int(p) != os.getpid()]
+        if not mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert mine == [], subprocess.run(["ps", "-fp", ",".join(mine)], capture_output=True).stdout
+
+
+def rootless_killed_writers(root: str, rounds: str) -> None:
+    """As ``nobody``: writers on a rootless overlay2 store SIGKILLed at
+    random points; each time the store opens whole and the killed writer's
+    helper (and with it every mount it held) is gone."""
+    assert os.geteuid() != 0
+    tests = str(Path(__file__).parent)
+    rng = random.Random(7)
+    for _ in range(int(rounds)):
+        p = subprocess.Popen(
+            [sys.executable, "-c", KILLED.format(tests=tests, root=root, driver="overlay2")],
+            stdout=subprocess.PIPE,
+        )
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.6))
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        _no_helpers_left()
+        _check_store(Path(root), "overlay2")
+    with open_graph(Path(root), "overlay2") as g:
+        for layer in g.layers():
+            if layer.writable:
+                with layer.mounted() as r:
+                    assert Path(r, "etc", "f").read_text() == "f\n"
+                g.delete(layer)
+        assert g.check()["problems"] == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root drops to nobody for it")
+def test_rootless_threads_and_processes_on_overlay2() -> None:
+    base = staging_dir()
+    try:
+        run_as_nobody(base, __file__, "rootless_threads_and_processes", str(base / "s"))
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root drops to nobody for it")
+def test_rootless_killed_writers_leave_a_whole_overlay2_store() -> None:
+    base = staging_dir()
+    try:
+        rounds = os.environ.get("LAMINA_CRASH_ROUNDS", "25")
+        run_as_nobody(base, __file__, "rootless_killed_writers", str(base / "s"), rounds)
+    finally:
+        shutil.rmtree(base)
 
 
 KILLED = """
