@@ -8,6 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DEPS   := $(VENV)/.deps-stamp
 SYSDEPS := $(VENV)/.system-deps-stamp
+BUILDDEPS := $(VENV)/.build-deps-stamp
 export CARGO_TERM_QUIET ?= true
 
 .PHONY: all demo test build check lint fmt test-rust test-unit test-unit-unprivileged \
@@ -23,13 +24,18 @@ $(DEPS): $(PY) requirements-dev.txt
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
 
+# Debian packages the Rust build needs (nasm and autotools for ISA-L).
+$(BUILDDEPS): scripts/build-deps.sh | $(PY)
+	bash scripts/build-deps.sh
+	touch $@
+
 # Debian packages the tests and benchmarks use as oracles (debootstrap, xfs,
 # attr/acl tools). Installed once; a second run only checks.
 $(SYSDEPS): scripts/system-deps.sh | $(PY)
 	bash scripts/system-deps.sh
 	touch $@
 
-build: $(DEPS)
+build: $(DEPS) $(BUILDDEPS)
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --release --quiet
 
 demo: build
@@ -37,7 +43,7 @@ demo: build
 
 test: build $(SYSDEPS) lint test-rust test-unit test-unit-unprivileged test-integration
 
-test-rust:
+test-rust: $(BUILDDEPS)
 	cargo test --quiet
 
 test-unit: build
@@ -70,7 +76,7 @@ torture: build $(SYSDEPS)
 # from the adversarial corpus; crashes land in fuzz/artifacts/<target>/.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= apply reassemble whiteouts reader
-fuzz: $(DEPS)
+fuzz: $(DEPS) $(BUILDDEPS)
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	$(PY) fuzz/seed.py
 	mkdir -p /dev/shm/lamina-fuzz
@@ -79,7 +85,7 @@ fuzz: $(DEPS)
 	    -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 || exit 1; \
 	done
 
-lint: $(DEPS)
+lint: $(DEPS) $(BUILDDEPS)
 	cargo fmt --check
 	cargo clippy --quiet --all-targets --features python -- -D warnings
 	$(VENV)/bin/ruff check python tests bench fuzz examples

@@ -19,6 +19,7 @@ pub mod changes;
 pub mod compression;
 pub mod digest;
 pub mod export;
+pub(crate) mod gzip_writer;
 pub mod reader;
 pub(crate) mod resolve;
 pub mod tar_writer;

@@ -110,7 +110,7 @@ impl<W: Write> Write for CountingWriter<'_, W> {
     }
 }
 
-/// `layer`'s tar, compressed with `c` (gzip level 1, zstd level 3), into
+/// `layer`'s tar, compressed with `c` (gzip by igzip at level 1, zstd level 3), into
 /// `out`, the tar's bytes counted into `progress`; `out` back, finished.
 pub(crate) fn encode_diff<W: Write>(
     layer: &Layer,
@@ -129,7 +129,7 @@ pub(crate) fn encode_diff<W: Write>(
             w.inner
         }
         Compression::Gzip => {
-            let enc = flate2::write::GzEncoder::new(out, flate2::Compression::new(1));
+            let enc = crate::archive::gzip_writer::GzipWriter::new(out);
             let mut w = CountingWriter {
                 inner: enc,
                 progress,
