@@ -1,4 +1,4 @@
-"""Benchmark: diff export and upper-dir changes (DESIGN.md §7).
+"""Benchmark: diff export and upper-dir changes.
 
 - full export (``lamina.export_diff(None, tree, file)``) vs GNU ``tar -c`` of
   the same tree, both writing a file on the same filesystem (``tar -cf

@@ -276,7 +276,9 @@ class Layer:
 
 @final
 class Entry:
-    """One entry of a layer's merged view (DESIGN.md §4)."""
+    """One entry of a layer's merged view (:meth:`Layer.walk`,
+    :meth:`Layer.stat`): what ``lstat`` would show in the mounted layer, and
+    which layer of the chain provides it."""
 
     @property
     def path(self) -> str:
@@ -419,7 +421,9 @@ class HistoryEntry(TypedDict, total=False):
     empty_layer: bool
 
 class Graph:
-    """A layer store at ``root`` (DESIGN.md §3-§4). Safe to share between
+    """A layer store at ``root``: read-only layers registered from tars,
+    writable layers (containers) on them, and named images, all kept under
+    ``root`` (``docs/store.md`` describes its files). Safe to share between
     threads; every I/O call releases the GIL."""
 
     def __init__(

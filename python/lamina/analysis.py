@@ -6,8 +6,17 @@ its size (a whiteout counts what it removes when that is a directory, else
 0); per path, *cumulative* is the sum and *minimum* the smallest of its
 counts; the efficiency is the sum of the minimums over the sum of the
 cumulatives; a path counted in two or more layers is an inefficiency, and
-the wasted bytes are the sum of the inefficiencies' cumulative sizes. The
-CI rules are dive's ``--ci`` rules with dive's defaults.
+the wasted bytes are the sum of the inefficiencies' cumulative sizes, and
+the user wasted percent is the wasted bytes over the bytes of the layers
+above the base. The CI rules are dive's ``--ci`` rules with dive's defaults.
+
+Every copy of such a path counts as wasted, the one the image keeps and the
+base layer's included, so the user wasted percent passes 100% whenever the
+copies add up to more than what the layers above the base carry (a file of
+the base rewritten once above it is already 200%). The displays (``repr``,
+the notebook HTML, ``lamina analyze``) say so next to such a number
+(:data:`lamina.display.WASTED_NOTE`); the number itself stays dive's, so
+``dive --ci`` thresholds mean the same here.
 
 Beside dive's numbers, each layer's own account: the paths it adds,
 modifies and removes against the layers below (its naive diff), with the
@@ -344,13 +353,14 @@ class Report:
         return report_html(self)
 
     def __repr__(self) -> str:
-        from lamina.display import percent
+        from lamina.display import percent, wasted_note
 
         pct = percent(self.user_wasted_percent)
         name = f" {self.name!r}" if self.name else ""
+        note = wasted_note(self)
         return (
             f"<Report{name} layers={len(self.layers)} efficiency={percent(self.efficiency)} "
-            f"wasted_bytes={self.wasted_bytes} user_wasted={pct}>"
+            f"wasted_bytes={self.wasted_bytes} user_wasted={pct}" + (f" ({note})>" if note else ">")
         )
 
 

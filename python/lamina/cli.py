@@ -1,4 +1,5 @@
-"""The ``lamina`` command line (DESIGN.md §5).
+"""The ``lamina`` command line: one verb per ``Graph`` call (``lamina
+--help`` lists them; the README shows each).
 
 ``lamina [--root DIR] [--driver NAME] VERB ...``; the default root is
 ``$LAMINA_ROOT``, else ``/var/lib/lamina`` for root and

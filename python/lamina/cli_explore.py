@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from lamina.analysis import DEFAULT_RULES, Report, analyze
-from lamina.display import human, layer_rows, percent, short
+from lamina.display import human, layer_rows, percent, short, wasted_note
 
 __all__ = ["add_analyze", "add_tree_args", "run_analyze", "run_file_tree"]
 
@@ -75,8 +75,11 @@ def _text(report: Report, top: int, enc: str) -> str:
     pct = report.user_wasted_percent
     out.append(f"efficiency:           {percent(report.efficiency)}")
     out.append(f"wasted bytes:         {report.wasted_bytes} ({human(report.wasted_bytes)})")
-    out.append(f"user wasted percent:  {percent(pct)}")
+    note = wasted_note(report)
+    out.append(f"user wasted percent:  {percent(pct)}" + (" (*)" if note else ""))
     out.append(f"image size:           {report.size_bytes} ({human(report.size_bytes)})")
+    if note:
+        out.append(f"(*) {note}")
     ineff = report.largest_inefficiencies(top)
     out.append("")
     if ineff:

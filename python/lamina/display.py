@@ -8,8 +8,9 @@ in an exported HTML page and on GitHub.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from lamina.analysis import Report
 
 __all__ = [
+    "GRAPH_DEPTH",
+    "GRAPH_LIMIT",
+    "WASTED_NOTE",
     "ChangeList",
     "changes_html",
     "graph_html",
@@ -26,6 +30,7 @@ __all__ = [
     "percent",
     "report_html",
     "tree_rows",
+    "wasted_note",
 ]
 
 KIND_COLORS = {"A": "#2e7d32", "C": "#b26a00", "D": "#c62828"}
@@ -58,6 +63,21 @@ def percent(ratio: float) -> str:
     return f"{ratio:.12%}"
 
 
+WASTED_NOTE = (
+    "over 100%: wasted bytes count every copy of a path present in two or more "
+    "layers (the base layer's too, as dive counts them), so they can exceed the "
+    "size of the layers above the base, and even the image's size"
+)
+"""Why a user wasted percent can pass 100%: dive's formula (see
+:mod:`lamina.analysis`)."""
+
+
+def wasted_note(report: Report) -> str | None:
+    """:data:`WASTED_NOTE` when ``report``'s user wasted percent is over
+    100% (or infinite: no bytes above the base), else ``None``."""
+    return WASTED_NOTE if report.user_wasted_percent > 1 else None
+
+
 def short(layer_id: str) -> str:
     """The 12-character form of an id (``-init`` kept)."""
     init = "-init" if layer_id.endswith("-init") else ""
@@ -82,16 +102,32 @@ def layer_rows(report: Report) -> list[list[str]]:
     ]
 
 
-def tree_rows(layers: Iterable[Layer]) -> list[tuple[str, Layer]]:
-    """The layers as tree lines, parents before children: ``(prefix,
-    layer)`` with ``prefix`` drawn as ``├── `` / ``└── ``. Iterative: a
-    chain of any depth is a loop, not a recursion."""
+def _children(layers: Iterable[Layer]) -> dict[str | None, list[Layer]]:
+    """Each layer's children (``None``: the base layers), oldest first."""
     children: dict[str | None, list[Layer]] = {}
     for layer in layers:
         parent = layer.parent
         children.setdefault(parent.id if parent else None, []).append(layer)
     for kids in children.values():
         kids.sort(key=lambda lay: (lay.created, lay.id))
+    return children
+
+
+def _preorder(children: dict[str | None, list[Layer]]) -> Iterator[tuple[int, Layer]]:
+    """``(depth, layer)``, parents before children, siblings oldest first.
+    Iterative: a chain of any depth is a loop, not a recursion."""
+    todo = [(0, layer) for layer in reversed(children.get(None, []))]
+    while todo:
+        depth, layer = todo.pop()
+        yield depth, layer
+        todo.extend((depth + 1, kid) for kid in reversed(children.get(layer.id, [])))
+
+
+def tree_rows(layers: Iterable[Layer]) -> list[tuple[str, Layer]]:
+    """The layers as tree lines, parents before children: ``(prefix,
+    layer)`` with ``prefix`` drawn as ``├── `` / ``└── ``. Iterative: a
+    chain of any depth is a loop, not a recursion."""
+    children = _children(layers)
     out: list[tuple[str, Layer]] = []
     todo: list[tuple[Layer, str, str]] = []
 
@@ -184,35 +220,91 @@ def _layer_bytes(layer: Layer) -> int:
         return 0
 
 
-def graph_html(graph: Graph) -> str:
-    """``Graph._repr_html_``: the store's layers as a tree, with sizes."""
-    rows = tree_rows(graph.layers())
-    sizes = [_layer_bytes(layer) for _, layer in rows]
-    scale = _scale(sizes)
-    lines = []
-    for (prefix, layer), size in zip(rows, sizes):
-        frac = math.log10(1 + size) / scale
-        bar = (
-            f'<svg width="120" height="10" role="img"><rect width="{max(120 * frac, 1):.1f}" '
-            f'height="10" fill="{BAR}"/></svg>'
-        )
-        lines.append(
-            [
-                f"<span style='white-space:pre'>{escape(prefix)}</span>"
-                f"<b>{escape(short(layer.id))}</b>",
-                "rw" if layer.writable else "ro",
-                human(size),
-                bar,
-                escape(layer.created.strftime("%Y-%m-%d %H:%M:%S")),
-            ]
-        )
+GRAPH_LIMIT = 400
+"""At most this many layers in ``Graph._repr_html_``: a big store stays a
+page (``graph.layers()`` lists them all)."""
+GRAPH_DEPTH = 64
+"""Nesting stops at this depth: deeper layers are listed under their
+ancestor at that depth, each marked with its parent, so a long chain does
+not run off the right of the page (or past a browser's nesting limit)."""
+_UL = "list-style:none;margin:0;padding-left:1.4em;border-left:1px solid #ccc"
+
+
+def graph_html(graph: Graph, *, limit: int = GRAPH_LIMIT, max_depth: int = GRAPH_DEPTH) -> str:
+    """``Graph._repr_html_``: the store's layers as a tree, each layer a
+    list item (``<li data-layer=ID>``) holding its children's list; per
+    layer its short id, ``ro`` (read-only) or ``rw`` (a container), size
+    with a bar, creation time and the images it is the top layer of. At
+    most ``limit`` layers are drawn, parents first, and nesting stops at
+    ``max_depth`` (see :data:`GRAPH_LIMIT`, :data:`GRAPH_DEPTH`)."""
+    layers = graph.layers()
+    order = list(itertools.islice(_preorder(_children(layers)), limit))
     head = (
         f"<div style='{FONT}'><b>lamina.Graph</b> {escape(graph.root)} "
-        f"(driver {escape(graph.driver)}, {len(rows)} layers)</div>"
+        f"(driver {escape(graph.driver)}, {len(layers)} layers)</div>"
     )
-    if not rows:
+    if not order:
         return head + f"<div style='{FONT}'>(empty store)</div>"
-    return head + _table(["layer", "mode", "size", "", "created"], lines)
+    tops: dict[str, list[str]] = {}
+    for image in graph.images():
+        tops.setdefault(image.layer.id, []).append(image.name)
+    # Sizes only of what is drawn: a container's is a walk of its changes.
+    sizes = [_layer_bytes(layer) for _, layer in order]
+    scale = _scale(sizes)
+    out = [f"<ul class='lamina-tree' style='{FONT};list-style:none;margin:0;padding-left:0'>"]
+    prev = -1
+    for (depth, layer), size in zip(order, sizes):
+        shown = min(depth, max_depth)
+        # Pre-order: the next item is a child (one deeper), a sibling, or
+        # the sibling of an ancestor; close what it is not inside.
+        if shown > prev:
+            if prev >= 0:
+                out.append(f"<ul style='{_UL}'>")
+        else:
+            out.append("</li>" + "</ul></li>" * (prev - shown))
+        prev = shown
+        label = _graph_label(layer, depth, max_depth, size, scale, tops)
+        out.append(f"<li data-layer='{escape(layer.id)}'>{label}")
+    out.append("</li>" + "</ul></li>" * prev + "</ul>")
+    if len(order) < len(layers):
+        out.append(
+            f"<div style='{FONT}'>... and {len(layers) - len(order)} more layers "
+            "(graph.layers() lists them all)</div>"
+        )
+    return head + "".join(out)
+
+
+def _graph_label(
+    layer: Layer, depth: int, max_depth: int, size: int, scale: float, tops: dict[str, list[str]]
+) -> str:
+    frac = math.log10(1 + size) / scale
+    bar = (
+        f'<svg width="120" height="10" role="img"><rect width="{max(120 * frac, 1):.1f}" '
+        f'height="10" fill="{BAR}"/></svg>'
+    )
+    mode = (
+        "<span title='writable: a container'>rw</span>"
+        if layer.writable
+        else "<span title='read-only'>ro</span>"
+    )
+    parts = []
+    if depth > max_depth:
+        parent = layer.parent
+        on = short(parent.id) if parent else "-"
+        parts.append(f"<span title='depth {depth}'>&#8627; on {escape(on)}</span>")
+    parts += [
+        f"<b>{escape(short(layer.id))}</b>",
+        mode,
+        escape(human(size).rjust(8)),  # siblings' bars line up (white-space:pre)
+        bar,
+        escape(layer.created.strftime("%Y-%m-%d %H:%M:%S")),
+    ]
+    names = tops.get(layer.id, [])
+    if names:
+        more = f" +{len(names) - 3}" if len(names) > 3 else ""
+        listed = ", ".join(escape(n) for n in names[:3])
+        parts.append(f"<span style='color:{KIND_COLORS['A']}'>image {listed}{more}</span>")
+    return "<span style='white-space:pre'>" + " ".join(parts) + "</span>"
 
 
 def layer_html(layer: Layer) -> str:
@@ -294,14 +386,17 @@ def report_html(report: Report, *, top: int = 10) -> str:
     layer's account."""
     name = f" {escape(report.name)}" if report.name else ""
     pct = report.user_wasted_percent
+    note = wasted_note(report)
     head = (
         f"<div style='{FONT}'><b>lamina analysis{name}</b>: "
         f"efficiency <b>{percent(report.efficiency)}</b>, "
         f"wasted <b>{human(report.wasted_bytes)}</b> "
         f"({report.wasted_bytes} bytes), user wasted "
-        f"<b>{percent(pct)}</b>, "
+        f"<b>{percent(pct)}</b>{'*' if note else ''}, "
         f"image {human(report.size_bytes)} in {len(report.layers)} layers</div>"
     )
+    if note:
+        head += f"<div style='{FONT};color:#666' class='lamina-note'>* {escape(note)}</div>"
     rows = [
         (f"{i} {short(lay.id)}", [float(lay.size), float(lay.hidden_bytes)])
         for i, lay in enumerate(report.layers)

@@ -1,4 +1,9 @@
-"""The lamina exception hierarchy (DESIGN.md §4).
+"""The lamina exception hierarchy: one class per kind of failure, all
+under :class:`LaminaError`. Where a failure is also one of Python's own
+kinds, the class has that base too (``LayerNotFound`` is a ``KeyError``,
+``ArchiveError`` a ``ValueError``, ``DriverError`` an ``OSError``,
+``LimitExceeded`` a ``MemoryError``), so code that knows nothing of lamina
+still catches it.
 
 Plain OS failures are not wrapped: they surface as the matching ``OSError``
 subclass (``FileNotFoundError``, ``PermissionError``, ...) with ``errno`` and

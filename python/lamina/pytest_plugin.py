@@ -18,7 +18,10 @@ Assertions, which fail with a readable diff:
 
 - :func:`assert_layer_tree`: the merged view of a layer against the entries
   expected (content, type, mode, owner, symlink target);
-- :func:`assert_changes`: a layer's changes against its parent.
+- :func:`assert_changes`: a layer's changes against its parent;
+- :func:`assert_image_config`: fields of an image's config;
+- :func:`assert_image_diff`: what changes from one image's tree to
+  another's (:meth:`lamina.Graph.diff_images`).
 """
 
 from __future__ import annotations

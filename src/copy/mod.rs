@@ -5,7 +5,7 @@
 //! copy (every regular file a new link to the source's inode, what the seed's
 //! overlay driver does to stack a layer on a `root/` parent).
 //!
-//! What the seed got wrong and this module does not (DESIGN.md §1):
+//! What the seed got wrong and this module does not:
 //!
 //! - directory times are set after the directory's children are written;
 //! - sockets are made as sockets (`mknod(S_IFSOCK)`), not FIFOs;

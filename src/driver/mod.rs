@@ -1,6 +1,6 @@
 //! Storage drivers: how a layer's files are laid out on disk and mounted.
 //!
-//! Who owns what (DESIGN.md §2-§3):
+//! Who owns what (the whole layout: docs/store.md):
 //!
 //! ```text
 //! <root>/lamina.json, lock, tmp/        the graph (graph::store, graph::layout)

@@ -2,7 +2,7 @@
 //! that use one store, and surviving crashes.
 //!
 //! moby's overlay2 keeps its `RefCounter` in memory, so a daemon restart
-//! loses every count ("mount refcounts lost on restart", DESIGN.md §1).
+//! loses every count.
 //! containers/storage persists `MountCount` in `mountpoints.json` under its
 //! own `mountpoints.lock` and re-checks it against the mount table. lamina
 //! does the same and goes one step further: a reference is recorded per

@@ -1,4 +1,4 @@
-//! The graph: a store of layers (DESIGN.md §3–§4), its lookups and its
+//! The graph: a store of layers (docs/store.md), its lookups and its
 //! lifecycle. What it does to layers lives beside it, one job a file:
 //!
 //! - `make`: register, create, commit — every layer staged under `tmp/`

@@ -1,4 +1,4 @@
-//! The on-disk layout of a store (DESIGN.md §3) and the two ways anything
+//! The on-disk layout of a store (docs/store.md) and the two ways anything
 //! is written into it: one file atomically, or one whole layer directory
 //! staged under `tmp/` and renamed into place.
 //!

@@ -2,7 +2,8 @@
 //! opening a store (layer ids and the writer lock are below it, in
 //! [`crate::ids`] and [`crate::fs::lock`], shared with the drivers).
 //!
-//! [`Graph`] and [`Layer`] (DESIGN.md §4) are built on these.
+//! [`Graph`] and [`Layer`] (Python's `lamina.Graph` and `lamina.Layer`) are
+//! built on these.
 
 mod ancestry;
 pub mod chain;

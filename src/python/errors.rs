@@ -1,5 +1,5 @@
-//! Map the core's [`crate::Error`] to the exception hierarchy of DESIGN.md
-//! §4. The classes live in Python (`lamina/errors.py`) because several of
+//! Map the core's [`crate::Error`] to the exception hierarchy (the README's
+//! "Errors"). The classes live in Python (`lamina/errors.py`) because several of
 //! them have two bases (`LayerNotFound(LaminaError, KeyError)`), which a
 //! native exception type cannot have.
 //!

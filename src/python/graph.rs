@@ -22,7 +22,10 @@ use crate::graph::Graph;
 /// mounted is unmounted even when Python never collects them.
 static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
 
-/// A layer store (DESIGN.md §4).
+/// A layer store at `root`: read-only layers registered from tars, writable
+/// layers (containers) on them, and named images, all kept under `root`
+/// (`docs/store.md` describes its files). Safe to share between threads;
+/// every I/O call releases the GIL.
 #[pyclass(frozen, name = "Graph", module = "lamina")]
 pub(crate) struct PyGraph {
     inner: Graph,

@@ -1,4 +1,4 @@
-//! One entry of a merged view (DESIGN.md §4 `Entry`).
+//! One entry of a merged view (Python's `lamina.Entry`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

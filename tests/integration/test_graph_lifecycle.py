@@ -1,5 +1,5 @@
 """Graph and Layer lifecycle on both drivers: register, create, mount,
-commit, diff, delete, and the refusals of DESIGN.md §4."""
+commit, diff, delete, and what each refuses."""
 
 from __future__ import annotations
 

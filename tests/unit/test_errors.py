@@ -1,4 +1,4 @@
-"""The exception hierarchy of DESIGN.md §4, and what each error carries."""
+"""The exception hierarchy of ``lamina/errors.py``, and what each error carries."""
 
 from __future__ import annotations
 
