@@ -259,6 +259,9 @@ impl HostProbe {
         let mut p = HostProbe::run_with(scratch, false)?;
         p.can_mount = true;
         p.userxattr = true;
+        // The helper's mounts are the ones that count (this process, with
+        // no CAP_SYS_ADMIN, cannot open a filesystem context to probe).
+        p.lowerdir_plus = mounter.has_lowerdir_plus();
         if p.overlay && p.d_type {
             p.overlay_mounts = Some(
                 overlay_mounts_with(scratch, mounter, vec!["userxattr".to_owned()])
