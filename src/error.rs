@@ -34,6 +34,16 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A lookup in a layer's merged view failed; `layer` names the layer
+    /// (its id, and the images whose top it is), `source` the path.
+    #[error("layer {layer}: {source}")]
+    InLayer {
+        /// The layer's id, with the names of images on it.
+        layer: String,
+        /// What failed (an [`Error::Io`] naming the path, mostly).
+        #[source]
+        source: Box<Error>,
+    },
     /// No layer has this id, or no id starts with this prefix.
     #[error("no layer '{}' in {}", reference.escape_debug(), root.display())]
     LayerNotFound {
@@ -202,7 +212,7 @@ impl Error {
     pub fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } | Error::Mount { source, .. } => source.raw_os_error(),
-            Error::Entry { source, .. } => source.raw_os_error(),
+            Error::Entry { source, .. } | Error::InLayer { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
@@ -224,10 +234,46 @@ impl Error {
         }
     }
 
+    /// The error with where in the tar it happened named: an OS error is
+    /// wrapped as by [`Self::in_entry`]; an archive error gets the entry's
+    /// name (`None` where its header could not be read) and the byte
+    /// offset of its header in its message. Only called on failure, so
+    /// the apply loop formats nothing.
+    pub fn at_tar(self, entry: Option<&[u8]>, offset: u64) -> Error {
+        let place = || match entry {
+            Some(e) => format!(
+                "tar entry '{}' at byte {offset}",
+                String::from_utf8_lossy(e).escape_debug()
+            ),
+            None => format!("tar header at byte {offset}"),
+        };
+        match self {
+            Error::Archive(m) => Error::Archive(format!("{}: {m}", place())),
+            Error::UnsafeArchive(m) => Error::UnsafeArchive(format!("{}: {m}", place())),
+            Error::Io { .. } => match entry {
+                Some(e) => self.in_entry(e),
+                None => self,
+            },
+            e => e,
+        }
+    }
+
+    /// An archive error with the archive it was read from (a path,
+    /// `<bytes>`, `<file object>`) named first, where it is not already.
+    pub fn in_source(self, what: &str) -> Error {
+        match self {
+            Error::Archive(m) if !m.starts_with(what) => Error::Archive(format!("{what}: {m}")),
+            Error::UnsafeArchive(m) if !m.starts_with(what) => {
+                Error::UnsafeArchive(format!("{what}: {m}"))
+            }
+            e => e,
+        }
+    }
+
     /// The error under any [`Error::Entry`] wrapping.
     pub fn root_cause(&self) -> &Error {
         match self {
-            Error::Entry { source, .. } => source.root_cause(),
+            Error::Entry { source, .. } | Error::InLayer { source, .. } => source.root_cause(),
             e => e,
         }
     }

@@ -177,8 +177,8 @@ class Layer:
         :meth:`unmount` from any process."""
     def unmount(self) -> None:
         """Give back one of this process's mount references, or a persistent
-        one; the last unmounts. ``ValueError`` when there is nothing to give
-        back."""
+        one; the last unmounts. :class:`NotMounted` (a :class:`LaminaError`,
+        and a ``ValueError``) when there is nothing to give back."""
     def mounted(self) -> _Mounted:
         """``with layer.mounted() as path: ...``"""
     def diff(self, dst: _Path | IO[bytes] | None = None) -> Any:
@@ -543,8 +543,9 @@ class Graph:
         ``STOPSIGNAL``; a dict sets config keys (``{"Cmd": ["sh"]}``) as given.
         One history entry is appended (``created_by``, ``author``,
         ``comment``); ``created`` is ``$SOURCE_DATE_EPOCH`` when set, else now.
-        A change that cannot be read is a ``ValueError`` before anything is
-        written. The base config is the image the container was created from
+        A change that cannot be read, or a config that would be over 4 MiB
+        (see :meth:`tag`), is a ``ValueError`` before anything is written.
+        The base config is the image the container was created from
         (``create(image)``), else the image whose top layer the container
         sits on, else a new one."""
     def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
@@ -597,7 +598,13 @@ class Graph:
         replacing any image of that name. Without ``config``, an image of
         exactly these layers lends its config and manifest (the digest stays),
         else a minimal config is made; a given config keeps everything but
-        ``rootfs``, set to the layers' diff IDs."""
+        ``rootfs``, set to the layers' diff IDs.
+
+        ``config`` must read back exactly, as layer ``metadata`` must (str
+        keys; None, bool, int within ±2**53, finite float, str, list, dict;
+        else ``TypeError``/``ValueError`` naming where), and be at most 4 MiB
+        as the compact JSON stored, ``rootfs`` included (``ValueError``);
+        both are checked before anything is written."""
     def untag(self, name: _ImageRef) -> None:
         """Remove an image's name; its layers stay (:class:`ImageNotFound` if
         there is none)."""

@@ -16,7 +16,13 @@ if TYPE_CHECKING:
 
 
 def _image(graph: Graph, ref: Image | str) -> Image:
-    return graph.image(ref) if isinstance(ref, str) else ref
+    from lamina._lamina import Image
+
+    if isinstance(ref, str):
+        return graph.image(ref)
+    if not isinstance(ref, Image):
+        raise TypeError(f"an image reference is an Image or a name (str), not {type(ref).__name__}")
+    return ref
 
 
 def _created() -> str:

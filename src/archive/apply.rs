@@ -183,10 +183,16 @@ fn run(
         let parsed = (|| {
             let mut rdr = TarReader::new(chunks, rec);
             let (mut n, mut content) = (0u64, 0u64);
-            while let Some(h) = rdr.next_entry()? {
+            loop {
+                let h = match rdr.next_entry() {
+                    Ok(Some(h)) => h,
+                    Ok(None) => break,
+                    Err(e) => return Err(e.at_tar(None, rdr.entry_offset())),
+                };
                 content += h.size;
                 let name = h.path.clone();
-                ap.entry(&mut rdr, h).map_err(|e| e.in_entry(&name))?;
+                ap.entry(&mut rdr, h)
+                    .map_err(|e| e.at_tar(Some(&name), rdr.entry_offset()))?;
                 crate::crashpoint::hit();
                 n += 1;
             }

@@ -141,6 +141,11 @@ pub struct TarReader<'r, R: BufRead> {
     done: bool,
     /// A block was read.
     started: bool,
+    /// Bytes of the tar consumed so far.
+    pos: u64,
+    /// Where the current entry's first header block (meta headers
+    /// included) starts, for messages.
+    entry_at: u64,
 }
 
 impl<'r, R: BufRead> TarReader<'r, R> {
@@ -153,6 +158,8 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             pad: 0,
             done: false,
             started: false,
+            pos: 0,
+            entry_at: 0,
         }
     }
 
@@ -164,6 +171,12 @@ impl<'r, R: BufRead> TarReader<'r, R> {
     /// Payload bytes of the current entry not yet read.
     pub fn remaining(&self) -> u64 {
         self.remaining
+    }
+
+    /// The byte offset in the tar of the current entry's first header
+    /// block (of the one being read, when [`Self::next_entry`] failed).
+    pub fn entry_offset(&self) -> u64 {
+        self.entry_at
     }
 
     /// Read exactly `buf.len()` bytes, or fail as a truncated archive.
@@ -181,6 +194,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             let n = avail.len().min(buf.len() - got);
             buf[got..got + n].copy_from_slice(&avail[..n]);
             self.src.consume(n);
+            self.pos += n as u64;
             got += n;
         }
         Ok(true)
@@ -196,6 +210,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             let k = (avail.len() as u64).min(n) as usize;
             self.rec.raw(&avail[..k])?;
             self.src.consume(k);
+            self.pos += k as u64;
             n -= k as u64;
         }
         Ok(())
@@ -235,6 +250,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             return Ok(None);
         }
         self.finish_entry()?;
+        self.entry_at = self.pos;
         let mut pax = Pax::default();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
@@ -327,6 +343,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             let n = avail.len();
             self.rec.raw(avail)?;
             self.src.consume(n);
+            self.pos += n as u64;
         }
     }
 
@@ -487,6 +504,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
             .min(self.remaining.min(usize::MAX as u64) as usize);
         buf[..n].copy_from_slice(&avail[..n]);
         self.src.consume(n);
+        self.pos += n as u64;
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -504,6 +522,7 @@ impl<'r, R: BufRead> TarReader<'r, R> {
         let n = (avail.len() as u64).min(self.remaining) as usize;
         f(&avail[..n])?;
         self.src.consume(n);
+        self.pos += n as u64;
         self.remaining -= n as u64;
         Ok(true)
     }

@@ -291,3 +291,87 @@ fn whiteout_behind_an_absolute_symlink() {
     let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
     assert_eq!(names.len(), 2);
 }
+
+/// A malformed tar's error says where: the entry (once its header was
+/// read) and the byte offset of its header; the apply loop formats this
+/// only on failure.
+#[test]
+fn archive_errors_name_the_entry_and_its_offset() {
+    let t = tempfile::tempdir().unwrap();
+    let good = entry(b"a", b'0', &[b'x'; 100], b"");
+    let second = entry(b"b", b'0', &[b'y'; 3000], b"");
+    let mut truncated = good.clone();
+    truncated.extend_from_slice(&second[..512 + 100]);
+    let e = apply_layer(t.path(), &truncated[..], &ApplyOptions::default()).unwrap_err();
+    assert!(matches!(&e, Error::Archive(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("tar entry 'b' at byte 1024: truncated"),
+        "{e}"
+    );
+
+    let mut bad_sum = good.clone();
+    bad_sum.extend_from_slice(&second);
+    bad_sum[1024 + 148] ^= 1;
+    let e = apply_layer(t.path(), &bad_sum[..], &ApplyOptions::default()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tar header at byte 1024: header checksum"),
+        "{e}"
+    );
+
+    let mut unsafe_tar = good;
+    unsafe_tar.extend(entry(b"../x", b'0', b"", b""));
+    let e = apply_layer(t.path(), &unsafe_tar[..], &ApplyOptions::default()).unwrap_err();
+    assert!(matches!(&e, Error::UnsafeArchive(_)), "{e:?}");
+    assert!(
+        e.to_string().contains("tar entry '../x' at byte 1024: "),
+        "{e}"
+    );
+}
+
+/// Entries whose parents are reached through a `..`-heavy symlink
+/// (`a/b/up -> ../../a/b/../b/../b`, i.e. `a/b`), each parent new so the
+/// resolver's cache never answers.
+fn behind_dotdot_symlink(n: usize) -> Vec<u8> {
+    let mut entries = vec![
+        entry(b"a/", b'5', b"", b""),
+        entry(b"a/b/", b'5', b"", b""),
+        entry(b"a/b/up", b'2', b"", b"../../a/b/../b/../b"),
+    ];
+    for i in 0..n {
+        entries.push(entry(format!("a/b/up/d{i}/").as_bytes(), b'5', b"", b""));
+        entries.push(entry(format!("a/b/up/d{i}/f").as_bytes(), b'0', b"f", b""));
+    }
+    tar_of(&entries)
+}
+
+/// When every scoped walk fails as a rename racing it would (`EAGAIN`,
+/// forced on this thread, the one that resolves parents), no `openat2`
+/// is tried more than [`OPENAT2_TRIES`] times, every lookup then falls
+/// back to the fd-relative walk, and the apply lands every file: counted,
+/// not timed. Unbounded retries would spin here (the hook fails the
+/// lookups past 100,000 calls).
+///
+/// [`OPENAT2_TRIES`]: crate::fs::root::OPENAT2_TRIES
+#[test]
+fn apply_through_a_dotdot_symlink_when_every_walk_races() {
+    use crate::fs::root::{test_hook, OPENAT2_TRIES};
+    let t = tempfile::tempdir().unwrap();
+    let tar = behind_dotdot_symlink(50);
+    test_hook::reset();
+    test_hook::force(Some(rustix::io::Errno::AGAIN));
+    let r = apply_layer(t.path(), &tar[..], &ApplyOptions::default());
+    test_hook::force(None);
+    let (most, gave_up) = test_hook::most_tries_and_gave_up();
+    r.unwrap();
+    for i in 0..50 {
+        assert_eq!(
+            std::fs::read(t.path().join(format!("a/b/d{i}/f"))).unwrap(),
+            b"f"
+        );
+    }
+    assert_eq!(most, OPENAT2_TRIES);
+    // Each of the 100 entries behind the symlink was resolved by the walk.
+    assert!(gave_up >= 100, "{gave_up} lookups gave up");
+}

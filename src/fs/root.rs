@@ -4,6 +4,13 @@
 //! treats the root fd as `/`, so `..` cannot climb above it and absolute
 //! symlinks inside the layer (`/var/run -> /run`) resolve inside it, as they
 //! would inside the container. Magic links (`/proc/self/root`) are refused.
+//!
+//! The kernel makes such a lookup fail with `EAGAIN` when a rename anywhere
+//! races its walk through `..`; the retries are bounded ([`OPENAT2_TRIES`])
+//! and then the same resolution is done here, one `O_NOFOLLOW` component at
+//! a time from fds ([`Root::open_in`]), which no rename can make retry: a
+//! process renaming files in a loop slows a lookup by a bounded factor and
+//! never makes it fail.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -53,7 +60,8 @@ impl Root {
         self.path.join(relative(rel))
     }
 
-    /// Open `rel` inside the root with `flags`, following symlinks inside it.
+    /// Open `rel` inside the root with `flags`, following symlinks inside
+    /// it (the last one too, unless `flags` has `O_NOFOLLOW`).
     pub fn open_in(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
         let rel = relative(rel);
         let rel: &Path = if rel.as_os_str().is_empty() {
@@ -61,7 +69,73 @@ impl Root {
         } else {
             rel
         };
-        openat2(&self.fd, rel, flags | OFlags::CLOEXEC, mode, SCOPED)
+        match openat2(&self.fd, rel, flags | OFlags::CLOEXEC, mode, SCOPED) {
+            Err(Errno::AGAIN) => self.walk_in(rel, flags, mode),
+            r => r,
+        }
+    }
+
+    /// `RESOLVE_IN_ROOT` done here: every component opened `O_NOFOLLOW`
+    /// from the fd of the one before, a symlink read and its target walked
+    /// (an absolute one from the root), `..` never above the root, at most
+    /// [`MAX_SYMLINKS`] symlinks. A magic link reads as the path it shows,
+    /// walked inside the root like any target, so it is never followed.
+    fn walk_in(&self, rel: &Path, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut todo: Vec<Vec<u8>> = Vec::new();
+        crate::archive::resolve::push_components(&mut todo, rel.as_os_str().as_bytes());
+        // The directories walked into from the root; `..` pops one.
+        let mut dirs: Vec<OwnedFd> = Vec::new();
+        let mut hops = 0;
+        let follow_last = !flags.contains(OFlags::NOFOLLOW);
+        let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        loop {
+            let Some(c) = todo.pop() else {
+                // Only `.` and `..` were left: the directory reached.
+                let here = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
+                return rustix::fs::openat(here, ".", flags | OFlags::CLOEXEC, mode);
+            };
+            if c == b".." {
+                dirs.pop();
+                continue;
+            }
+            let here = dirs.last().map_or(self.fd.as_fd(), |d| d.as_fd());
+            let name = OsStr::from_bytes(&c);
+            let last = todo.is_empty();
+            let target = if last && !follow_last {
+                None
+            } else {
+                match rustix::fs::readlinkat(here, name, Vec::new()) {
+                    Ok(t) => Some(t),
+                    // Not a symlink (or not there: the open says which).
+                    Err(Errno::INVAL) | Err(Errno::NOENT) => None,
+                    Err(e) => return Err(e),
+                }
+            };
+            if let Some(t) = target {
+                hops += 1;
+                if hops > MAX_SYMLINKS {
+                    return Err(Errno::LOOP);
+                }
+                let t = t.as_bytes();
+                if t.starts_with(b"/") {
+                    dirs.clear();
+                }
+                crate::archive::resolve::push_components(&mut todo, t);
+                continue;
+            }
+            if last {
+                // A symlink swapped in since the readlink is refused
+                // (`ELOOP`), never followed.
+                return rustix::fs::openat(
+                    here,
+                    name,
+                    flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    mode,
+                );
+            }
+            dirs.push(rustix::fs::openat(here, name, dir_flags, Mode::empty())?);
+        }
     }
 
     /// Open the directory `rel` (as an `O_PATH` fd).
@@ -123,6 +197,9 @@ impl Root {
 /// apply 144-806 fold on paths with many `..`.
 pub const OPENAT2_TRIES: usize = 8;
 
+/// Symlinks followed in one lookup, as the kernel's `MAXSYMLINKS`.
+pub const MAX_SYMLINKS: usize = 40;
+
 /// `openat2(2)`, tried again on `EINTR` always and on `EAGAIN` (a
 /// concurrent rename raced the kernel's walk) up to [`OPENAT2_TRIES`] times;
 /// then the `EAGAIN` is the caller's.
@@ -136,10 +213,21 @@ pub fn openat2(
     let dir = dir.as_fd();
     let mut tries = 0;
     loop {
-        match rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, how) {
+        #[cfg(test)]
+        let r = match test_hook::call(path) {
+            Some(e) => Err(e),
+            None => rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, how),
+        };
+        #[cfg(not(test))]
+        let r = rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, how);
+        match r {
             Err(Errno::INTR) => continue,
             Err(Errno::AGAIN) if tries + 1 < OPENAT2_TRIES => tries += 1,
-            r => return r,
+            r => {
+                #[cfg(test)]
+                test_hook::returned(tries + 1, matches!(r, Err(Errno::AGAIN)));
+                return r;
+            }
         }
     }
 }
@@ -212,4 +300,148 @@ pub fn split(rel: &Path) -> Result<(PathBuf, OsString)> {
         .pop()
         .ok_or_else(|| Error::InvalidArgument(format!("path {:?} names the root itself", rel)))?;
     Ok((comps.iter().collect(), name.to_os_string()))
+}
+
+/// Counts the `openat2` calls of this thread and can make them fail as a
+/// rename racing every one of them would (`EAGAIN`), so tests prove the
+/// retry bound by a count.
+#[cfg(test)]
+pub(crate) mod test_hook {
+    use std::cell::Cell;
+
+    use rustix::io::Errno;
+
+    thread_local! {
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+        static MOST_TRIES: Cell<usize> = const { Cell::new(0) };
+        static GAVE_UP: Cell<usize> = const { Cell::new(0) };
+        static FORCED: Cell<Option<Errno>> = const { Cell::new(None) };
+    }
+
+    /// Past this many calls under a forced error the retries are taken to
+    /// be unbounded: the call fails with `ENOTRECOVERABLE` instead (a panic
+    /// here would leave the apply's threads waiting for each other).
+    const RUNAWAY: usize = 100_000;
+
+    /// Make every `openat2` of this thread fail with `e` (`None`: call it).
+    pub(crate) fn force(e: Option<Errno>) {
+        FORCED.with(|f| f.set(e));
+    }
+
+    /// `openat2` calls made by this thread so far.
+    pub(crate) fn calls() -> usize {
+        CALLS.with(Cell::get)
+    }
+
+    /// The most calls one [`super::openat2`] of this thread made, and how
+    /// many of them returned `EAGAIN` (the retries used up), since the
+    /// last `reset`.
+    pub(crate) fn most_tries_and_gave_up() -> (usize, usize) {
+        (MOST_TRIES.with(Cell::get), GAVE_UP.with(Cell::get))
+    }
+
+    pub(crate) fn reset() {
+        MOST_TRIES.with(|m| m.set(0));
+        GAVE_UP.with(|g| g.set(0));
+    }
+
+    pub(super) fn returned(tries: usize, again: bool) {
+        MOST_TRIES.with(|m| m.set(m.get().max(tries)));
+        if again {
+            GAVE_UP.with(|g| g.set(g.get() + 1));
+        }
+    }
+
+    /// Before an `openat2` of `path`. `.` is never forced: the kernel
+    /// only fails a scoped walk that steps through a `..`, and a walk
+    /// starts with `.`.
+    pub(super) fn call(path: &std::path::Path) -> Option<Errno> {
+        let n = CALLS.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        let forced = FORCED
+            .with(Cell::get)
+            .filter(|_| path != std::path::Path::new("."));
+        match forced {
+            Some(_) if n >= RUNAWAY => Some(Errno::NOTRECOVERABLE),
+            f => f,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The inode `r` opened, or its errno: what two resolutions are compared by.
+    fn what(r: rustix::io::Result<OwnedFd>) -> std::result::Result<(u64, u64), Errno> {
+        r.map(|fd| {
+            let st = rustix::fs::fstat(&fd).unwrap();
+            (st.st_dev, st.st_ino)
+        })
+    }
+
+    /// Once `EAGAIN` has used up the retries, `open_in` resolves as the
+    /// kernel's `RESOLVE_IN_ROOT` does (the oracle: the same lookups with
+    /// no error forced), after exactly [`OPENAT2_TRIES`] calls, instead of
+    /// handing the caller the `EAGAIN`.
+    #[test]
+    fn exhausted_retries_fall_back_to_the_same_resolution() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("a/b/c")).unwrap();
+        std::fs::write(r.join("a/b/c/file"), b"x").unwrap();
+        symlink("../../..", r.join("a/b/up")).unwrap();
+        symlink("/a/b", r.join("abs")).unwrap();
+        symlink("../b/c/file", r.join("a/b/link")).unwrap();
+        symlink("loop2", r.join("loop1")).unwrap();
+        symlink("loop1", r.join("loop2")).unwrap();
+        symlink("/nope", r.join("dangling")).unwrap();
+        symlink("/proc/self/root", r.join("magic")).unwrap();
+        let root = Root::open(r).unwrap();
+        let paths = [
+            "a/b/up/a/b/c/file",
+            "a/b/../../../../a/b/c",
+            "a/b/up/../../a/b/up/a/b/link",
+            "/abs/c/file",
+            "abs/c/../../../..",
+            "a/b/link",
+            "a/b/link/x",
+            "loop1",
+            "dangling",
+            "magic",
+            "magic/etc",
+            "a/b/c/file/x",
+            "missing/x",
+            "",
+            "..",
+            "a/b/up",
+        ];
+        let flag_sets = [
+            OFlags::PATH,
+            OFlags::PATH | OFlags::NOFOLLOW,
+            OFlags::PATH | OFlags::DIRECTORY,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+        ];
+        for p in paths {
+            for flags in flag_sets {
+                let want = what(root.open_in(Path::new(p), flags, Mode::empty()));
+                test_hook::force(Some(Errno::AGAIN));
+                let before = test_hook::calls();
+                let got = what(root.open_in(Path::new(p), flags, Mode::empty()));
+                let calls = test_hook::calls() - before;
+                test_hook::force(None);
+                assert_eq!(got, want, "{p:?} with {flags:?}");
+                let expected = if relative(Path::new(p)).as_os_str().is_empty() {
+                    1
+                } else {
+                    OPENAT2_TRIES
+                };
+                assert_eq!(calls, expected, "{p:?} with {flags:?}");
+            }
+        }
+    }
 }

@@ -467,6 +467,9 @@ impl Graph {
         let label = p.layer.label.clone();
         let named = |e: Error| match e {
             Error::Archive(m) if !m.contains(&label) => Error::Archive(format!("{label}: {m}")),
+            Error::UnsafeArchive(m) if !m.contains(&label) => {
+                Error::UnsafeArchive(format!("{label}: {m}"))
+            }
             e => e,
         };
         let src = (p.layer.open)()?;

@@ -48,6 +48,50 @@ pub const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 /// The longest repository name (distribution/reference's `NameTotalLengthMax`).
 const NAME_MAX: usize = 255;
 
+/// The most an image config may hold, as the JSON bytes kept. A record
+/// holds its config as a JSON string (at most twice the bytes once
+/// escaped) beside the manifest, and records are read whole on every
+/// listing ([`crate::fs::private::READ_MAX`], 16 MiB), so a bigger config is
+/// refused by [`Graph::tag`] and `commit_image` before anything is written,
+/// not found unreadable later (layer metadata's reason for
+/// [`crate::graph::record::METADATA_MAX`]). Docker's configs are a few KiB;
+/// the registry client reads manifests up to the same 4 MiB.
+pub const CONFIG_MAX: usize = 4 << 20;
+
+/// Refuse a config that could not be kept: over [`CONFIG_MAX`], or one
+/// the store's JSON reader would not read back (nested past its recursion
+/// limit).
+pub fn check_config(config: &[u8]) -> Result<()> {
+    if config.len() > CONFIG_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "image config is {} bytes as JSON; the limit is {CONFIG_MAX}",
+            config.len()
+        )));
+    }
+    if let Err(e) = serde_json::from_slice::<Value>(config) {
+        return Err(Error::InvalidArgument(format!(
+            "image config would not read back: {e}"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of config `config` for layers of diff IDs `diff_ids` (its
+/// `rootfs` replaced), checked by [`check_config`].
+pub(crate) fn config_bytes(
+    mut config: serde_json::Map<String, Value>,
+    diff_ids: Vec<Value>,
+) -> Result<Vec<u8>> {
+    config.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": diff_ids}),
+    );
+    let config = serde_json::to_vec(&Value::Object(config))
+        .map_err(|e| Error::InvalidArgument(format!("image config: {e}")))?;
+    check_config(&config)?;
+    Ok(config)
+}
+
 /// Check an image name and give it its normal form: a reference as Docker
 /// spells it (`[domain[:port]/]path[:tag]`, distribution/reference's
 /// grammar), with `:latest` added where no tag is given. Digest references
@@ -190,11 +234,21 @@ impl ImageRecord {
         Ok(())
     }
 
-    /// The record as the bytes of its file.
+    /// The record as the bytes of its file; one that could not be read
+    /// back (over [`crate::fs::private::READ_MAX`]: a pulled or loaded
+    /// config is not held to [`CONFIG_MAX`]) is refused.
     fn to_json(&self) -> Result<Vec<u8>> {
         let mut v = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::InvalidArgument(format!("image {}: {e}", self.name)))?;
         v.push(b'\n');
+        if v.len() as u64 > crate::fs::private::READ_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "image {}: the record is {} bytes; the limit is {}",
+                self.name,
+                v.len(),
+                crate::fs::private::READ_MAX
+            )));
+        }
         Ok(v)
     }
 
@@ -453,7 +507,7 @@ impl Graph {
                 return self.put_image(rec);
             }
         }
-        let mut config = match config {
+        let config = match config {
             Some(Value::Object(m)) => m,
             Some(_) => {
                 return Err(Error::InvalidArgument(
@@ -469,12 +523,7 @@ impl Graph {
                 m
             }
         };
-        config.insert(
-            "rootfs".into(),
-            json!({"type": "layers", "diff_ids": diff_ids}),
-        );
-        let config = serde_json::to_vec(&Value::Object(config))
-            .map_err(|e| Error::InvalidArgument(format!("image config: {e}")))?;
+        let config = config_bytes(config, diff_ids)?;
         let manifest = build_manifest(&config, &descs);
         self.put_image(ImageRecord {
             name,
@@ -560,6 +609,30 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A config is refused where it could not be read back: over the cap,
+    /// or nested past the JSON reader's recursion limit; one just under
+    /// the cap is kept.
+    #[test]
+    fn configs_that_would_not_read_back_are_refused() {
+        let labels = |n: usize| {
+            let mut m = serde_json::Map::new();
+            m.insert("config".into(), json!({"Labels": {"a": "x".repeat(n)}}));
+            m
+        };
+        let ok = config_bytes(labels(CONFIG_MAX - 1024), vec![]).unwrap();
+        assert!(ok.len() <= CONFIG_MAX);
+        let e = config_bytes(labels(CONFIG_MAX), vec![]).unwrap_err();
+        assert!(e.to_string().contains("the limit is 4194304"), "{e}");
+        let mut deep = json!([]);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let mut m = serde_json::Map::new();
+        m.insert("deep".into(), deep);
+        let e = config_bytes(m, vec![]).unwrap_err();
+        assert!(e.to_string().contains("would not read back"), "{e}");
+    }
 
     #[test]
     fn names_normalize_and_validate() {

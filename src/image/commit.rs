@@ -9,8 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::changes::{apply_changes, ConfigChange};
 use crate::error::{Error, Result};
-use crate::graph::images::host_arch;
+use crate::graph::images::{config_bytes, host_arch};
 use crate::graph::{Graph, Image, Layer, Metadata, Timestamp};
+use crate::ids;
 
 /// What [`Graph::commit_image`] writes besides the layer.
 #[derive(Debug, Clone, Default)]
@@ -140,6 +141,14 @@ impl Graph {
             Value::Array(a) => a.push(Value::Object(entry)),
             _ => *history = Value::Array(vec![Value::Object(entry)]),
         }
+        // What `tag` will write, checked before the layer is made: its
+        // `rootfs` lists as many diff IDs, each as long.
+        let depth = match &image_layer {
+            Some(top) => self.layer(top)?.chain()?.len() + 1,
+            None => 1,
+        };
+        let placeholder = Value::from(ids::sha256_digest(b""));
+        config_bytes(config.clone(), vec![placeholder; depth])?;
         let layer = self.commit(container, Metadata::new())?;
         match self.tag(layer.id(), name, Some(Value::Object(config))) {
             Ok(img) => Ok(img),

@@ -27,6 +27,8 @@ pub enum LoadSource<'a> {
     File(File),
     /// A tar stream (a pipe): see the module docs of [`super`].
     Stream(&'a mut (dyn Read + Send)),
+    /// A tar stream, named `.1` in messages (`<bytes>`, `<file object>`).
+    NamedStream(&'a mut (dyn Read + Send), &'a str),
 }
 
 /// The first bytes of a file, to tell a plain tar from a compressed one.
@@ -66,6 +68,10 @@ impl Graph {
                 // `docker save app | gzip` is a stream too.
                 let plain = compression::decompress(s)?;
                 return self.streamed(plain, "<stream>", progress);
+            }
+            LoadSource::NamedStream(s, what) => {
+                let plain = compression::decompress(s)?;
+                return self.streamed(plain, what, progress);
             }
         };
         let shown = Path::new(&what).to_owned();

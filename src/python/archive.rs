@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyByteArray, PyBytes};
 
+use super::metadata::type_name;
 use super::{to_py_err, IntoPy};
 use crate::archive::{ApplyOptions, WhiteoutMode};
 
@@ -45,7 +46,10 @@ impl Read for PyReader {
                         Ok(0)
                     } else {
                         let b: Vec<u8> = chunk.extract().map_err(|_| {
-                            PyTypeError::new_err("the layer file object's read() must return bytes")
+                            PyTypeError::new_err(format!(
+                                "the layer file object's read() must return bytes, not {}",
+                                type_name(&chunk)
+                            ))
                         })?;
                         if b.len() > buf.len() {
                             return Err(PyValueError::new_err(
@@ -70,6 +74,17 @@ pub(crate) enum Source {
     File(PyReader),
 }
 
+impl Source {
+    /// How messages name the source.
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Source::Path(p) => p.display().to_string(),
+            Source::Bytes(_) => "<bytes>".into(),
+            Source::File(_) => "<file object>".into(),
+        }
+    }
+}
+
 pub(crate) fn source_from_py(
     obj: &Bound<'_, PyAny>,
     err: &Arc<Mutex<Option<PyErr>>>,
@@ -86,9 +101,10 @@ pub(crate) fn source_from_py(
     if let Ok(p) = obj.extract::<PathBuf>() {
         return Ok(Source::Path(p));
     }
-    Err(PyTypeError::new_err(
-        "a layer source is a path, bytes, or a binary file object",
-    ))
+    Err(PyTypeError::new_err(format!(
+        "a layer source is a path, bytes, or a binary file object, not {}",
+        type_name(obj)
+    )))
 }
 
 fn options(
@@ -170,6 +186,7 @@ fn apply(
 ) -> PyResult<(u64, String, u64)> {
     let err = Arc::new(Mutex::new(None));
     let src = source_from_py(source, &err)?;
+    let label = src.label();
     let r = py.detach(|| match src {
         Source::Path(p) => {
             let f = std::fs::File::open(&p).map_err(|e| crate::Error::io("open", &p, e))?;
@@ -181,7 +198,7 @@ fn apply(
     if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(e);
     }
-    let rep = r.map_err(to_py_err)?;
+    let rep = r.map_err(|e| to_py_err(e.in_source(&label)))?;
     Ok((rep.bytes, rep.diff_id, rep.entries))
 }
 

@@ -92,6 +92,18 @@ fn to_py_err_in(py: Python<'_>, err: Error) -> PyErr {
             }
             inner => to_py_err_in(py, inner),
         },
+        Error::InLayer { layer, source } => match *source {
+            Error::Io { op, path, source } if source.raw_os_error().is_some() => {
+                let errno = source.raw_os_error().unwrap_or_default();
+                PyOSError::new_err((
+                    errno,
+                    format!("{op}: {} (in layer {layer})", strerror(errno)),
+                    path.into_os_string(),
+                ))
+            }
+            Error::InvalidArgument(m) => PyValueError::new_err(format!("layer {layer}: {m}")),
+            inner => to_py_err_in(py, inner),
+        },
         e @ (Error::LayerNotFound { .. } | Error::AmbiguousLayer { .. }) => {
             let msg = e.to_string();
             let (reference, root, candidates) = match e {

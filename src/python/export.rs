@@ -112,9 +112,10 @@ fn dst_of(dst: Option<&Bound<'_, PyAny>>) -> PyResult<Dst> {
     }
     match d.extract::<PathBuf>() {
         Ok(p) => Ok(Dst::Path(p)),
-        Err(_) => Err(PyTypeError::new_err(
-            "dst is a path (str or os.PathLike) or a binary file object with write()",
-        )),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "dst is a path (str or os.PathLike) or a binary file object with write(), not {}",
+            super::metadata::type_name(d)
+        ))),
     }
 }
 

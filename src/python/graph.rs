@@ -55,8 +55,12 @@ pub(crate) fn layer_ref(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(l) = obj.cast::<PyLayer>() {
         return Ok(l.get().layer()?.id().to_owned());
     }
-    obj.extract::<String>()
-        .map_err(|_| PyTypeError::new_err("a layer reference is a Layer or an id (str)"))
+    obj.extract::<String>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "a layer reference is a Layer or an id (str), not {}",
+            super::metadata::type_name(obj)
+        ))
+    })
 }
 
 impl PyGraph {
@@ -108,6 +112,7 @@ impl PyGraph {
         let metadata = metadata_from_py(metadata)?;
         let err = Arc::new(Mutex::new(None));
         let src = source_from_py(source, &err)?;
+        let label = src.label();
         let g = self.g()?;
         let r = py.detach(|| {
             let (p, i) = (parent.as_deref(), id.as_deref());
@@ -124,7 +129,7 @@ impl PyGraph {
         if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        Ok(self.wrap(r.py_err()?))
+        Ok(self.wrap(r.map_err(|e| e.in_source(&label)).py_err()?))
     }
 
     #[pyo3(signature = (parent = None, *, id = None, init = false, metadata = None))]

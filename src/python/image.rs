@@ -227,8 +227,10 @@ pub(crate) fn load(
         match src {
             In::File(f) => g.load(LoadSource::File(f), p),
             In::Py(Source::Path(path)) => g.load(LoadSource::Path(&path), p),
-            In::Py(Source::Bytes(b)) => g.load(LoadSource::Stream(&mut &b[..]), p),
-            In::Py(Source::File(mut r)) => g.load(LoadSource::Stream(&mut r), p),
+            In::Py(Source::Bytes(b)) => g.load(LoadSource::NamedStream(&mut &b[..], "<bytes>"), p),
+            In::Py(Source::File(mut r)) => {
+                g.load(LoadSource::NamedStream(&mut r, "<file object>"), p)
+            }
         }
     });
     if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -318,9 +320,12 @@ pub(crate) fn save(
         }
         r
     } else {
-        let path: PathBuf = dst
-            .extract()
-            .map_err(|_| PyTypeError::new_err("dst is a path or a binary file object"))?;
+        let path: PathBuf = dst.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "dst is a path or a binary file object, not {}",
+                super::metadata::type_name(dst)
+            ))
+        })?;
         py.detach(|| {
             let p = Progress::new(&cb);
             let p = pp.callback.as_ref().map(|_| &p);
@@ -340,14 +345,20 @@ pub(crate) fn tag(
     name: String,
     config: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyImage> {
+    // Converted as layer metadata is, so what would not read back exactly
+    // (an int past 2**53, a non-str key, a tuple) is refused naming where.
     let config = match config.filter(|c| !c.is_none()) {
         None => None,
         Some(c) => {
-            let text: String = py.import("json")?.call_method1("dumps", (c,))?.extract()?;
-            Some(
-                serde_json::from_str(&text)
-                    .map_err(|e| PyValueError::new_err(format!("config: {e}")))?,
-            )
+            let d = c.cast::<pyo3::types::PyDict>().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "config is a dict, not {}",
+                    super::metadata::type_name(c)
+                ))
+            })?;
+            Some(serde_json::Value::Object(
+                super::metadata::json_object_from_py(d, "config")?,
+            ))
         }
     };
     let img = py.detach(|| g.tag(&layer, &name, config)).py_err()?;

@@ -151,9 +151,12 @@ impl PyLayer {
             }
             return Ok(r.py_err()?.into_pyobject(py)?.into_any());
         }
-        let path: PathBuf = dst
-            .extract()
-            .map_err(|_| PyTypeError::new_err("dst is None, a path, or a binary file object"))?;
+        let path: PathBuf = dst.extract().map_err(|_| {
+            PyTypeError::new_err(format!(
+                "dst is None, a path, or a binary file object, not {}",
+                super::metadata::type_name(dst)
+            ))
+        })?;
         let n = py
             .detach(|| {
                 let f = std::fs::File::create(&path)

@@ -113,7 +113,8 @@ fn value(v: &Bound<'_, PyAny>, at: &str, depth: usize) -> PyResult<Value> {
     )))
 }
 
-fn type_name(v: &Bound<'_, PyAny>) -> String {
+/// The name of `v`'s type, for a `TypeError` that says what it got.
+pub(crate) fn type_name(v: &Bound<'_, PyAny>) -> String {
     v.get_type()
         .name()
         .map(|n| n.to_string())

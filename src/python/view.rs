@@ -19,6 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use super::graph::PyGraph;
 use super::layer::PyLayer;
 use super::IntoPy;
+use crate::graph::Layer;
 use crate::view::{Entry, PathChange, Report, View, Walk};
 
 /// One entry of a layer's merged view.
@@ -156,6 +157,8 @@ struct WalkState {
     walk: Walk,
     ready: VecDeque<Entry>,
     failed: Option<crate::Error>,
+    /// The layer walked, named in errors.
+    layer: Option<Layer>,
 }
 
 #[pymethods]
@@ -184,7 +187,7 @@ impl PyWalk {
             return Ok(PyEntry { e });
         }
         match st.failed.take() {
-            Some(e) => Err(super::to_py_err(e)),
+            Some(e) => Err(super::to_py_err(in_layer(st.layer.as_ref(), e))),
             None => Err(PyStopIteration::new_err(())),
         }
     }
@@ -195,6 +198,34 @@ impl PyWalk {
 #[pyclass(frozen, name = "_View", module = "lamina")]
 pub(crate) struct PyView {
     v: Arc<View>,
+    /// The layer the view is of (`None` for `_merged_view`), named in
+    /// errors.
+    layer: Option<Layer>,
+}
+
+/// `e` naming the layer of the view it happened in: its id and the images
+/// whose top it is (listed only here, on failure).
+fn in_layer(layer: Option<&Layer>, e: crate::Error) -> crate::Error {
+    let Some(l) = layer else { return e };
+    let id = l.id();
+    let names: Vec<String> = l
+        .graph()
+        .images()
+        .map(|all| {
+            all.iter()
+                .filter(|i| i.record().layers.last().map(String::as_str) == Some(id))
+                .map(|i| i.name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let layer = match names.is_empty() {
+        true => id.to_owned(),
+        false => format!("{id} (image {})", names.join(", ")),
+    };
+    crate::Error::InLayer {
+        layer,
+        source: Box::new(e),
+    }
 }
 
 /// A Python binary file object (`io.BufferedReader`) owning `f`'s fd,
@@ -213,34 +244,42 @@ fn file_object<'py>(
 }
 
 impl PyView {
+    fn named<T>(&self, r: crate::Result<T>) -> crate::Result<T> {
+        r.map_err(|e| in_layer(self.layer.as_ref(), e))
+    }
+
     fn walk(&self, py: Python<'_>, path: PathBuf) -> PyResult<PyWalk> {
         let v = self.v.clone();
-        let walk = py.detach(|| v.walk(&path)).py_err()?;
+        let walk = self.named(py.detach(|| v.walk(&path))).py_err()?;
         Ok(PyWalk {
             state: Mutex::new(WalkState {
                 walk,
                 ready: VecDeque::new(),
                 failed: None,
+                layer: self.layer.clone(),
             }),
         })
     }
 
     fn stat(&self, py: Python<'_>, path: PathBuf, follow_symlinks: bool) -> PyResult<PyEntry> {
-        let e = py.detach(|| self.v.stat(&path, follow_symlinks)).py_err()?;
+        let e = self
+            .named(py.detach(|| self.v.stat(&path, follow_symlinks)))
+            .py_err()?;
         Ok(PyEntry { e })
     }
 
     fn read<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyBytes>> {
-        let data = py.detach(|| self.v.read(&path)).py_err()?;
+        let data = self.named(py.detach(|| self.v.read(&path))).py_err()?;
         Ok(PyBytes::new(py, &data))
     }
 
     fn exists(&self, py: Python<'_>, path: PathBuf, follow_symlinks: bool) -> PyResult<bool> {
-        py.detach(|| self.v.exists(&path, follow_symlinks)).py_err()
+        self.named(py.detach(|| self.v.exists(&path, follow_symlinks)))
+            .py_err()
     }
 
     fn open<'py>(&self, py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyAny>> {
-        let f = py.detach(|| self.v.open(&path)).py_err()?;
+        let f = self.named(py.detach(|| self.v.open(&path))).py_err()?;
         file_object(py, f, &path)
     }
 }
@@ -278,13 +317,20 @@ impl PyView {
 #[pyfunction]
 pub(crate) fn _merged_view(py: Python<'_>, dirs: Vec<PathBuf>) -> PyResult<PyView> {
     let v = py.detach(|| View::of_stack(&dirs)).py_err()?;
-    Ok(PyView { v: Arc::new(v) })
+    Ok(PyView {
+        v: Arc::new(v),
+        layer: None,
+    })
 }
 
 impl PyLayer {
     fn view(&self, py: Python<'_>) -> PyResult<PyView> {
-        let v = py.detach(|| View::of(self.layer()?)).py_err()?;
-        Ok(PyView { v: Arc::new(v) })
+        let layer = self.layer()?;
+        let v = py.detach(|| View::of(layer)).py_err()?;
+        Ok(PyView {
+            v: Arc::new(v),
+            layer: Some(layer.clone()),
+        })
     }
 }
 
