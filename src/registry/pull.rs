@@ -37,6 +37,9 @@ const SCHEMA1: &[&str] = &[
 /// Largest manifest or config read (containerd's limit for manifests).
 const DOC_MAX: u64 = 4 << 20;
 
+/// Room for an image record's fields besides its manifest and config.
+const RECORD_SLACK: usize = 64 << 10;
+
 /// What a pull is asked.
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {
@@ -280,6 +283,22 @@ impl Graph {
         }
         let cfg: Value = serde_json::from_slice(&config)
             .map_err(|e| registry_err(&r, format!("config {cdigest}: {e}")))?;
+        // The image record holds the manifest and config as JSON strings
+        // and is read whole on every listing: one that would not fit is
+        // refused now, before any layer lands, not after.
+        let escaped =
+            |b: &[u8]| serde_json::to_string(&String::from_utf8_lossy(b)).map_or(0, |s| s.len());
+        let record = escaped(&doc.bytes) + escaped(&config) + RECORD_SLACK;
+        if record as u64 > crate::fs::private::READ_MAX {
+            return Err(registry_err(
+                &r,
+                format!(
+                    "config {cdigest}: {csize} bytes, with the manifest a record of about {record} \
+                     bytes; the store's limit is {}",
+                    crate::fs::private::READ_MAX
+                ),
+            ));
+        }
         let diff_ids: Vec<String> = cfg
             .get("rootfs")
             .and_then(|x| x.get("diff_ids"))

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,29 @@ def test_wrong_bytes_keep_nothing(registry: Registry, tmp_path: Path) -> None:
             g.pull(f"{registry.host}/test/bad:1")
         assert g.layers() == [] and g.images() == []
         assert [p.name for p in (tmp_path / "s" / "tmp").iterdir()] == []
+
+
+def test_a_config_too_big_for_the_store_is_refused_before_any_layer(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # An image record (manifest and config, read whole on every listing) is
+    # capped at 16 MiB: a bigger config must fail the pull before a layer
+    # is fetched, not leave layers behind an image that cannot be written.
+    registry.skopeo_push(_tiny_oci(tmp_path, "big"), "test/big:small")
+    m = json.loads(registry.get_manifest("test/big", "small", OCI_MANIFEST))
+    with urllib.request.urlopen(registry.url(f"test/big/blobs/{m['config']['digest']}")) as r:
+        cfg = json.loads(r.read())
+    cfg.setdefault("config", {})["Labels"] = {"blob": "x" * (17 << 20)}
+    body = json.dumps(cfg).encode()
+    m["config"] = {**m["config"], "digest": registry.put_blob("test/big", body), "size": len(body)}
+    registry.put_manifest("test/big:1", json.dumps(m).encode(), OCI_MANIFEST)
+    since = len(registry.requests())
+    with open_graph(tmp_path / "s", "vfs") as g:
+        with pytest.raises(lamina.RegistryError, match="limit"):
+            g.pull(f"{registry.host}/test/big:1")
+        assert g.layers() == [] and g.images() == []
+    layer_gets = [p for p in registry.blob_gets(since) if m["layers"][0]["digest"] in p]
+    assert layer_gets == []
 
 
 def test_unknown_and_schema_errors_name_the_reference(registry: Registry, tmp_path: Path) -> None:

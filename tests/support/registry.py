@@ -5,11 +5,13 @@ TLS with a CA made here. ``stop()`` kills it; nothing outlives the fixture."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +152,24 @@ class Registry:
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 201, r.status
+
+    def put_blob(self, repo: str, body: bytes) -> str:
+        """Upload ``body`` monolithically (POST, then PUT ?digest=); its digest."""
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        start = urllib.request.Request(self.url(f"{repo}/blobs/uploads/"), method="POST")
+        with urllib.request.urlopen(start, timeout=30) as r:
+            assert r.status == 202, r.status
+            location = urllib.parse.urljoin(self.url(""), r.headers["Location"])
+        sep = "&" if "?" in location else "?"
+        req = urllib.request.Request(
+            f"{location}{sep}digest={digest}",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 201, r.status
+        return digest
 
     def get_manifest(self, repo: str, ref: str, accept: str) -> bytes:
         req = urllib.request.Request(
