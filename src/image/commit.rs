@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::changes::{apply_changes, ConfigChange};
 use crate::error::{Error, Result};
 use crate::graph::images::host_arch;
-use crate::graph::{Graph, Image, Layer, Metadata, Timestamp};
+use crate::graph::{Graph, Image, Layer, Metadata, Progress, Timestamp};
 
 /// What [`Graph::commit_image`] writes besides the layer.
 #[derive(Debug, Clone, Default)]
@@ -101,6 +101,18 @@ impl Graph {
     /// changes are checked before anything is written; if tagging fails the
     /// new layer is removed again.
     pub fn commit_image(&self, container: &Layer, name: &str, opts: &CommitImage) -> Result<Image> {
+        self.commit_image_with(container, name, opts, None)
+    }
+
+    /// [`Graph::commit_image`], its layer counted into `progress` as
+    /// [`Graph::commit_with`] counts it.
+    pub fn commit_image_with(
+        &self,
+        container: &Layer,
+        name: &str,
+        opts: &CommitImage,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Image> {
         self.check_open()?;
         if !container.writable() {
             return Err(Error::InvalidArgument(format!(
@@ -140,7 +152,7 @@ impl Graph {
             Value::Array(a) => a.push(Value::Object(entry)),
             _ => *history = Value::Array(vec![Value::Object(entry)]),
         }
-        let layer = self.commit(container, Metadata::new())?;
+        let layer = self.commit_with(container, Metadata::new(), progress)?;
         match self.tag(layer.id(), name, Some(Value::Object(config))) {
             Ok(img) => Ok(img),
             Err(e) => {
