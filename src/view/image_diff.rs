@@ -16,6 +16,9 @@
 //! view is touched too. (A layer whose own tar writes through a symlink
 //! and then replaces it is resolved as it ended, not as it went.)
 //!
+//! (Two images that share no layer have every path touched: their views
+//! are compared whole, and no diff is read.)
+//!
 //! Only those paths are looked up in the two merged views
 //! ([`super::stack`]: nothing mounted), compared by the naive diff's rules
 //! (type, mode, owner, rdev, mtime, size but for directories, symlink
@@ -60,10 +63,17 @@ pub fn diff_images(a: &Image, b: &Image, progress: Option<&Progress<'_>>) -> Res
     if let Some(p) = progress {
         p.add_total(0, unshared.len());
     }
-    let mut touched = Node::default();
+    // Sharing nothing, every path is touched: the views are compared
+    // whole, with no diff to read.
+    let mut touched = Node {
+        whole: shared == 0,
+        ..Node::default()
+    };
     for l in unshared {
         Progress::check(progress)?;
-        touch_layer(&mut touched, l)?;
+        if !touched.whole {
+            touch_layer(&mut touched, l)?;
+        }
         if let Some(p) = progress {
             p.layer_done();
         }
