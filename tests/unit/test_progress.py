@@ -8,7 +8,9 @@ raises, the callback is not called again, and the store is as it was."""
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,45 @@ def test_load_stops_and_keeps_nothing(g: lamina.Graph, tmp_path: Path) -> None:
 def test_not_a_callable(g: lamina.Graph) -> None:
     with pytest.raises(TypeError, match="progress"):
         g.check(progress=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("call", ["register", "commit", "diff", "check", "load"])
+def test_ctrl_c_stops_the_call_and_keeps_the_store(
+    g: lamina.Graph, tmp_path: Path, call: str
+) -> None:
+    """SIGINT mid-call (sent by the callback, which then waits until the
+    main thread has handled it) is a KeyboardInterrupt and the store is as
+    it was, as for pull and push."""
+    data = _big()
+    _, box = _container(g)
+    layer = g.register(data)
+    g.save(g.tag(layer, "x:1"), tmp_path / "x.tar", format="docker-archive", compression=None)
+    other = lamina.Graph(tmp_path / "other", driver="vfs")
+    calls: dict[str, Callable[[Any], object]] = {
+        "load": lambda p: other.load(tmp_path / "x.tar", progress=p),
+        "register": lambda p: g.register(data, parent=layer, progress=p),
+        "commit": lambda p: g.commit(box, progress=p),
+        "diff": lambda p: layer.diff(tmp_path / "out.tar", progress=p),
+        "check": lambda p: g.check(progress=p),
+    }
+    handled = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        handled.set()
+        raise KeyboardInterrupt
+
+    def progress(done: int, *_: int) -> None:
+        if done > 0 and not handled.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+            handled.wait(60)
+
+    before = _state(g), _state(other)
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            calls[call](progress)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert handled.is_set()
+    assert (_state(g), _state(other)) == before
+    other.close()
