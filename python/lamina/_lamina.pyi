@@ -181,10 +181,14 @@ class Layer:
         and a ``ValueError``) when there is nothing to give back."""
     def mounted(self) -> _Mounted:
         """``with layer.mounted() as path: ...``"""
-    def diff(self, dst: _Path | IO[bytes] | None = None) -> Any:
+    def diff(
+        self, dst: _Path | IO[bytes] | None = None, *, progress: _Progress | None = None
+    ) -> Any:
         """The layer's tar against its parent: ``bytes`` with no ``dst``, else
         written to the path or binary file object and the byte count returned.
-        A registered layer's tar is byte-identical to what was registered."""
+        A registered layer's tar is byte-identical to what was registered.
+        ``progress`` counts the bytes written (of ``tar_size``, where the
+        layer has one) and the one layer."""
     def changes(self) -> list[Change]:
         """The paths the layer changes against its parent (O(changes) for a
         writable overlay layer)."""
@@ -336,6 +340,9 @@ class _View:
     def exists(self, path: _Path, *, follow_symlinks: bool = False) -> bool: ...
     def open(self, path: _Path) -> io.BufferedReader: ...
 
+def _diff_images(a: Image, b: Image, *, progress: _Progress | None = None) -> list[Change]:
+    """What :meth:`Graph.diff_images` returns, for two images of one graph."""
+
 def _merged_view(dirs: list[_Path]) -> _View:
     """The merged view of directories stacked uppermost first (as
     overlayfs's ``lowerdir=`` lists them), each in overlay form (0/0
@@ -348,7 +355,12 @@ _Ref: TypeAlias = str | Layer
 _Progress: TypeAlias = Callable[[int, int, int, int], object]
 """A progress callback: ``(bytes, total_bytes, layers, total_layers)``; a
 total of 0 is not known yet. Called from lamina's threads (with the GIL) at
-most every 4 MiB and at every layer."""
+most every 4 MiB and at every layer, and last with the counts at their
+totals. An exception it raises stops the call as Ctrl-C does (at its next
+read or write, leaving the store as it was) and is what the call raises;
+it is not called again. A call in two phases (``commit``: the tar written,
+then applied; a stream ``load``) counts bytes from 0 again for the second,
+whose total is known."""
 
 @final
 class Image:
@@ -443,10 +455,14 @@ class Graph:
         parent: _Ref | None = None,
         id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        progress: _Progress | None = None,
     ) -> Layer:
         """Apply a tar (plain, gzip or zstd) as a read-only layer on
         ``parent``. The default id is the hex of the layer's chain id, so the
-        same diff on the same parent is stored once.
+        same diff on the same parent is stored once. ``progress`` counts the
+        bytes read of ``source`` (compressed; of its size for a path, bytes
+        or a regular file) and the one layer; Ctrl-C or an exception from it
+        stops the apply and nothing is left of the layer.
 
         ``metadata`` is kept as JSON and must read back exactly: str keys;
         values None, bool, int within ±2**53, finite float, str, list and
@@ -518,11 +534,16 @@ class Graph:
     def squash(self, image: _ImageRef, name: str, *, progress: _Progress | None = None) -> Image:
         """``image`` as one layer (its merged tree exported whole) named
         ``name``: the config kept, ``rootfs.diff_ids`` the one layer's, the
-        history one entry (as ``buildah commit --squash``). ``progress`` is
-        called once the layer is registered."""
-    def diff_images(self, a: _ImageRef, b: _ImageRef) -> list[Change]:
+        history one entry (as ``buildah commit --squash``). ``progress``
+        counts as for :meth:`commit`: the tar's bytes as it is exported,
+        then as it is registered."""
+    def diff_images(
+        self, a: _ImageRef, b: _ImageRef, *, progress: _Progress | None = None
+    ) -> list[Change]:
         """What ``docker diff`` lists between ``a``'s and ``b``'s merged
-        trees (both are mounted and compared whole)."""
+        trees, reading only the layers the two do not share: the paths
+        those layers' diffs touch are looked up in both merged views,
+        nothing mounted. ``progress`` counts those layers."""
     def commit_image(
         self,
         container: _Ref,
@@ -532,9 +553,11 @@ class Graph:
         created_by: str | None = None,
         author: str | None = None,
         comment: str | None = None,
+        progress: _Progress | None = None,
     ) -> Image:
         """``docker commit``: the container's changes as a new layer on its
         image, tagged ``name`` with the image's config inherited and changed.
+        ``progress`` counts the layer as :meth:`commit` does.
 
         ``changes`` are read as ``docker commit --change`` reads them:
         ``ENV``, ``CMD``, ``ENTRYPOINT`` (exec form ``["a", "b"]`` or shell
@@ -548,9 +571,17 @@ class Graph:
         The base config is the image the container was created from
         (``create(image)``), else the image whose top layer the container
         sits on, else a new one."""
-    def commit(self, layer: _Ref, *, metadata: dict[str, Any] | None = None) -> Layer:
+    def commit(
+        self,
+        layer: _Ref,
+        *,
+        metadata: dict[str, Any] | None = None,
+        progress: _Progress | None = None,
+    ) -> Layer:
         """A writable layer's changes as a new read-only layer on the same
-        image layer."""
+        image layer. ``progress`` counts the one layer in two phases: the
+        bytes of its tar as it is written out (total not known), then from 0
+        again as it is applied (total known)."""
     def get(self, reference: _Ref) -> Layer:
         """By full id or unique prefix. :class:`LayerNotFound` names what was
         looked up and where; for an ambiguous prefix its ``candidates`` list
@@ -612,16 +643,19 @@ class Graph:
         """Every image, by name."""
     def image(self, name: str) -> Image:
         """The image ``name`` (:class:`ImageNotFound` if there is none)."""
-    def check(self) -> dict[str, Any]:
+    def check(self, *, progress: _Progress | None = None) -> dict[str, Any]:
         """Check every layer, changing nothing: complete, mountable, its files
         give back its tar (reassembled and hashed against its diff ID and
         chain ID), size records right, no stuck leftovers. ``{"layers": N,
         "problems": [{"layer": id, "path": ..., "what": ...}, ...]}``;
-        ``problems`` is empty when all is well."""
-    def repair(self) -> dict[str, Any]:
+        ``problems`` is empty when all is well. ``progress`` counts the
+        layers checked and the bytes of their tars hashed."""
+    def repair(self, *, progress: _Progress | None = None) -> dict[str, Any]:
         """Remove what cannot be saved (a broken layer and the layers above
         it), rebuild what can (size records, mount counts, ``tmp/``): the
-        dict of :meth:`check` after it, plus ``actions``, what was done."""
+        dict of :meth:`check` after it, plus ``actions``, what was done.
+        ``progress`` counts both checks (before and after) as :meth:`check`
+        counts one; stopped during the first, it changes nothing."""
     def close(self) -> None:
         """Unmount what this graph mounted. After it, every call on the
         graph and on its layers and images raises ``ValueError`` (as on a

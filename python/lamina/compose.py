@@ -35,11 +35,31 @@ def _created() -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _Counted:
+    """A binary writer that reports the bytes written through it to a
+    progress callback as the first phase of one layer (total not known),
+    every :data:`_STEP` bytes, as the native calls do."""
+
+    def __init__(self, raw: Any, progress: Any) -> None:
+        self.raw, self.progress, self.done = raw, progress, 0
+
+    def write(self, data: bytes) -> int:
+        n = self.raw.write(data)
+        before, self.done = self.done, self.done + len(data)
+        if before // _STEP != self.done // _STEP:
+            self.progress(self.done, 0, 0, 1)
+        return int(n)
+
+
+_STEP = 4 << 20
+
+
 def squash(graph: Graph, image: Image | str, name: str, *, progress: Any = None) -> Image:
     """``image`` as one layer (its merged tree, exported whole) named
     ``name``; the config is kept, ``rootfs.diff_ids`` is the one layer's and
     the history collapses to one entry, as ``buildah commit --squash``
-    leaves it."""
+    leaves it. ``progress`` counts as ``Graph.commit`` does: the tar's
+    bytes as it is exported, then from 0 again as it is registered."""
     from lamina._lamina import export_diff
 
     img = _image(graph, image)
@@ -47,10 +67,13 @@ def squash(graph: Graph, image: Image | str, name: str, *, progress: Any = None)
     with tempfile.TemporaryDirectory(dir=os.path.join(graph.root, "tmp")) as tmp:
         tar = os.path.join(tmp, "layer.tar")
         with img.layer.mounted() as root:
-            export_diff(None, root, tar)
-        layer = graph.register(tar)
-    if progress is not None:
-        progress(layer.tar_size or 0, layer.tar_size or 0, 1, 1)
+            if progress is None:
+                export_diff(None, root, tar)
+            else:
+                progress(0, 0, 0, 1)
+                with open(tar, "wb") as f:
+                    export_diff(None, root, _Counted(f, progress))
+        layer = graph.register(tar, progress=progress)
     created = _created()
     config.pop("rootfs", None)
     config["history"] = [{"created": created, "created_by": f"lamina squash {img.name}"}]
@@ -58,14 +81,17 @@ def squash(graph: Graph, image: Image | str, name: str, *, progress: Any = None)
     return graph.tag(layer, name, config=config)
 
 
-def diff_images(graph: Graph, a: Image | str, b: Image | str) -> list[Change]:
+def diff_images(
+    graph: Graph, a: Image | str, b: Image | str, *, progress: Any = None
+) -> list[Change]:
     """The changes that turn ``a``'s merged tree into ``b``'s, as
-    ``docker diff`` lists them (both trees mounted and compared whole)."""
-    from lamina._lamina import changes
+    ``docker diff`` lists them: only the paths the layers the two do not
+    share touch are looked up in their merged views, nothing mounted
+    (``src/view/image_diff.rs``); ``progress`` counts those layers."""
+    from lamina._lamina import _diff_images
 
     ia, ib = _image(graph, a), _image(graph, b)
-    with ia.layer.mounted() as ra, ib.layer.mounted() as rb:
-        return changes(ra, rb)
+    return _diff_images(ia, ib, progress=progress)
 
 
 def find(layer: Layer, pattern: str) -> list[Entry]:

@@ -69,8 +69,11 @@ pub struct ProgressInfo {
     pub total_layers: usize,
 }
 
-/// Progress of a long operation (load, save), reported to a callback at
-/// most every [`Progress::STEP`] bytes and at every layer, from any thread.
+/// Progress of a long operation (load, save, register, commit, a layer's
+/// tar, check), reported to a callback at most every [`Progress::STEP`]
+/// bytes and at every layer, from any thread. The callback returns whether
+/// to go on: `false` cancels the operation as [`Progress::cancel`] does
+/// (a Python callback that raises stops the call that way).
 pub struct Progress<'a> {
     bytes: AtomicU64,
     total_bytes: AtomicU64,
@@ -81,7 +84,7 @@ pub struct Progress<'a> {
     /// Set by [`Progress::cancel`]: readers counted into this progress and
     /// the chain-lock wait then fail with [`Error::Cancelled`].
     cancelled: AtomicBool,
-    callback: &'a (dyn Fn(ProgressInfo) + Sync),
+    callback: &'a (dyn Fn(ProgressInfo) -> bool + Sync),
 }
 
 impl<'a> Progress<'a> {
@@ -89,7 +92,7 @@ impl<'a> Progress<'a> {
     pub const STEP: u64 = 4 << 20;
 
     /// Progress reported to `callback`.
-    pub fn new(callback: &'a (dyn Fn(ProgressInfo) + Sync)) -> Self {
+    pub fn new(callback: &'a (dyn Fn(ProgressInfo) -> bool + Sync)) -> Self {
         Progress {
             bytes: AtomicU64::new(0),
             total_bytes: AtomicU64::new(0),
@@ -122,7 +125,29 @@ impl<'a> Progress<'a> {
     }
 
     fn report(&self) {
-        (self.callback)(self.info());
+        if !(self.callback)(self.info()) {
+            self.cancel();
+        }
+    }
+
+    /// `Err(Error::Cancelled)` once the operation was cancelled: what a
+    /// step that does not read through [`Counted`] checks before it
+    /// changes anything.
+    pub fn check(progress: Option<&Progress<'_>>) -> Result<()> {
+        if progress.is_some_and(Progress::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// `e`, or [`Error::Cancelled`] when the operation was cancelled (a
+    /// read or write that failed because of it says nothing else).
+    pub fn or_cancelled(progress: Option<&Progress<'_>>, e: Error) -> Error {
+        if progress.is_some_and(Progress::is_cancelled) {
+            Error::Cancelled
+        } else {
+            e
+        }
     }
 
     /// More work to do: `bytes` and `layers` added to the totals.
@@ -155,7 +180,8 @@ impl<'a> Progress<'a> {
     }
 }
 
-/// A reader that counts what passes through it into a [`Progress`].
+/// A reader (or writer) that counts what passes through it into a
+/// [`Progress`], and fails once the operation is cancelled.
 pub struct Counted<'p, R> {
     inner: R,
     progress: Option<&'p Progress<'p>>,
@@ -199,6 +225,25 @@ impl<R: Read> Read for Counted<'_, R> {
             }
         }
         Ok(n)
+    }
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.progress.is_some_and(Progress::is_cancelled) {
+            // Not ErrorKind::Interrupted: write_all would retry it.
+            return Err(std::io::Error::other(crate::archive::reader::SourceError(
+                Error::Cancelled,
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        if let Some(p) = self.progress {
+            p.bytes_done(n as u64);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
@@ -400,6 +445,9 @@ impl Graph {
         };
 
         let records = self.apply_pending(pending, &ancestry, below, progress, &parent_id)?;
+        // A callback that stopped the load at its last report: nothing
+        // has landed yet.
+        Progress::check(progress)?;
 
         // Land base first.
         let mut prev = base;

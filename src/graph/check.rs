@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::driver::LayerDir;
 use crate::error::{Error, Result};
+use crate::graph::chain::{Counted, Progress};
 use crate::graph::graph::{Graph, TAR_SPLIT};
 use crate::graph::layout::LAYER_JSON;
 use crate::graph::record::LayerRecord;
@@ -86,13 +87,21 @@ impl Graph {
     /// Check every layer of the store; nothing is changed. See the module
     /// docs for what is checked.
     pub fn check(&self) -> Result<CheckReport> {
+        self.check_with(None)
+    }
+
+    /// [`Graph::check`], counted into `progress`: layers checked, and the
+    /// bytes of their tars reassembled and hashed (a layer whose tar could
+    /// not be read counts as done). Cancelled, it stops at its next write
+    /// or layer.
+    pub fn check_with(&self, progress: Option<&Progress<'_>>) -> Result<CheckReport> {
         self.check_open()?;
         let _shared = self.inner.store.read_lock()?;
-        self.scan()
+        self.scan(progress)
     }
 
     /// The check itself (the caller holds the store lock).
-    fn scan(&self) -> Result<CheckReport> {
+    fn scan(&self, progress: Option<&Progress<'_>>) -> Result<CheckReport> {
         let layout = self.inner.store.layout();
         let mut report = CheckReport::default();
         let mut records: BTreeMap<String, LayerRecord> = BTreeMap::new();
@@ -129,8 +138,24 @@ impl Graph {
                 )),
             }
         }
+        let tar_bytes = |r: &LayerRecord| r.diff_id.as_ref().and(r.tar_size).unwrap_or(0);
+        if let Some(p) = progress {
+            p.add_total(records.values().map(tar_bytes).sum(), records.len());
+        }
         for (id, rec) in &records {
-            self.check_layer(id, rec, &records, &mut report)?;
+            Progress::check(progress)?;
+            let before = progress.map_or(0, |p| p.info().bytes);
+            self.check_layer(id, rec, &records, &mut report, progress)?;
+            if let Some(p) = progress {
+                // The bytes counted end up the total's, whatever was read.
+                let (done, want) = (p.info().bytes - before, tar_bytes(rec));
+                if done < want {
+                    p.bytes_done(want - done);
+                } else if done > want {
+                    p.add_total(done - want, 0);
+                }
+                p.layer_done();
+            }
         }
         for (path, what) in self.broken_images()? {
             report.problems.push(Finding {
@@ -153,6 +178,7 @@ impl Graph {
         rec: &LayerRecord,
         records: &BTreeMap<String, LayerRecord>,
         report: &mut CheckReport,
+        progress: Option<&Progress<'_>>,
     ) -> Result<()> {
         let dir = self.layer_dir(id)?;
         let problem = |what: String, path: Option<PathBuf>| finding(Some(id), path, what);
@@ -190,7 +216,8 @@ impl Graph {
         };
         let split = dir.join(TAR_SPLIT);
         let mut sink = Hasher::default();
-        if let Err(e) = self.diff(&layer, &mut sink) {
+        if let Err(e) = self.diff(&layer, &mut Counted::new(&mut sink, progress)) {
+            Progress::check(progress)?;
             let path = match &e {
                 Error::Corrupt { path, .. } => Some(path.clone()),
                 _ => Some(split.clone()),
@@ -244,10 +271,17 @@ impl Graph {
     /// can (see the module docs); returns what was found and done, with
     /// what is still wrong after.
     pub fn repair(&self) -> Result<CheckReport> {
+        self.repair_with(None)
+    }
+
+    /// [`Graph::repair`], both its checks (before and after) counted into
+    /// `progress` as [`Graph::check_with`] counts one. Cancelled during
+    /// the first check it changes nothing; after it, what it fixed stays.
+    pub fn repair_with(&self, progress: Option<&Progress<'_>>) -> Result<CheckReport> {
         self.check_open()?;
         let layout = self.inner.store.layout();
         let held = self.inner.store.write_lock()?;
-        let found = self.scan()?;
+        let found = self.scan(progress)?;
         let mut actions = Vec::new();
         // Layers that cannot be saved, and every layer above them.
         let mut doomed: BTreeSet<String> = found
@@ -331,7 +365,7 @@ impl Graph {
         for what in self.inner.driver.reconcile_mounts()? {
             actions.push(finding(None, None, what));
         }
-        let mut after = self.scan()?;
+        let mut after = self.scan(progress)?;
         after.actions = actions;
         Ok(after)
     }

@@ -137,6 +137,29 @@ impl Layer {
         self.graph.diff(self, out)
     }
 
+    /// [`Layer::diff`], the bytes written counted into `progress` as one
+    /// layer (the total is the layer's `tar_size`, where it has one).
+    /// Cancelled, it stops at its next write.
+    pub fn diff_with(
+        &self,
+        out: &mut dyn Write,
+        progress: Option<&crate::graph::Progress<'_>>,
+    ) -> Result<u64> {
+        use crate::graph::Progress;
+        if let Some(p) = progress {
+            p.add_total(self.tar_size().unwrap_or(0), 1);
+        }
+        let mut w = crate::graph::chain::Counted::new(out, progress);
+        let n = self
+            .graph
+            .diff(self, &mut w)
+            .map_err(|e| Progress::or_cancelled(progress, e))?;
+        if let Some(p) = progress {
+            p.layer_done();
+        }
+        Ok(n)
+    }
+
     /// The paths the layer changes against its parent, parents first.
     pub fn changes(&self) -> Result<Vec<Change>> {
         self.graph.changes(self)

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::driver::LayerDir;
 use crate::error::{Error, IoContext, Result};
+use crate::graph::chain::{Counted, Progress};
 use crate::graph::graph::{Graph, Metadata, TAR_SPLIT};
 use crate::graph::layer::Layer;
 use crate::graph::record::LayerRecord;
@@ -41,6 +42,36 @@ impl Graph {
         id: Option<&str>,
         metadata: Metadata,
     ) -> Result<Layer> {
+        self.register_with(source, parent, id, metadata, None)
+    }
+
+    /// [`Graph::register`], the bytes read of `source` counted into
+    /// `progress` as one layer (the caller adds the source's size to the
+    /// total, where it knows it). Cancelled, it stops at its next read or
+    /// before the layer lands, leaving nothing.
+    pub fn register_with(
+        &self,
+        source: &mut (dyn Read + Send),
+        parent: Option<&str>,
+        id: Option<&str>,
+        metadata: Metadata,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Layer> {
+        if let Some(p) = progress {
+            p.add_total(0, 1);
+        }
+        self.register_counted(source, parent, id, metadata, progress)
+    }
+
+    /// [`Graph::register_with`] for a layer already counted in the total.
+    fn register_counted(
+        &self,
+        source: &mut (dyn Read + Send),
+        parent: Option<&str>,
+        id: Option<&str>,
+        metadata: Metadata,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Layer> {
         self.check_open()?;
         super::record::check_metadata(&metadata)?;
         let parent = self.parent_for_child(parent)?;
@@ -65,8 +96,18 @@ impl Graph {
                 id: id.unwrap_or("(new layer)"),
                 dir,
             };
-            let report = self.inner.driver.apply_diff(me, parents, source, &mut w)?;
+            let mut source = Counted::new(source, progress);
+            let report = self
+                .inner
+                .driver
+                .apply_diff(me, parents, &mut source, &mut w)
+                .map_err(|e| Progress::or_cancelled(progress, e))?;
             w.flush().at("write", &split)?;
+            if let Some(p) = progress {
+                p.layer_done();
+            }
+            // Stopped at the last report: the layer has not landed yet.
+            Progress::check(progress)?;
             let chain = ids::chain_id(parent.as_ref().and_then(|p| p.chain_id()), &report.diff_id)?;
             let id = match id {
                 Some(i) => i.to_owned(),
@@ -243,6 +284,20 @@ impl Graph {
     /// the same image layer (what `docker commit` does: a container's
     /// `-init` layer is not part of the image), with its own diff id.
     pub fn commit(&self, layer: &Layer, metadata: Metadata) -> Result<Layer> {
+        self.commit_with(layer, metadata, None)
+    }
+
+    /// [`Graph::commit`], counted into `progress` as one layer in two
+    /// phases, as a load from a stream: the bytes of the layer's tar as it
+    /// is written out (the total not known), then, from 0 again, as it is
+    /// applied (the total known). Cancelled, it stops at its next read or
+    /// write, leaving nothing.
+    pub fn commit_with(
+        &self,
+        layer: &Layer,
+        metadata: Metadata,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Layer> {
         self.check_open()?;
         super::record::check_metadata(&metadata)?;
         if !layer.writable() {
@@ -255,15 +310,22 @@ impl Graph {
         let layout = self.inner.store.layout();
         let st = layout.stage(&self.inner.store.read_lock()?, "commit")?;
         let path = st.path().join("diff.tar");
+        if let Some(p) = progress {
+            p.add_total(0, 1);
+        }
         {
             let f = create_private(&path)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let mut w = Counted::new(BufWriter::with_capacity(1 << 20, f), progress);
             self.diff(layer, &mut w)
-                .map_err(|e| self.gone_or(Some(layer), e))?;
+                .map_err(|e| Progress::or_cancelled(progress, self.gone_or(Some(layer), e)))?;
             w.flush().at("write", &path)?;
         }
         let mut f = std::fs::File::open(&path).at("open", &path)?;
-        let made = self.register(&mut f, target.as_deref(), None, metadata)?;
+        if let Some(p) = progress {
+            p.start_applying();
+            p.add_total(f.metadata().at("stat", &path)?.len(), 0);
+        }
+        let made = self.register_counted(&mut f, target.as_deref(), None, metadata, progress)?;
         st.remove()?;
         Ok(made)
     }

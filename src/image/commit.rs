@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::changes::{apply_changes, ConfigChange};
 use crate::error::{Error, Result};
 use crate::graph::images::{config_bytes, host_arch};
-use crate::graph::{Graph, Image, Layer, Metadata, Timestamp};
+use crate::graph::{Graph, Image, Layer, Metadata, Progress, Timestamp};
 use crate::ids;
 
 /// What [`Graph::commit_image`] writes besides the layer.
@@ -102,6 +102,18 @@ impl Graph {
     /// changes are checked before anything is written; if tagging fails the
     /// new layer is removed again.
     pub fn commit_image(&self, container: &Layer, name: &str, opts: &CommitImage) -> Result<Image> {
+        self.commit_image_with(container, name, opts, None)
+    }
+
+    /// [`Graph::commit_image`], its layer counted into `progress` as
+    /// [`Graph::commit_with`] counts it.
+    pub fn commit_image_with(
+        &self,
+        container: &Layer,
+        name: &str,
+        opts: &CommitImage,
+        progress: Option<&Progress<'_>>,
+    ) -> Result<Image> {
         self.check_open()?;
         if !container.writable() {
             return Err(Error::InvalidArgument(format!(
@@ -149,7 +161,7 @@ impl Graph {
         };
         let placeholder = Value::from(ids::sha256_digest(b""));
         config_bytes(config.clone(), vec![placeholder; depth])?;
-        let layer = self.commit(container, Metadata::new())?;
+        let layer = self.commit_with(container, Metadata::new(), progress)?;
         match self.tag(layer.id(), name, Some(Value::Object(config))) {
             Ok(img) => Ok(img),
             Err(e) => {

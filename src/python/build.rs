@@ -54,7 +54,7 @@ impl PyGraph {
     /// image, and an image `name` with the inherited config changed.
     // Python's keyword arguments, one Rust parameter each.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (container, name, *, changes = None, created_by = None, author = None, comment = None))]
+    #[pyo3(signature = (container, name, *, changes = None, created_by = None, author = None, comment = None, progress = None))]
     fn commit_image(
         &self,
         py: Python<'_>,
@@ -64,6 +64,7 @@ impl PyGraph {
         created_by: Option<String>,
         author: Option<String>,
         comment: Option<String>,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyImage> {
         let g = self.graph()?;
         let box_ = super::graph::layer_from_py(g, py, container)?;
@@ -76,7 +77,9 @@ impl PyGraph {
             author,
             comment,
         };
-        let img = py.detach(|| g.commit_image(&box_, &name, &opts)).py_err()?;
+        let img = super::progress::with_progress(py, progress, |p| {
+            g.commit_image_with(&box_, &name, &opts, Some(p))
+        })?;
         Ok(PyImage::new(img))
     }
 }

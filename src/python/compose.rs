@@ -30,13 +30,17 @@ impl PyGraph {
     }
 
     /// What `docker diff` lists between two images' merged trees.
+    #[pyo3(signature = (a, b, *, progress = None))]
     fn diff_images<'py>(
         slf: &Bound<'py, Self>,
         a: &Bound<'py, PyAny>,
         b: &Bound<'py, PyAny>,
+        progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         slf.get().graph()?;
-        compose(slf.py(), "diff_images")?.call1((slf, a, b))
+        let kw = PyDict::new(slf.py());
+        kw.set_item("progress", progress)?;
+        compose(slf.py(), "diff_images")?.call((slf, a, b), Some(&kw))
     }
 }
 

@@ -99,7 +99,7 @@ impl PyGraph {
         Ok(self.g()?.driver_name().to_owned())
     }
 
-    #[pyo3(signature = (source, *, parent = None, id = None, metadata = None))]
+    #[pyo3(signature = (source, *, parent = None, id = None, metadata = None, progress = None))]
     fn register(
         &self,
         py: Python<'_>,
@@ -107,29 +107,42 @@ impl PyGraph {
         parent: Option<&Bound<'_, PyAny>>,
         id: Option<String>,
         metadata: Option<&Bound<'_, PyAny>>,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLayer> {
         let parent = parent.filter(|p| !p.is_none()).map(layer_ref).transpose()?;
         let metadata = metadata_from_py(metadata)?;
         let err = Arc::new(Mutex::new(None));
         let src = source_from_py(source, &err)?;
         let label = src.label();
+        let size = match &src {
+            Source::File(_) => super::progress::remaining(source),
+            _ => 0,
+        };
         let g = self.g()?;
-        let r = py.detach(|| {
+        // Ctrl-C, or an exception from `progress`, stops it at its next
+        // read; nothing is left of the layer.
+        let r = super::progress::with_progress(py, progress, |pr| {
             let (p, i) = (parent.as_deref(), id.as_deref());
-            match src {
+            let reg = |src: &mut (dyn std::io::Read + Send), size: u64| {
+                pr.add_total(size, 0);
+                g.register_with(src, p, i, metadata, Some(pr))
+            };
+            let r = match src {
                 Source::Path(path) => {
                     let mut f = std::fs::File::open(&path)
                         .map_err(|e| crate::Error::io("open", &path, e))?;
-                    g.register(&mut f, p, i, metadata)
+                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    reg(&mut f, size)
                 }
-                Source::Bytes(b) => g.register(&mut &b[..], p, i, metadata),
-                Source::File(mut r) => g.register(&mut r, p, i, metadata),
-            }
+                Source::Bytes(b) => reg(&mut &b[..], b.len() as u64),
+                Source::File(mut r) => reg(&mut r, size),
+            };
+            r.map_err(|e| e.in_source(&label))
         });
         if let Some(e) = err.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Err(e);
         }
-        Ok(self.wrap(r.map_err(|e| e.in_source(&label)).py_err()?))
+        Ok(self.wrap(r?))
     }
 
     #[pyo3(signature = (parent = None, *, id = None, init = false, metadata = None))]
@@ -163,16 +176,20 @@ impl PyGraph {
         Ok(self.wrap(l))
     }
 
-    #[pyo3(signature = (layer, *, metadata = None))]
+    #[pyo3(signature = (layer, *, metadata = None, progress = None))]
     fn commit(
         &self,
         py: Python<'_>,
         layer: &Bound<'_, PyAny>,
         metadata: Option<&Bound<'_, PyAny>>,
+        progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyLayer> {
         let metadata = metadata_from_py(metadata)?;
         let l = layer_from_py(self.g()?, py, layer)?;
-        Ok(self.wrap(py.detach(|| self.g()?.commit(&l, metadata)).py_err()?))
+        let made = super::progress::with_progress(py, progress, |p| {
+            self.g()?.commit_with(&l, metadata, Some(p))
+        })?;
+        Ok(self.wrap(made))
     }
 
     fn get(&self, py: Python<'_>, reference: &Bound<'_, PyAny>) -> PyResult<PyLayer> {
@@ -261,15 +278,27 @@ impl PyGraph {
 
     /// Check every layer; nothing is changed. A dict: `layers` (how many),
     /// `problems` (each `layer`, `path`, `what`; empty when all is well).
-    fn check<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.detach(|| self.g()?.check()).py_err()?;
+    #[pyo3(signature = (*, progress = None))]
+    fn check<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let g = self.g()?;
+        let r = super::progress::with_progress(py, progress, |p| g.check_with(Some(p)))?;
         report_to_py(py, &r, false)
     }
 
     /// Remove what cannot be saved, rebuild what can; the dict of
     /// [`check`] after it, plus `actions`, what was done.
-    fn repair<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.detach(|| self.g()?.repair()).py_err()?;
+    #[pyo3(signature = (*, progress = None))]
+    fn repair<'py>(
+        &self,
+        py: Python<'py>,
+        progress: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let g = self.g()?;
+        let r = super::progress::with_progress(py, progress, |p| g.repair_with(Some(p)))?;
         report_to_py(py, &r, true)
     }
 

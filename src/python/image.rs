@@ -134,18 +134,21 @@ impl PyImage {
 
 /// A Python progress callback, called with (bytes, total_bytes, layers,
 /// total_layers); the first exception it raises is kept and re-raised
-/// when the call ends, and it is not called again.
+/// when the call ends, it is not called again, and the call is cancelled
+/// (`call` returns false), so it stops as after Ctrl-C.
 pub(crate) struct PyProgress {
     pub(crate) callback: Option<Py<PyAny>>,
     err: Mutex<Option<PyErr>>,
 }
 
 impl PyProgress {
-    pub(crate) fn call(&self, i: ProgressInfo) {
-        let Some(cb) = &self.callback else { return };
+    pub(crate) fn call(&self, i: ProgressInfo) -> bool {
+        let Some(cb) = &self.callback else {
+            return true;
+        };
         let mut err = self.err.lock().unwrap_or_else(|e| e.into_inner());
         if err.is_some() {
-            return;
+            return false;
         }
         Python::attach(|py| {
             let r = cb
@@ -155,6 +158,7 @@ impl PyProgress {
                 *err = Some(e);
             }
         });
+        err.is_none()
     }
 
     pub(crate) fn take_err(&self) -> Option<PyErr> {
@@ -165,7 +169,12 @@ impl PyProgress {
 pub(crate) fn progress_from(obj: Option<&Bound<'_, PyAny>>) -> PyResult<PyProgress> {
     let callback = match obj.filter(|o| !o.is_none()) {
         Some(o) if o.is_callable() => Some(o.clone().unbind()),
-        Some(_) => return Err(PyTypeError::new_err("progress is a callable or None")),
+        Some(o) => {
+            return Err(PyTypeError::new_err(format!(
+                "progress is a callable or None, not {}",
+                super::metadata::type_name(o)
+            )))
+        }
         None => None,
     };
     Ok(PyProgress {
@@ -221,9 +230,10 @@ pub(crate) fn load(
         None => In::Py(source_from_py(source, &err)?),
     };
     let cb = |i: ProgressInfo| pp.call(i);
-    let r = py.detach(|| {
-        let p = Progress::new(&cb);
-        let p = pp.callback.as_ref().map(|_| &p);
+    let p = Progress::new(&cb);
+    // Ctrl-C stops a load at its next read, leaving the store as it was.
+    let r = super::interrupt::interruptible(py, &p, || {
+        let p = Some(&p);
         match src {
             In::File(f) => g.load(LoadSource::File(f), p),
             In::Py(Source::Path(path)) => g.load(LoadSource::Path(&path), p),
@@ -239,10 +249,7 @@ pub(crate) fn load(
     if let Some(e) = pp.take_err() {
         return Err(e);
     }
-    Ok(r.py_err()?
-        .into_iter()
-        .map(|img| PyImage { inner: img })
-        .collect())
+    Ok(r?.into_iter().map(|img| PyImage { inner: img }).collect())
 }
 
 /// An `Image` or an image name (`str`), as a name.
@@ -305,13 +312,19 @@ pub(crate) fn save(
     let pp = progress_from(progress)?;
     let cb = |i: ProgressInfo| pp.call(i);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = Progress::new(&cb);
+    // Ctrl-C stops a save at its next write; a path gets nothing.
     let r = if dst.hasattr("write")? {
         let mut w = PyWriter::new(dst);
-        let r = py.detach(|| {
-            let p = Progress::new(&cb);
-            let p = pp.callback.as_ref().map(|_| &p);
+        let r = super::interrupt::interruptible(py, &p, || {
             let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
-            g.save(&names, SaveTarget::Writer(&mut b), format, compression, p)?;
+            g.save(
+                &names,
+                SaveTarget::Writer(&mut b),
+                format,
+                compression,
+                Some(&p),
+            )?;
             b.flush()
                 .map_err(|e| crate::Error::io("write", "<file object>", e))
         });
@@ -326,16 +339,20 @@ pub(crate) fn save(
                 super::metadata::type_name(dst)
             ))
         })?;
-        py.detach(|| {
-            let p = Progress::new(&cb);
-            let p = pp.callback.as_ref().map(|_| &p);
-            g.save(&names, SaveTarget::Path(&path), format, compression, p)
+        super::interrupt::interruptible(py, &p, || {
+            g.save(
+                &names,
+                SaveTarget::Path(&path),
+                format,
+                compression,
+                Some(&p),
+            )
         })
     };
     if let Some(e) = pp.take_err() {
         return Err(e);
     }
-    r.py_err()
+    r
 }
 
 pub(crate) fn tag(

@@ -126,22 +126,24 @@ impl PyLayer {
 
     /// The layer's tar: bytes, or written to `dst` (a path or a binary
     /// file object), returning the bytes written.
-    #[pyo3(signature = (dst = None))]
+    #[pyo3(signature = (dst = None, *, progress = None))]
     fn diff<'py>(
         &self,
         py: Python<'py>,
         dst: Option<&Bound<'py, PyAny>>,
+        progress: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        use super::progress::with_progress;
         let Some(dst) = dst.filter(|d| !d.is_none()) else {
             let mut buf = Vec::new();
-            py.detach(|| self.l()?.diff(&mut buf)).py_err()?;
+            with_progress(py, progress, |p| self.l()?.diff_with(&mut buf, Some(p)))?;
             return Ok(PyBytes::new(py, &buf).into_any());
         };
         if dst.hasattr("write")? {
             let mut w = PyWriter::new(dst);
-            let r = py.detach(|| {
+            let r = with_progress(py, progress, |p| {
                 let mut b = io::BufWriter::with_capacity(1 << 20, &mut w);
-                let n = self.l()?.diff(&mut b)?;
+                let n = self.l()?.diff_with(&mut b, Some(p))?;
                 b.flush()
                     .map_err(|e| crate::Error::io("write", "<file object>", e))?;
                 Ok(n)
@@ -149,7 +151,7 @@ impl PyLayer {
             if let Some(e) = w.take_err() {
                 return Err(e);
             }
-            return Ok(r.py_err()?.into_pyobject(py)?.into_any());
+            return Ok(r?.into_pyobject(py)?.into_any());
         }
         let path: PathBuf = dst.extract().map_err(|_| {
             PyTypeError::new_err(format!(
@@ -157,16 +159,14 @@ impl PyLayer {
                 super::metadata::type_name(dst)
             ))
         })?;
-        let n = py
-            .detach(|| {
-                let f = std::fs::File::create(&path)
-                    .map_err(|e| crate::Error::io("create", &path, e))?;
-                let mut b = io::BufWriter::with_capacity(1 << 20, f);
-                let n = self.l()?.diff(&mut b)?;
-                b.flush().map_err(|e| crate::Error::io("write", &path, e))?;
-                Ok(n)
-            })
-            .py_err()?;
+        let n = with_progress(py, progress, |p| {
+            let f =
+                std::fs::File::create(&path).map_err(|e| crate::Error::io("create", &path, e))?;
+            let mut b = io::BufWriter::with_capacity(1 << 20, f);
+            let n = self.l()?.diff_with(&mut b, Some(p))?;
+            b.flush().map_err(|e| crate::Error::io("write", &path, e))?;
+            Ok(n)
+        })?;
         Ok(n.into_pyobject(py)?.into_any())
     }
 

@@ -11,10 +11,12 @@ mod export;
 mod file_object;
 mod graph;
 mod image;
+mod image_diff;
 mod init_layer;
 mod interrupt;
 mod layer;
 mod metadata;
+mod progress;
 mod registry;
 mod rootless;
 mod run;
@@ -41,6 +43,9 @@ mod _lamina {
 
     #[pymodule_export]
     use super::image::PyImage;
+
+    #[pymodule_export]
+    use super::image_diff::_diff_images;
 
     #[pymodule_export]
     use super::registry::_check_login;

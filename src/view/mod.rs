@@ -12,6 +12,8 @@
 //!   resolution inside the view.
 //! - [`walk`]: an iterative walk of the view, with bounded fds.
 //! - [`entry`]: [`Entry`], one entry of the view.
+//! - [`image_diff`]: what differs between two images' merged trees, from
+//!   the layers they do not share.
 //! - [`layers`]: each layer's diff as data (from its tar-split record, or
 //!   its driver's change list), and which layer provides an entry.
 //! - [`analysis`]: dive's efficiency and wasted bytes, and per layer what
@@ -35,6 +37,7 @@
 
 pub mod analysis;
 pub mod entry;
+pub mod image_diff;
 pub mod layers;
 pub(crate) mod stack;
 pub mod walk;
@@ -47,6 +50,7 @@ use std::sync::{Arc, Mutex};
 
 pub use analysis::{analyze, Inefficiency, LayerReport, PathChange, Report};
 pub use entry::{Entry, EntryKind};
+pub use image_diff::diff_images;
 pub use layers::LayerDiff;
 pub use walk::Walk;
 

@@ -325,6 +325,28 @@ impl Stack {
             .collect())
     }
 
+    /// The xattrs of `name` of `dir` that describe the file itself, as
+    /// the view shows them, sorted by name: overlay bookkeeping left out
+    /// and, in a tree a rootless apply wrote, names as recorded (its
+    /// override record is the shown stat, not an xattr).
+    pub(crate) fn xattrs(
+        &self,
+        dir: &MergedDir,
+        name: &OsStr,
+        found: &Found,
+        at: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (level, fd) = &dir.parts[found.part];
+        let ids = &self.levels[*level].ids;
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = xattr::get_all(fd, name, &shown(at))?
+            .into_iter()
+            .filter(|(k, _)| !crate::archive::whiteout::is_overlay_xattr(k.as_bytes()))
+            .filter_map(|(k, v)| ids.exported_name(k.as_bytes()).map(|n| (n.to_vec(), v)))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
     /// The target of the symlink `name` of `dir`.
     pub(crate) fn readlink(
         &self,

@@ -95,6 +95,7 @@ TYPE_ERRORS: dict[str, tuple[str, str]] = {
     "squash": ("g.squash(5, 'x:1')", "an image reference is an Image or a name (str), not int"),
     "diff_images a": ("g.diff_images(5, img)", "not int"),
     "diff_images b": ("g.diff_images(img, [img])", "not list"),
+    "progress": ("g.register(b'', progress=5)", "progress is a callable or None, not int"),
 }
 
 
