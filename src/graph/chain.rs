@@ -200,6 +200,11 @@ impl<'p, R> Counted<'p, R> {
         }
     }
 
+    /// The reader or writer inside.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// `inner`, a whole source, counted into `progress` until
     /// [`Progress::start_applying`].
     pub fn source(inner: R, progress: Option<&'p Progress<'p>>) -> Self {

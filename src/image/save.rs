@@ -34,7 +34,7 @@ use crate::archive::compression::Compression;
 use crate::archive::digest::{hex_id, HashingWriter};
 use crate::archive::tar_writer::{EntryType, Header, TarWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::graph::chain::Progress;
+use crate::graph::chain::{Counted, Progress};
 use crate::graph::images::{build_manifest, Image, LAYER_TAR};
 use crate::graph::{Graph, Layer};
 use crate::ids;
@@ -86,30 +86,6 @@ struct Out {
     layers: Vec<String>,
 }
 
-/// Counts bytes written into progress.
-pub(crate) struct CountingWriter<'p, W> {
-    pub(crate) inner: W,
-    pub(crate) progress: Option<&'p Progress<'p>>,
-}
-
-impl<W: Write> Write for CountingWriter<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A cancelled push or save stops at its next write.
-        if self.progress.is_some_and(Progress::is_cancelled) {
-            // Not ErrorKind::Interrupted: write_all would retry it.
-            return Err(std::io::Error::other("cancelled"));
-        }
-        let n = self.inner.write(buf)?;
-        if let Some(p) = self.progress {
-            p.bytes_done(n as u64);
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// `layer`'s tar, compressed with `c` (gzip by igzip at level 1, zstd level 3), into
 /// `out`, the tar's bytes counted into `progress`; `out` back, finished.
 pub(crate) fn encode_diff<W: Write>(
@@ -121,30 +97,21 @@ pub(crate) fn encode_diff<W: Write>(
 ) -> Result<W> {
     Ok(match c {
         Compression::None => {
-            let mut w = CountingWriter {
-                inner: out,
-                progress,
-            };
+            let mut w = Counted::new(out, progress);
             layer.diff(&mut w)?;
-            w.inner
+            w.into_inner()
         }
         Compression::Gzip => {
             let enc = crate::archive::gzip_writer::GzipWriter::new(out);
-            let mut w = CountingWriter {
-                inner: enc,
-                progress,
-            };
+            let mut w = Counted::new(enc, progress);
             layer.diff(&mut w)?;
-            w.inner.finish().map_err(werr)?
+            w.into_inner().finish().map_err(werr)?
         }
         Compression::Zstd => {
             let enc = zstd::stream::write::Encoder::new(out, 3).map_err(&werr)?;
-            let mut w = CountingWriter {
-                inner: enc,
-                progress,
-            };
+            let mut w = Counted::new(enc, progress);
             layer.diff(&mut w)?;
-            w.inner.finish().map_err(werr)?
+            w.into_inner().finish().map_err(werr)?
         }
     })
 }
@@ -488,10 +455,7 @@ impl Graph {
                     tw.write_payload(&mut f, b.size, &mut buf).map_err(werr)?;
                 }
                 None => {
-                    let mut w = CountingWriter {
-                        inner: Payload(&mut tw),
-                        progress,
-                    };
+                    let mut w = Counted::new(Payload(&mut tw), progress);
                     let n = l.diff(&mut w)?;
                     if n != b.size {
                         return Err(Error::corrupt(

@@ -28,11 +28,11 @@ use super::reference::Reference;
 use crate::archive::compression::Compression;
 use crate::archive::digest::{hex_id, HashingWriter};
 use crate::error::{Error, Result};
-use crate::graph::chain::{in_order, Progress, APPLY_WORKERS};
+use crate::graph::chain::{in_order, Counted, Progress, APPLY_WORKERS};
 use crate::graph::images::{CONFIG_V1, LAYER_TAR, MANIFEST_V1};
 use crate::graph::{Graph, Layer};
 use crate::ids;
-use crate::image::save::{encode_diff, CountingWriter};
+use crate::image::save::encode_diff;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -364,10 +364,7 @@ fn compress_into(
 ) -> Result<(String, u64)> {
     // Progress counts the compressed bytes, as they are sent.
     let hashing = HashingWriter {
-        inner: CountingWriter {
-            inner: std::io::BufWriter::with_capacity(1 << 20, out),
-            progress,
-        },
+        inner: Counted::new(std::io::BufWriter::with_capacity(1 << 20, out), progress),
         hasher: sha2::Sha256::new(),
         size: 0,
     };
