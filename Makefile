@@ -25,13 +25,13 @@ $(DEPS): $(PY) requirements-dev.txt
 	touch $@
 
 # Debian packages the Rust build needs (nasm and autotools for ISA-L).
-$(BUILDDEPS): scripts/build-deps.sh | $(PY)
+$(BUILDDEPS): scripts/build-deps.sh scripts/need.sh | $(PY)
 	bash scripts/build-deps.sh
 	touch $@
 
 # Debian packages the tests and benchmarks use as oracles (debootstrap, xfs,
 # attr/acl tools). Installed once; a second run only checks.
-$(SYSDEPS): scripts/system-deps.sh | $(PY)
+$(SYSDEPS): scripts/system-deps.sh scripts/need.sh | $(PY)
 	bash scripts/system-deps.sh
 	touch $@
 
