@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,3 +50,14 @@ def open_graph(root: Path, driver: str) -> Iterator[lamina.Graph]:
         yield g
     finally:
         g.close()
+
+
+@contextmanager
+def scratch_vfs_graph() -> Iterator[lamina.Graph]:
+    """A vfs graph in a temporary directory on /dev/shm where it is
+    writable (heavy test trees stay off the slow root filesystem), removed
+    after."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(dir=base) as d, lamina.Graph(Path(d, "s"), driver="vfs") as g:
+        yield g

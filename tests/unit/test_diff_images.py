@@ -18,18 +18,14 @@ from typing import Any
 import pytest
 
 import lamina
-from support.layers import tar_of
+from support.layers import scratch_vfs_graph, tar_of
 
 Tree = dict[str, bytes | str | None]
 
 
 @pytest.fixture
 def g() -> Iterator[lamina.Graph]:
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=base) as d, lamina.Graph(Path(d, "s"), driver="vfs") as g:
+    with scratch_vfs_graph() as g:
         yield g
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 import lamina
-from support.layers import tar_of
+from support.layers import scratch_vfs_graph, tar_of
 
 MIB = 1 << 20
 Info = tuple[int, int, int, int]
@@ -53,9 +52,7 @@ class Recorder:
 
 @pytest.fixture
 def g() -> Iterator[lamina.Graph]:
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    with tempfile.TemporaryDirectory(dir=base) as d, lamina.Graph(Path(d, "s"), driver="vfs") as g:
+    with scratch_vfs_graph() as g:
         yield g
 
 
