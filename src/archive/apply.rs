@@ -22,9 +22,9 @@
 //! whiteout, and would act as one the moment the tree becomes an overlay
 //! lower or upper dir.
 //!
-//! Threads: one decompresses and hashes ([`super::digest`]), this one parses
-//! and creates every name, and a writer (`archive/writer.rs`) finishes small
-//! files through the fds it is handed. A small file whose name cannot exist
+//! Threads: one decompresses and one hashes ([`super::digest`]), this one
+//! parses and creates every name, and a writer (`archive/writer.rs`)
+//! finishes small files through the fds it is handed. A small file whose name cannot exist
 //! yet (new in this layer, in a directory this apply made) is created by
 //! the writer too: the create is most of a small file's kernel time. An
 //! entry that could meet such a file (the same name again, a path through
