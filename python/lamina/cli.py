@@ -12,10 +12,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from lamina.display import human, short, tree_rows
 from lamina.errors import LaminaError
@@ -31,56 +30,10 @@ def default_root() -> str:
     return os.path.join(data, "lamina")
 
 
-class _Progress:
-    """A byte-count progress bar on stderr, drawn only on a terminal."""
-
-    def __init__(self, label: str, total: int | None, quiet: bool = False) -> None:
-        self.label, self.total, self.done = label, total, 0
-        self.enabled = sys.stderr.isatty() and not quiet
-        self.shown = -1
-
-    def update(self, n: int) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        # Redrawn when the bar moves, not on every chunk.
-        step = int(self.done * 1000 / self.total) if self.total else self.done >> 20
-        if step == self.shown:
-            return
-        self.shown = step
-        if self.total:
-            frac = min(self.done / self.total, 1.0)
-            bar = "#" * int(frac * 30)
-            sys.stderr.write(f"\r{self.label} [{bar:<30}] {frac:>4.0%}")
-        else:
-            sys.stderr.write(f"\r{self.label} {self.done / 1e6:.1f} MB")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-
-
-class _CountingReader:
-    """A binary reader that reports what passes through it."""
-
-    def __init__(self, raw: IO[bytes], progress: _Progress) -> None:
-        self.raw, self.progress = raw, progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.progress.update(len(data))
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-
 class _ImageProgress:
-    """What ``Graph.load``/``save`` report, as a bar on stderr (bytes and
-    layers), drawn only on a terminal; a callable to pass as ``progress``."""
+    """What a ``progress=`` call reports (bytes, and layers when there are
+    several), as a bar on stderr drawn only on a terminal; a callable to
+    pass as ``progress``."""
 
     def __init__(self, label: str, quiet: bool = False) -> None:
         self.label = label
@@ -93,8 +46,9 @@ class _ImageProgress:
         mb = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f} MB" if total else " MB")
         frac = min(done / total, 1.0) if total else 0.0
         bar = "#" * int(frac * 30)
-        tail = f"layers {layers}/{total_layers}" if total_layers else ""
-        sys.stderr.write(f"\r{self.label} [{bar:<30}] {mb} {tail}\033[K")
+        pct = f"{frac:>4.0%} " if total else ""
+        tail = f"layers {layers}/{total_layers}" if total_layers > 1 else ""
+        sys.stderr.write(f"\r{self.label} [{bar:<30}] {pct}{mb} {tail}\033[K")
         sys.stderr.flush()
         self.drawn = True
 
@@ -136,76 +90,6 @@ def _save_format(path: str, given: str | None) -> str:
     if given:
         return given
     return "docker-archive" if path == "-" or path.endswith(".tar") else "oci"
-
-
-class _CountingWriter:
-    """A binary writer that reports what passes through it."""
-
-    def __init__(self, raw: IO[bytes], progress: _Progress) -> None:
-        self.raw, self.progress = raw, progress
-
-    def write(self, data: bytes) -> int:
-        n = self.raw.write(data)
-        self.progress.update(len(data))
-        return n if n is not None else len(data)
-
-
-@contextmanager
-def progress_writer(
-    dst: str | IO[bytes], label: str, total: int | None, quiet: bool = False
-) -> Iterator[Any]:
-    """Where to write ``dst`` (a path or a binary file object): itself, or a
-    counting writer drawing a progress bar when stderr is a terminal and
-    not ``quiet`` (``save`` and ``diff`` use it)."""
-    progress = _Progress(label, total, quiet)
-    if not progress.enabled:
-        yield dst
-        return
-    with open(dst, "wb") if isinstance(dst, str) else _Borrowed(dst) as f:
-        try:
-            yield _CountingWriter(f, progress)
-        finally:
-            progress.close()
-
-
-class _Borrowed:
-    """A file object used in a ``with`` without closing it."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f = f
-
-    def __enter__(self) -> IO[bytes]:
-        return self.f
-
-    def __exit__(self, *exc: object) -> None:
-        self.f.flush()
-
-
-@contextmanager
-def progress_source(path: str, label: str, quiet: bool = False) -> Iterator[Any]:
-    """What to read ``path`` through: the path itself (fastest), standard
-    input for ``-``, or a counting reader drawing a progress bar when
-    stderr is a terminal and not ``quiet`` (``register`` and ``load`` use
-    it)."""
-    if path == "-":
-        yield sys.stdin.buffer
-        return
-    if quiet or not sys.stderr.isatty():
-        yield path
-        return
-    progress = _Progress(f"{label} {os.path.basename(path)}", os.path.getsize(path))
-    with open(path, "rb") as f:
-        try:
-            yield _CountingReader(f, progress)
-        finally:
-            progress.close()
-
-
-@contextmanager
-def _source(path: str, quiet: bool = False) -> Iterator[Any]:
-    """The tar to register: a path (fastest), or a counting reader on a tty."""
-    with progress_source(path, "register", quiet) as src:
-        yield src
 
 
 def _layer_row(layer: Any) -> list[str]:
@@ -442,8 +326,12 @@ def _run(args: argparse.Namespace) -> int:
     root = args.root or default_root()
     with Graph(root, driver=args.driver) as g:
         if args.verb == "register":
-            with _source(args.tar, args.quiet) as src:
-                layer = g.register(src, parent=args.parent, id=args.id)
+            src = sys.stdin.buffer if args.tar == "-" else args.tar
+            bar = _ImageProgress(f"register {os.path.basename(args.tar)}", args.quiet)
+            try:
+                layer = g.register(src, parent=args.parent, id=args.id, progress=bar)
+            finally:
+                bar.close()
             print(layer.id)
         elif args.verb == "create":
             if args.image and args.parent:
@@ -554,10 +442,11 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{c.kind} {escape_path(c.path, enc)}")
         elif args.verb == "diff":
             layer = g.get(args.id)
-            dst = args.output or sys.stdout.buffer
-            label = f"diff {short(layer.id)}"
-            with progress_writer(dst, label, layer.tar_size, args.quiet) as out:
-                layer.diff(out)
+            bar = _ImageProgress(f"diff {short(layer.id)}", args.quiet)
+            try:
+                layer.diff(args.output or sys.stdout.buffer, progress=bar)
+            finally:
+                bar.close()
         elif args.verb == "rm":
             g.delete(args.id)
         elif args.verb in ("check", "repair"):
