@@ -7,4 +7,4 @@ exec bash "$(dirname "$0")/need.sh" system-deps \
   setpriv=util-linux cp=coreutils dockerd=docker.io \
   skopeo=skopeo umoci=umoci setcap=libcap2-bin \
   chromium=chromium chromedriver=chromium-driver \
-  docker-registry=docker-registry htpasswd=apache2-utils openssl=openssl
+  docker-registry=docker-registry htpasswd=apache2-utils openssl=openssl zstd=zstd

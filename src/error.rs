@@ -237,15 +237,22 @@ impl Error {
     /// The error with where in the tar it happened named: an OS error is
     /// wrapped as by [`Self::in_entry`]; an archive error gets the entry's
     /// name (`None` where its header could not be read) and the byte
-    /// offset of its header in its message. Only called on failure, so
-    /// the apply loop formats nothing.
-    pub fn at_tar(self, entry: Option<&[u8]>, offset: u64) -> Error {
+    /// offset of its header in its message. The offset counts bytes of
+    /// the tar, so for a compressed layer (`compressed`) the message says
+    /// it is the decompressed stream's. Only called on failure, so the
+    /// apply loop formats nothing.
+    pub fn at_tar(self, entry: Option<&[u8]>, offset: u64, compressed: bool) -> Error {
+        let of = if compressed {
+            " of the decompressed tar"
+        } else {
+            ""
+        };
         let place = || match entry {
             Some(e) => format!(
-                "tar entry '{}' at byte {offset}",
+                "tar entry '{}' at byte {offset}{of}",
                 String::from_utf8_lossy(e).escape_debug()
             ),
-            None => format!("tar header at byte {offset}"),
+            None => format!("tar header at byte {offset}{of}"),
         };
         match self {
             Error::Archive(m) => Error::Archive(format!("{}: {m}", place())),

@@ -36,6 +36,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -164,16 +165,24 @@ fn run(
     rec: &mut dyn Record,
 ) -> Result<ApplyReport> {
     let mut ap = Applier::new(dst, opts)?;
+    // Set before the pump sends its first chunk, so before any error the
+    // parser can meet.
+    let compressed = &AtomicBool::new(false);
     std::thread::scope(|s| {
         let (tx, pool, chunks) = digest::pipeline();
         let window = opts.zstd_window_log_max;
-        let pump = s.spawn(move || match compression::decompress_with(source, window) {
-            Ok(r) => digest::pump(r, tx, pool),
-            Err(e) => {
-                let _ = tx.send(Err(e));
-                None
-            }
-        });
+        let pump = s.spawn(
+            move || match compression::decompress_detected(source, window) {
+                Ok((kind, r)) => {
+                    compressed.store(kind != compression::Compression::None, Ordering::Relaxed);
+                    digest::pump(r, tx, pool)
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    None
+                }
+            },
+        );
         let (jobs, queue) = sync_channel(JOBS);
         let (spare_tx, spares) = sync_channel(JOBS + 1);
         let done = ap.done.clone();
@@ -187,12 +196,17 @@ fn run(
                 let h = match rdr.next_entry() {
                     Ok(Some(h)) => h,
                     Ok(None) => break,
-                    Err(e) => return Err(e.at_tar(None, rdr.entry_offset())),
+                    Err(e) => {
+                        let packed = compressed.load(Ordering::Relaxed);
+                        return Err(e.at_tar(None, rdr.entry_offset(), packed));
+                    }
                 };
                 content += h.size;
                 let name = h.path.clone();
-                ap.entry(&mut rdr, h)
-                    .map_err(|e| e.at_tar(Some(&name), rdr.entry_offset()))?;
+                ap.entry(&mut rdr, h).map_err(|e| {
+                    let packed = compressed.load(Ordering::Relaxed);
+                    e.at_tar(Some(&name), rdr.entry_offset(), packed)
+                })?;
                 crate::crashpoint::hit();
                 n += 1;
             }

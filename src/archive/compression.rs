@@ -55,9 +55,18 @@ pub fn decompress<'a, R: Read + Send + 'a>(src: R) -> Result<Box<dyn Read + Send
 /// [`decompress`], with a zstd window limit other than
 /// [`ZSTD_WINDOW_LOG_MAX`] (as a power of two, at most 31).
 pub fn decompress_with<'a, R: Read + Send + 'a>(
-    mut src: R,
+    src: R,
     zstd_window_log_max: Option<u32>,
 ) -> Result<Box<dyn Read + Send + 'a>> {
+    decompress_detected(src, zstd_window_log_max).map(|(_, r)| r)
+}
+
+/// [`decompress_with`], also saying which compression the magic bytes
+/// chose.
+pub fn decompress_detected<'a, R: Read + Send + 'a>(
+    mut src: R,
+    zstd_window_log_max: Option<u32>,
+) -> Result<(Compression, Box<dyn Read + Send + 'a>)> {
     // Enough for gzip's and xz's magic, and for a zstd frame header up to
     // its window size.
     let mut head = [0u8; 18];
@@ -71,7 +80,8 @@ pub fn decompress_with<'a, R: Read + Send + 'a>(
         }
     }
     let stream: Chain<Cursor<Vec<u8>>, R> = Cursor::new(head[..got].to_vec()).chain(src);
-    Ok(match detect(&head[..got])? {
+    let kind = detect(&head[..got])?;
+    let reader: Box<dyn Read + Send + 'a> = match kind {
         Compression::None => Box::new(stream),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(stream)),
         Compression::Zstd => {
@@ -90,7 +100,8 @@ pub fn decompress_with<'a, R: Read + Send + 'a>(
                 .map_err(|e| Error::InvalidArgument(format!("zstd window limit 2^{log}: {e}")))?;
             Box::new(d)
         }
-    })
+    };
+    Ok((kind, reader))
 }
 
 /// The window a zstd frame asks for, from its header (RFC 8878 §3.1.1.1):

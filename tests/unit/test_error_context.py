@@ -5,8 +5,11 @@ well as the path."""
 from __future__ import annotations
 
 import errno
+import gzip
 import io
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,31 @@ def test_a_bad_header_names_its_offset(graph: lamina.Graph, tmp_path: Path) -> N
         lamina.ArchiveError, match=rf"^<bytes>: tar header at byte {at}: header checksum"
     ):
         graph.register(bytes(data))
+
+
+@pytest.mark.parametrize("packer", ["gzip", "zstd"])
+def test_a_compressed_layers_offset_says_it_is_of_the_decompressed_tar(
+    graph: lamina.Graph, packer: str
+) -> None:
+    bad = bytearray(GOOD)
+    at = GOOD.index(b"b\0") // 512 * 512
+    bad[at + 148] ^= 1
+    if packer == "gzip":
+        packed = gzip.compress(bytes(bad))
+    else:
+        if not shutil.which("zstd"):
+            pytest.skip("no zstd (scripts/system-deps.sh installs it)")
+        packed = subprocess.run(
+            ["zstd", "-q", "-c"], input=bytes(bad), capture_output=True, check=True
+        ).stdout
+    with pytest.raises(lamina.ArchiveError) as e:
+        graph.register(packed)
+    assert str(e.value).startswith(
+        f"<bytes>: tar header at byte {at} of the decompressed tar: header checksum"
+    ), e.value
+    with pytest.raises(lamina.ArchiveError) as e:
+        graph.register(bytes(bad))
+    assert "decompressed" not in str(e.value)
 
 
 def test_an_unsafe_entry_names_source_and_entry(graph: lamina.Graph) -> None:
