@@ -30,10 +30,10 @@ def default_root() -> str:
     return os.path.join(data, "lamina")
 
 
-class _ImageProgress:
+class _Bar:
     """What a ``progress=`` call reports (bytes, and layers when there are
-    several), as a bar on stderr drawn only on a terminal; a callable to
-    pass as ``progress``."""
+    several), as a bar on stderr drawn only on a terminal: a callable to
+    pass as ``progress``, used in a ``with`` that ends its line."""
 
     def __init__(self, label: str, quiet: bool = False) -> None:
         self.label = label
@@ -52,7 +52,10 @@ class _ImageProgress:
         sys.stderr.flush()
         self.drawn = True
 
-    def close(self) -> None:
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         if self.enabled and self.drawn:
             sys.stderr.write("\n")
 
@@ -327,11 +330,8 @@ def _run(args: argparse.Namespace) -> int:
     with Graph(root, driver=args.driver) as g:
         if args.verb == "register":
             src = sys.stdin.buffer if args.tar == "-" else args.tar
-            bar = _ImageProgress(f"register {os.path.basename(args.tar)}", args.quiet)
-            try:
+            with _Bar(f"register {os.path.basename(args.tar)}", args.quiet) as bar:
                 layer = g.register(src, parent=args.parent, id=args.id, progress=bar)
-            finally:
-                bar.close()
             print(layer.id)
         elif args.verb == "create":
             if args.image and args.parent:
@@ -339,26 +339,19 @@ def _run(args: argparse.Namespace) -> int:
             parent = g.image(args.image) if args.image else args.parent
             print(g.create(parent, id=args.id, init=args.init).id)
         elif args.verb == "load":
-            bar = _ImageProgress("load", args.quiet)
-            try:
+            with _Bar("load", args.quiet) as bar:
                 src = sys.stdin.buffer if args.path == "-" else args.path
                 loaded = g.load(src, progress=bar)
-            finally:
-                bar.close()
             for image in loaded:
                 print(f"Loaded image: {image.name}")
         elif args.verb == "pull":
-            bar = _ImageProgress("pull", args.quiet)
-            try:
+            with _Bar("pull", args.quiet) as bar:
                 pulled = g.pull(
                     args.reference, platform=args.platform, insecure=args.insecure, progress=bar
                 )
-            finally:
-                bar.close()
             print(f"{pulled.name} {pulled.digest}")
         elif args.verb == "push":
-            bar = _ImageProgress("push", args.quiet)
-            try:
+            with _Bar("push", args.quiet) as bar:
                 digest = g.push(
                     args.name,
                     args.reference,
@@ -367,14 +360,11 @@ def _run(args: argparse.Namespace) -> int:
                     insecure=args.insecure,
                     progress=bar,
                 )
-            finally:
-                bar.close()
             print(digest)
         elif args.verb == "save":
             fmt: Any = _save_format(args.path, args.format)
             comp: Any = args.compression or ("gzip" if fmt == "oci" else "none")
-            bar = _ImageProgress("save", args.quiet)
-            try:
+            with _Bar("save", args.quiet) as bar:
                 dst = sys.stdout.buffer if args.path == "-" else args.path
                 g.save(
                     args.refs,
@@ -383,8 +373,6 @@ def _run(args: argparse.Namespace) -> int:
                     compression=None if comp == "none" else comp,
                     progress=bar,
                 )
-            finally:
-                bar.close()
         elif args.verb == "images":
             rows = [_image_row(i) for i in g.images()]
             print(table(rows, ["NAME", "LAYER", "DIGEST", "LAYERS", "SIZE", "CREATED"]))
@@ -398,19 +386,23 @@ def _run(args: argparse.Namespace) -> int:
             for name in args.names:
                 _rmi(g, name, args.keep_layers)
         elif args.verb == "commit" and args.name:
-            img = g.commit_image(
-                g.get(args.id),
-                args.name,
-                changes=args.change,
-                created_by=args.created_by,
-                author=args.author,
-                comment=args.message,
-            )
+            with _Bar(f"commit {short(args.id)}", args.quiet) as bar:
+                img = g.commit_image(
+                    g.get(args.id),
+                    args.name,
+                    changes=args.change,
+                    created_by=args.created_by,
+                    author=args.author,
+                    comment=args.message,
+                    progress=bar,
+                )
             print(f"{img.name} {img.digest}")
         elif args.verb == "commit":
             if args.change or args.author or args.message or args.created_by:
                 raise ValueError("--change, --author, --message, --created-by need an image NAME")
-            print(g.commit(g.get(args.id)).id)
+            with _Bar(f"commit {short(args.id)}", args.quiet) as bar:
+                committed = g.commit(g.get(args.id), progress=bar)
+            print(committed.id)
         elif args.verb == "ls":
             rows = [_layer_row(lay) for lay in g.layers()]
             print(table(rows, ["ID", "PARENT", "MODE", "SIZE", "CREATED", "DIFF ID"]))
@@ -442,15 +434,12 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{c.kind} {escape_path(c.path, enc)}")
         elif args.verb == "diff":
             layer = g.get(args.id)
-            bar = _ImageProgress(f"diff {short(layer.id)}", args.quiet)
-            try:
+            with _Bar(f"diff {short(layer.id)}", args.quiet) as bar:
                 layer.diff(args.output or sys.stdout.buffer, progress=bar)
-            finally:
-                bar.close()
         elif args.verb == "rm":
             g.delete(args.id)
         elif args.verb in ("check", "repair"):
-            return _check(g, repair=args.verb == "repair")
+            return _check(g, repair=args.verb == "repair", quiet=args.quiet)
     return 0
 
 
@@ -461,8 +450,9 @@ def _finding(f: dict[str, Any]) -> str:
     return f"{where}: {f['what']}" if where else str(f["what"])
 
 
-def _check(g: Any, *, repair: bool) -> int:
-    report = g.repair() if repair else g.check()
+def _check(g: Any, *, repair: bool, quiet: bool) -> int:
+    with _Bar("repair" if repair else "check", quiet) as bar:
+        report = g.repair(progress=bar) if repair else g.check(progress=bar)
     for a in report.get("actions", []):
         print(f"repaired {_finding(a)}")
     for p in report["problems"]:

@@ -118,3 +118,30 @@ def test_progress_bars_on_a_terminal_only(store: tuple[Path, str], tmp_path: Pat
     # To stdout (a pipe here), with the bar on the terminal.
     rc, _, err = _cli(root, "diff", top, stderr_tty=True)
     assert rc == 0 and "100%" in err
+
+
+def test_commit_and_check_draw_bars_on_a_terminal_only(
+    store: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, top = store
+    rc, out, _ = _cli(root, "create", top)
+    assert rc == 0
+    cont = out.strip()
+    with open_graph(root, "vfs") as g:
+        merged = Path(g[cont].mount())
+        (merged / "new").write_bytes(b"n" * 4000)
+        g[cont].unmount()
+    rc, out, err = _cli(root, "commit", cont, stderr_tty=True)
+    assert rc == 0 and f"commit {cont[:12]} [" in err, err
+    committed = out.strip()
+    rc, out, err = _cli(root, "commit", cont, "img:1", stderr_tty=True)
+    assert rc == 0 and out.startswith("img:1 sha256:") and f"commit {cont[:12]} [" in err, err
+    rc, _, err = _cli(root, "-q", "commit", cont, stderr_tty=True)
+    assert rc == 0 and "commit" not in err
+    for verb in ("check", "repair"):
+        rc, _, err = _cli(root, verb, stderr_tty=True)
+        assert rc == 0 and f"{verb} [" in err and "problem(s)" in err, err
+        rc, _, err = _cli(root, verb)
+        assert rc == 0 and "[" not in err and "problem(s)" in err, err
+    with open_graph(root, "vfs") as g:
+        assert g[committed].read("/new") == b"n" * 4000
