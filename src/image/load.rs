@@ -176,8 +176,9 @@ fn chain_of<'f>(files: &'f Files, img: &FoundImage) -> Vec<ChainLayer<'f>> {
                 .map(|d| d.1)
                 .or_else(|| files.open(&path).ok().map(|o| o.size));
             let open_label = label.clone();
+            let diff_id2 = diff_id.clone();
             ChainLayer {
-                open: Box::new(move || open_layer(files, &path, digest, &open_label)),
+                open: Box::new(move || open_layer(files, &path, digest, &diff_id2, &open_label)),
                 diff_id,
                 label,
                 size,
@@ -190,6 +191,7 @@ fn open_layer<'f>(
     files: &'f Files,
     path: &str,
     digest: Option<(String, u64)>,
+    diff_id: &str,
     label: &str,
 ) -> Result<Box<dyn Read + Send + 'f>> {
     let o = files.open(path)?;
@@ -214,7 +216,9 @@ fn open_layer<'f>(
             }
             Ok(o.reader)
         }
-        None => Ok(Box::new(Verified::new(o.reader, label, &digest, size))),
+        None => Ok(Box::new(Verified::new_layer(
+            o.reader, label, &digest, size, diff_id,
+        ))),
     }
 }
 

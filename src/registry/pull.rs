@@ -345,8 +345,13 @@ impl Graph {
                 ));
             }
             let label = format!("{r}: blob {digest}");
-            let (client, repo, scope, label2) =
-                (&client, r.repo.clone(), scope.clone(), label.clone());
+            let (client, repo, scope, label2, diff_id2) = (
+                &client,
+                r.repo.clone(),
+                scope.clone(),
+                label.clone(),
+                diff_id.clone(),
+            );
             chain.push(ChainLayer {
                 open: Box::new(move || {
                     let resp = client.get("GET", &format!("{repo}/blobs/{digest}"), "", &scope)?;
@@ -362,8 +367,10 @@ impl Graph {
                         size,
                         Box::new(resp.into_body().into_reader()),
                     );
-                    Ok(Box::new(Verified::new(body, &label2, &digest, size))
-                        as Box<dyn std::io::Read + Send>)
+                    Ok(
+                        Box::new(Verified::new_layer(body, &label2, &digest, size, &diff_id2))
+                            as Box<dyn std::io::Read + Send>,
+                    )
                 }),
                 diff_id,
                 label,

@@ -253,6 +253,25 @@ BREAKS = {
 
 
 @pytest.mark.parametrize("kind", ["dir", "tar", "stream"])
+def test_a_corrupt_uncompressed_layer_is_refused(
+    graph: lamina.Graph, tmp_path: Path, kind: str
+) -> None:
+    # Its digest is its diff ID, so the apply's hash is its check: the
+    # mismatch is reported against the config, and nothing is left.
+    layout = tmp_path / "layout"
+    oci_layout(layout, gz=False)
+    corrupt_layer(layout)
+    src: Any = layout
+    if kind != "dir":
+        src = tar_dir(layout, tmp_path / "layout.tar")
+        if kind == "stream":
+            src = io.BytesIO(src.read_bytes())
+    with pytest.raises(lamina.ArchiveError, match=r"blobs/sha256/.*diff ID is sha256:"):
+        graph.load(src)
+    untouched(graph)
+
+
+@pytest.mark.parametrize("kind", ["dir", "tar", "stream"])
 @pytest.mark.parametrize("how", list(BREAKS))
 def test_broken_layouts_leave_nothing(
     graph: lamina.Graph, tmp_path: Path, kind: str, how: str
