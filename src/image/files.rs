@@ -60,8 +60,6 @@ pub(super) enum Data {
         file: Arc<File>,
         offset: u64,
         len: u64,
-        /// `sha256:<hex>` of the bytes, where they were hashed on the way in.
-        sha256: Option<String>,
     },
 }
 
@@ -95,8 +93,6 @@ pub struct Opened<'a> {
     pub reader: Box<dyn Read + Send + 'a>,
     /// How many.
     pub size: u64,
-    /// `sha256:<hex>`, where the bytes were hashed on the way in.
-    pub sha256: Option<String>,
 }
 
 /// `path` without `./`, empty components or a leading `/`; `None` when it
@@ -215,7 +211,6 @@ impl<'s> Files<'s> {
                     file: file.clone(),
                     offset: data_at,
                     len: h.size,
-                    sha256: None,
                 }),
                 Kind::Hardlink => match clean(&String::from_utf8_lossy(&h.linkname)) {
                     Some(t) => Entry::Link(t),
@@ -313,21 +308,14 @@ impl<'s> Files<'s> {
             Data::Mem(v) => Opened {
                 size: v.len() as u64,
                 reader: Box::new(std::io::Cursor::new(MemBytes(v))),
-                sha256: None,
             },
-            Data::Range {
-                file,
-                offset,
-                len,
-                sha256,
-            } => Opened {
+            Data::Range { file, offset, len } => Opened {
                 reader: Box::new(RangeReader {
                     file,
                     pos: offset,
                     end: offset + len,
                 }),
                 size: len,
-                sha256,
             },
         }
     }
@@ -358,7 +346,6 @@ impl<'s> Files<'s> {
                 Ok(Opened {
                     reader: Box::new(File::from(fd)),
                     size: st.st_size as u64,
-                    sha256: None,
                 })
             }
             Kinds::Tar { .. } => {
@@ -372,7 +359,6 @@ impl<'s> Files<'s> {
                     (Found::Here(size), Some(r)) => Ok(Opened {
                         reader: Box::new(r),
                         size,
-                        sha256: None,
                     }),
                     _ => Err(self.missing(path)),
                 }

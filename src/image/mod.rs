@@ -35,8 +35,9 @@
 //! - from a stream it cannot seek, so it reads on as far as the load asks
 //!   (`stream`): looking for `index.json` or `manifest.json`, what passes
 //!   is kept — small files (metadata) in memory, large ones (layer blobs)
-//!   spooled to the store's `tmp/`, each hashed on the way so its digest
-//!   is checked against its descriptor without a second read — and a layer
+//!   spooled to the store's `tmp/`, checked against its descriptor as it
+//!   is read back into its apply (no hash on the way in, which a legacy
+//!   docker archive's layer, with no descriptor, never needed) — and a layer
 //!   blob that comes when its layer is the next one to apply is applied
 //!   straight from the stream, never kept. A `docker save` stream is thus
 //!   spooled whole (the copy `docker load` makes too: it untars the whole

@@ -2,7 +2,7 @@
 //!
 //! A stream cannot seek, so a file is found by reading on until it comes:
 //! what passes on the way is kept — small files in memory, large ones
-//! spooled to the store's `tmp/` and hashed as they are written — and the
+//! spooled to the store's `tmp/` (hashed later, as they are read back) — and the
 //! file asked for, when it is a layer being opened, is handed out straight
 //! from the stream, never copied. So an archive whose metadata comes first
 //! (what `Graph::save` writes) applies each layer as it arrives, and one
@@ -18,9 +18,6 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 
-use sha2::{Digest, Sha256};
-
-use crate::archive::digest::hex_id;
 use crate::archive::reader::{Header, Kind, NoRecord, SourceError, TarReader};
 use crate::error::{Error, IoContext, Result};
 use crate::graph::chain::source_error;
@@ -132,17 +129,14 @@ impl<'s> State<'s> {
                 self.spooled += 1;
                 let at = self.spool.path().join(format!("{}", self.spooled));
                 let mut w = std::io::BufWriter::with_capacity(1 << 20, create_private(&at)?);
-                let mut hasher = Sha256::new();
-                self.payload(h.size, what, &mut |b| {
-                    hasher.update(b);
-                    w.write_all(b).at("write", &at)
-                })?;
+                // Not hashed here: the blob's check (or, for an uncompressed
+                // layer, the apply's diff ID) hashes it as it is read back.
+                self.payload(h.size, what, &mut |b| w.write_all(b).at("write", &at))?;
                 w.flush().at("write", &at)?;
                 Entry::Data(Data::Range {
                     file: Arc::new(File::open(&at).at("open", &at)?),
                     offset: 0,
                     len: h.size,
-                    sha256: Some(hex_id(&hasher.finalize())),
                 })
             }
             Kind::Hardlink => match clean(&String::from_utf8_lossy(&h.linkname)) {

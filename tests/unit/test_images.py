@@ -271,6 +271,28 @@ def test_a_corrupt_uncompressed_layer_is_refused(
     untouched(graph)
 
 
+@pytest.mark.parametrize("gz", [True, False])
+def test_spooled_layer_blobs_are_checked_as_they_are_read_back(
+    graph: lamina.Graph, tmp_path: Path, gz: bool
+) -> None:
+    # Blobs over 1 MiB that come before the metadata (a sorted tar: blobs/
+    # first, as docker save's order) are spooled, not kept in memory.
+    big = tar_of({"big": os.urandom(3 << 20), "etc/": "", "etc/x": "1"})
+    layout = tmp_path / "layout"
+    oci_layout(layout, [big], gz=gz)
+    stream = tar_dir(layout, tmp_path / "layout.tar").read_bytes()
+    assert stream.index(b"blobs/") < stream.index(b"index.json")
+    with lamina.Graph(tmp_path / "good", driver="vfs") as g2:
+        img = g2.load(io.BytesIO(stream))[0]
+        assert img.layer.read("/etc/x") == b"1"
+    corrupt_layer(layout)
+    bad = tar_dir(layout, tmp_path / "bad.tar").read_bytes()
+    message = "digest mismatch" if gz else "diff ID is sha256:"
+    with pytest.raises(lamina.ArchiveError, match=message):
+        graph.load(io.BytesIO(bad))
+    untouched(graph)
+
+
 @pytest.mark.parametrize("kind", ["dir", "tar", "stream"])
 @pytest.mark.parametrize("how", list(BREAKS))
 def test_broken_layouts_leave_nothing(
