@@ -98,6 +98,15 @@ def tar_dir(src: Path, dst: Path) -> Path:
     return dst
 
 
+def layout_as(kind: str, layout: Path, tmp_path: Path) -> Any:
+    """``layout`` as a load source: the directory, a tar of it, or that
+    tar's bytes as a stream."""
+    if kind == "dir":
+        return layout
+    tar = tar_dir(layout, tmp_path / "layout.tar")
+    return tar if kind == "tar" else io.BytesIO(tar.read_bytes())
+
+
 def docker_archive(dst: Path, images: dict[str, list[bytes]]) -> Path:
     """A legacy ``docker save`` archive; a layer two images share is stored
     once and linked (as docker does)."""
@@ -261,11 +270,7 @@ def test_a_corrupt_uncompressed_layer_is_refused(
     layout = tmp_path / "layout"
     oci_layout(layout, gz=False)
     corrupt_layer(layout)
-    src: Any = layout
-    if kind != "dir":
-        src = tar_dir(layout, tmp_path / "layout.tar")
-        if kind == "stream":
-            src = io.BytesIO(src.read_bytes())
+    src = layout_as(kind, layout, tmp_path)
     with pytest.raises(lamina.ArchiveError, match=r"blobs/sha256/.*diff ID is sha256:"):
         graph.load(src)
     untouched(graph)
@@ -302,11 +307,7 @@ def test_broken_layouts_leave_nothing(
     oci_layout(layout, gz=how != "truncated blob")
     breaker, message = BREAKS[how]
     breaker(layout)
-    src: Any = layout
-    if kind != "dir":
-        src = tar_dir(layout, tmp_path / "layout.tar")
-        if kind == "stream":
-            src = io.BytesIO(src.read_bytes())
+    src = layout_as(kind, layout, tmp_path)
     with pytest.raises(lamina.ArchiveError, match=message) as e:
         graph.load(src)
     if how == "outside":
