@@ -209,6 +209,17 @@ fn get_varint(r: &mut impl Read) -> Result<u64> {
 /// it. At the end the SHA-256 of everything written is compared with the
 /// recorded diff ID.
 pub fn reassemble(record: impl Read, root: &Path, out: impl Write) -> Result<u64> {
+    reassemble_checked(record, root, out).map(|(n, _)| n)
+}
+
+/// [`reassemble`], also returning the `sha256:<hex>` the bytes written were
+/// checked against (the recorded diff ID): a caller that needs their digest
+/// has it without hashing them again.
+pub fn reassemble_checked(
+    record: impl Read,
+    root: &Path,
+    out: impl Write,
+) -> Result<(u64, String)> {
     let root = Root::open(root)?;
     let dec = zstd::stream::read::Decoder::new(record).map_err(rerr)?;
     let mut rec = BufReader::with_capacity(256 * 1024, dec);
@@ -272,7 +283,7 @@ pub fn reassemble(record: impl Read, root: &Path, out: impl Write) -> Result<u64
                         ),
                     ));
                 }
-                return Ok(out.size);
+                return Ok((out.size, hex_id(&digest)));
             }
             _ => return Err(corrupt("unknown record tag")),
         }

@@ -137,6 +137,19 @@ impl Layer {
         self.graph.diff(self, out)
     }
 
+    /// [`Layer::diff`], with the `sha256:<hex>` the bytes were checked
+    /// against as they were written: a registered layer's diff ID (its tar
+    /// is reassembled and hashed), `None` for a driver's diff.
+    pub fn diff_checked(&self, out: &mut dyn Write) -> Result<(u64, Option<String>)> {
+        self.graph.diff_checked(self, out)
+    }
+
+    /// Whether [`Layer::diff_checked`] checks the bytes (the layer has a
+    /// tar-split record).
+    pub fn diff_is_checked(&self) -> bool {
+        self.graph.diff_is_checked(self)
+    }
+
     /// [`Layer::diff`], the bytes written counted into `progress` as one
     /// layer (the total is the layer's `tar_size`, where it has one).
     /// Cancelled, it stops at its next write.

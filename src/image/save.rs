@@ -116,6 +116,41 @@ pub(crate) fn encode_diff<W: Write>(
     })
 }
 
+/// `layer`'s blob, compressed with `c`, into `out`: `out` back, and the
+/// blob's digest and size. An uncompressed registered layer's tar is
+/// checked against its diff ID as it is reassembled, and that is the
+/// blob's digest: it is not hashed a second time.
+pub(crate) fn encode_blob<W: Write>(
+    layer: &Layer,
+    c: Compression,
+    out: W,
+    progress: Option<&Progress<'_>>,
+    werr: impl Fn(std::io::Error) -> Error,
+) -> Result<(W, String, u64)> {
+    if c == Compression::None && layer.diff_is_checked() {
+        let mut w = Counted::new(out, progress);
+        let (n, digest) = layer.diff_checked(&mut w)?;
+        let digest = digest.ok_or_else(|| {
+            Error::Internal(format!(
+                "layer {}: its tar-split record went away while its tar was written",
+                layer.id()
+            ))
+        })?;
+        return Ok((w.into_inner(), digest, n));
+    }
+    let hashing = HashingWriter {
+        inner: out,
+        hasher: sha2::Sha256::new(),
+        size: 0,
+    };
+    let HashingWriter {
+        inner,
+        hasher,
+        size,
+    } = encode_diff(layer, c, hashing, progress, werr)?;
+    Ok((inner, hex_id(&hasher.finalize()), size))
+}
+
 /// Write `layer`'s blob, compressed with `c`, into `dir` as `<hex>`;
 /// its digest and size.
 fn write_blob(
@@ -127,21 +162,11 @@ fn write_blob(
 ) -> Result<Blob> {
     let tmp = dir.join(format!(".layer-{n}"));
     let f = File::create(&tmp).at("create", &tmp)?;
-    let hashing = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, f),
-        hasher: sha2::Sha256::new(),
-        size: 0,
-    };
     let werr = |e: std::io::Error| Error::io("write", &tmp, e);
-    let hashing = encode_diff(layer, c, hashing, progress, werr)?;
-    let HashingWriter {
-        inner,
-        hasher,
-        size,
-    } = hashing;
+    let out = BufWriter::with_capacity(1 << 20, f);
+    let (inner, digest, size) = encode_blob(layer, c, out, progress, werr)?;
     let f = inner.into_inner().map_err(|e| werr(e.into_error()))?;
     f.sync_all().at("fsync", &tmp)?;
-    let digest = hex_id(&hasher.finalize());
     let path = dir.join(&digest[7..]);
     std::fs::rename(&tmp, &path).at("rename", &path)?;
     if let Some(p) = progress {

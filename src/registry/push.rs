@@ -19,20 +19,18 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use super::blobsums::{self, Blobsum};
 use super::client::Client;
 use super::credentials::Credentials;
 use super::reference::Reference;
 use crate::archive::compression::Compression;
-use crate::archive::digest::{hex_id, HashingWriter};
 use crate::error::{Error, Result};
 use crate::graph::chain::{in_order, Counted, Progress, APPLY_WORKERS};
 use crate::graph::images::{CONFIG_V1, LAYER_TAR, MANIFEST_V1};
 use crate::graph::{Graph, Layer};
 use crate::ids;
-use crate::image::save::encode_diff;
+use crate::image::save::encode_blob;
 
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
@@ -363,15 +361,11 @@ fn compress_into(
     progress: Option<&Progress<'_>>,
 ) -> Result<(String, u64)> {
     // Progress counts the compressed bytes, as they are sent.
-    let hashing = HashingWriter {
-        inner: Counted::new(std::io::BufWriter::with_capacity(1 << 20, out), progress),
-        hasher: sha2::Sha256::new(),
-        size: 0,
-    };
+    let out = Counted::new(std::io::BufWriter::with_capacity(1 << 20, out), progress);
     let werr = |e: std::io::Error| Error::Registry(format!("layer {}: upload: {e}", layer.id()));
-    let mut hashing = encode_diff(layer, c, hashing, None, werr)?;
-    hashing.flush().map_err(werr)?;
-    Ok((hex_id(&hashing.hasher.finalize()), hashing.size))
+    let (mut out, digest, size) = encode_blob(layer, c, out, None, werr)?;
+    out.flush().map_err(werr)?;
+    Ok((digest, size))
 }
 
 impl Graph {

@@ -429,3 +429,20 @@ def test_repair_drops_images_whose_layers_it_removed(graph: lamina.Graph) -> Non
     assert any("image record removed" in a["what"] for a in repaired["actions"])
     assert [i.name for i in graph.images()] == ["base:1"]
     assert graph.image("base:1").layer == base
+
+
+def test_an_uncompressed_save_names_blobs_by_their_bytes_and_refuses_a_changed_layer(
+    graph: lamina.Graph, tmp_path: Path
+) -> None:
+    # The blob's digest is the diff ID its reassembly is checked against;
+    # a layer whose files changed on disk is refused, not saved misnamed.
+    img = graph.tag(graph.register(tar_of({"a": "x" * 100, "b": "y" * 5000})), "one:1")
+    out = tmp_path / "out"
+    graph.save(img, out, compression=None)
+    for blob in (out / "blobs/sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name
+    assert (out / "blobs/sha256" / img.layer.diff_id[7:]).is_file()
+    (Path(graph.root) / "layers" / img.layer.id / "root" / "a").write_text("z" * 100)
+    with pytest.raises(lamina.CorruptStore, match="changed content"):
+        graph.save(img, tmp_path / "bad", compression=None)
+    assert not list((tmp_path / "bad").glob("blobs/sha256/*"))
