@@ -901,6 +901,11 @@ impl<'o> Applier<'o> {
             }
         }
         for (k, v) in &h.xattrs {
+            if self.rootless && recorded::is_always_recorded(os(k)) {
+                obj.set_xattr(&recorded::recorded_name(os(k)), v)
+                    .at("setxattr", &self.shown(path))?;
+                continue;
+            }
             if let Err(e) = obj.set_xattr(os(k), v) {
                 if self.rootless && recorded::is_recordable(os(k), e) {
                     obj.set_xattr(&recorded::recorded_name(os(k)), v)

@@ -6,6 +6,26 @@
 
 /// Whether this process may do what root may: chown to any id, write
 /// `trusted.*` xattrs, make device nodes.
+///
+/// Root of a user namespace (`lamina unshare`, `unshare -Ur`, a container
+/// with a remapped root) is not: the kernel refuses it `mknod` of devices
+/// and `trusted.*` xattrs, and a chown to an id its namespace does not map.
+/// It applies as an unprivileged user does, recording what it cannot set,
+/// so a layer applied inside and one applied outside are the same tree.
 pub fn is_privileged() -> bool {
-    rustix::process::geteuid().is_root()
+    rustix::process::geteuid().is_root() && !crate::driver::probe::in_user_namespace()
+}
+
+/// Whether `uid`, as this process sees it, is the initial user namespace's
+/// root. Inside a user namespace that maps the caller's own uid to 0, an
+/// inode owned by 0 is the caller's, not root's.
+pub fn is_host_root(uid: u32) -> bool {
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return uid == 0;
+    };
+    map.lines().any(|line| {
+        let f: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+        matches!(f[..], [inside, outside, len]
+            if (inside..inside + len).contains(&u64::from(uid)) && outside + u64::from(uid) - inside == 0)
+    })
 }

@@ -184,8 +184,9 @@ impl Ids {
         }
         let st = rustix::fs::fstat(root).at("stat", shown)?;
         // A tree root owns was applied with privilege, whatever xattrs its
-        // layers carried: they are data there, not records.
-        if st.st_uid == 0 {
+        // layers carried: they are data there, not records. Root of a user
+        // namespace sees its own (rootless) trees as owned by 0 too.
+        if crate::fs::meta::is_host_root(st.st_uid) {
             return Ok(Ids::default());
         }
         Ok(Ids {
@@ -271,6 +272,15 @@ pub fn is_recordable(key: &OsStr, err: rustix::io::Errno) -> bool {
     let k = key.as_bytes();
     (err == rustix::io::Errno::PERM || err == rustix::io::Errno::ACCESS)
         && (k.starts_with(b"trusted.") || k.starts_with(b"security."))
+}
+
+/// Whether an unprivileged writer records `key` without trying to set it.
+/// A file capability set by the root of a user namespace (`lamina
+/// unshare`) is stored for that namespace only (revision 3, naming the
+/// namespace root's host uid) and reads otherwise outside it, so a layer
+/// applied inside would export other bytes than one applied outside.
+pub fn is_always_recorded(key: &OsStr) -> bool {
+    key.as_bytes() == b"security.capability"
 }
 
 /// The name under which an xattr that could not be set is recorded.

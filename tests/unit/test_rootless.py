@@ -12,6 +12,8 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -132,3 +134,78 @@ def test_a_privileged_tree_keeps_record_xattrs_as_data(tmp_path: Path) -> None:
             m = t.getmember("f")
     assert (m.mode, m.uid) == (0o644, 3)
     assert m.pax_headers["SCHILY.xattr.user.containers.override_stat"] == "5:5:4755"
+
+
+def _raw_tree(tree: Path) -> dict[str, tuple[object, ...]]:
+    """Mode, type and every xattr of each inode: what a store keeps on disk."""
+    out: dict[str, tuple[object, ...]] = {}
+    for p in [tree, *sorted(tree.rglob("*"))]:
+        st = p.lstat()
+        names = [] if p.is_symlink() else sorted(os.listxattr(p, follow_symlinks=False))
+        out[str(p.relative_to(tree))] = (
+            st.st_mode,
+            tuple((n, os.getxattr(p, n, follow_symlinks=False)) for n in names),
+        )
+    return out
+
+
+def _in_unshare(root: str, outside_id: str) -> None:
+    """Inside ``lamina unshare``: root of a user namespace that maps only the
+    caller's ids applies as the caller does outside it, never as root."""
+    layer_tar = hostile_layer()
+    assert os.geteuid() == 0 and Path("/proc/self/uid_map").read_text().split()[2] == "1"
+    for driver, tree in [("vfs", "root"), ("overlay2", "diff")]:
+        with lamina.Graph(f"{root}/{driver}", driver=driver) as g:
+            layer = g.register(layer_tar)
+            assert layer.diff() == layer_tar
+            inside = Path(root, driver, "layers", layer.id, tree)
+            assert members(lamina.export_diff(None, inside)) == members(layer_tar)
+            # The layer the same user registered outside: the same tree.
+            outside = Path(root, driver, "layers", outside_id, tree)
+            a, b = _raw_tree(inside), _raw_tree(outside)
+            differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+            assert not differ, {k: (a.get(k), b.get(k)) for k in differ}
+            assert g.check()["problems"] == []
+
+
+def _rootless_then_unshare(root: str) -> None:
+    """What runs as nobody: register outside, then again inside."""
+    ids = set()
+    for driver in ["vfs", "overlay2"]:
+        with lamina.Graph(f"{root}/{driver}", driver=driver) as g:
+            # A second layer of the same tar outside: the one inside must
+            # be made anew, not found.
+            ids.add(g.register(hostile_layer() + b"\0" * 1024).id)
+    (outside_id,) = ids
+    # This module, loaded by path: it is ``nobody_case`` when staged by
+    # run_as_nobody and ``test_rootless`` in the nobody pass.
+    here = Path(__file__).resolve()
+    code = (
+        f"import importlib.util, sys; sys.path[:0] = [{str(here.parent)!r}, "
+        f"{str(here.parent.parent)!r}]; "
+        f"s = importlib.util.spec_from_file_location('case', {str(here)!r}); "
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+        f"m._in_unshare({root!r}, {outside_id!r})"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "lamina", "unshare", "--", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root drops to nobody for it")
+def test_a_layer_applied_in_lamina_unshare_is_the_one_applied_outside() -> None:
+    base = staging_dir()
+    try:
+        run_as_nobody(base, __file__, "_rootless_then_unshare", str(base / "s"))
+    finally:
+        shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="the nobody pass runs it directly")
+def test_a_layer_applied_in_lamina_unshare_is_the_one_applied_outside_nobody(
+    tmp_path: Path,
+) -> None:
+    _rootless_then_unshare(str(tmp_path / "s"))
