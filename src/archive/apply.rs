@@ -901,19 +901,10 @@ impl<'o> Applier<'o> {
             }
         }
         for (k, v) in &h.xattrs {
-            if self.rootless && recorded::is_always_recorded(os(k)) {
-                obj.set_xattr(&recorded::recorded_name(os(k)), v)
-                    .at("setxattr", &self.shown(path))?;
-                continue;
-            }
-            if let Err(e) = obj.set_xattr(os(k), v) {
-                if self.rootless && recorded::is_recordable(os(k), e) {
-                    obj.set_xattr(&recorded::recorded_name(os(k)), v)
-                        .at("setxattr", &self.shown(path))?;
-                } else if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &self.shown(path));
-                }
-            }
+            recorded::set_xattr(os(k), self.rootless, self.privileged, |name| {
+                obj.set_xattr(name, v)
+            })
+            .at("setxattr", &self.shown(path))?;
         }
         Ok(())
     }

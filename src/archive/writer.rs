@@ -87,21 +87,10 @@ impl FileMeta {
             }
         }
         for (k, v) in &self.xattrs {
-            if self.rootless && recorded::is_always_recorded(os(k)) {
-                let name = recorded::recorded_name(os(k));
-                rustix::fs::fsetxattr(fd, &name, v, rustix::fs::XattrFlags::empty())
-                    .at("setxattr", &self.shown())?;
-                continue;
-            }
-            if let Err(e) = rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty()) {
-                if self.rootless && recorded::is_recordable(os(k), e) {
-                    let name = recorded::recorded_name(os(k));
-                    rustix::fs::fsetxattr(fd, &name, v, rustix::fs::XattrFlags::empty())
-                        .at("setxattr", &self.shown())?;
-                } else if !xattr::is_skippable(os(k), e, self.privileged) {
-                    return Err(e).at("setxattr", &self.shown());
-                }
-            }
+            recorded::set_xattr(os(k), self.rootless, self.privileged, |name| {
+                rustix::fs::fsetxattr(fd, name, v, rustix::fs::XattrFlags::empty())
+            })
+            .at("setxattr", &self.shown())?;
         }
         if let Some(o) = &self.record {
             rustix::fs::fsetxattr(

@@ -88,12 +88,7 @@ pub fn can_mount() -> bool {
 /// decides, because `trusted.*` xattrs are out of reach).
 pub fn in_user_namespace() -> bool {
     // The initial namespace maps the whole 32-bit range onto itself.
-    std::fs::read_to_string("/proc/self/uid_map")
-        .map(|m| {
-            let f: Vec<&str> = m.split_whitespace().collect();
-            f != ["0", "0", "4294967295"]
-        })
-        .unwrap_or(false)
+    crate::fs::meta::uid_map().is_some_and(|m| m != [[0, 0, 4_294_967_295]])
 }
 
 /// The kernel release (`uname -r`).

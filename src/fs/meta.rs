@@ -20,12 +20,26 @@ pub fn is_privileged() -> bool {
 /// root. Inside a user namespace that maps the caller's own uid to 0, an
 /// inode owned by 0 is the caller's, not root's.
 pub fn is_host_root(uid: u32) -> bool {
-    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
-        return uid == 0;
-    };
-    map.lines().any(|line| {
-        let f: Vec<u64> = line.split_whitespace().filter_map(|n| n.parse().ok()).collect();
-        matches!(f[..], [inside, outside, len]
-            if (inside..inside + len).contains(&u64::from(uid)) && outside + u64::from(uid) - inside == 0)
-    })
+    match uid_map() {
+        // Only the first id of a range can map to host 0.
+        Some(map) => map
+            .iter()
+            .any(|&[inside, outside, _]| outside == 0 && inside == u64::from(uid)),
+        None => uid == 0,
+    }
+}
+
+/// This process's `/proc/self/uid_map`: `[inside, outside, length]` per
+/// range; `None` where it cannot be read.
+pub fn uid_map() -> Option<Vec<[u64; 3]>> {
+    let text = std::fs::read_to_string("/proc/self/uid_map").ok()?;
+    text.lines()
+        .map(|line| {
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            f.try_into().ok()
+        })
+        .collect()
 }

@@ -279,8 +279,27 @@ pub fn is_recordable(key: &OsStr, err: rustix::io::Errno) -> bool {
 /// unshare`) is stored for that namespace only (revision 3, naming the
 /// namespace root's host uid) and reads otherwise outside it, so a layer
 /// applied inside would export other bytes than one applied outside.
-pub fn is_always_recorded(key: &OsStr) -> bool {
+fn is_always_recorded(key: &OsStr) -> bool {
     key.as_bytes() == b"security.capability"
+}
+
+/// Give an inode the xattr `key` through `set` (which takes the name to
+/// write): a `rootless` writer records under [`recorded_name`] what it may
+/// not set, and what [`xattr::is_skippable`] allows is dropped.
+pub fn set_xattr(
+    key: &OsStr,
+    rootless: bool,
+    privileged: bool,
+    mut set: impl FnMut(&OsStr) -> rustix::io::Result<()>,
+) -> rustix::io::Result<()> {
+    if rootless && is_always_recorded(key) {
+        return set(&recorded_name(key));
+    }
+    match set(key) {
+        Err(e) if rootless && is_recordable(key, e) => set(&recorded_name(key)),
+        Err(e) if xattr::is_skippable(key, e, privileged) => Ok(()),
+        other => other,
+    }
 }
 
 /// The name under which an xattr that could not be set is recorded.
